@@ -1,0 +1,99 @@
+"""A bad config fails at once with a message that names the problem."""
+
+import copy
+import socket
+
+import pytest
+import yaml
+
+from hpcagents.artifacts import REPO_DIR
+from hpcagents.config import ConfigError, check_servers, parse_config
+
+DEFAULT = yaml.safe_load((REPO_DIR / "config" / "config.yaml").read_text())
+
+
+def cfg(**changes):
+    raw = copy.deepcopy(DEFAULT)
+    for dotted, value in changes.items():
+        node = raw
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node[p]
+        if value is KeyError:
+            del node[last]
+        else:
+            node[last] = value
+    return raw
+
+
+def test_shipped_config_is_valid():
+    c = parse_config(copy.deepcopy(DEFAULT))
+    assert c.kernels == ("dgemm",) and c.pgs == 4 and c.iterations == 3
+    assert c.cflags == ("-O3", "-march=native", "-fopenmp")
+
+
+def test_missing_key_is_named():
+    with pytest.raises(ConfigError, match=r"campaign.*'pgs' is a required property"):
+        parse_config(cfg(campaign__pgs=KeyError))
+
+
+def test_wrong_type_is_named_with_its_path():
+    with pytest.raises(ConfigError, match=r"key 'campaign.iterations'.*not of type 'integer'"):
+        parse_config(cfg(campaign__iterations="three"))
+
+
+def test_unknown_key_is_rejected():
+    with pytest.raises(ConfigError, match=r"'tempreature' was unexpected"):
+        parse_config(cfg(llm__tempreature=0.1))
+
+
+def test_unknown_kernel_is_named_with_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown kernel 'sgemv'.*known: .*dgemm"):
+        parse_config(cfg(kernels=["sgemv"]))
+
+
+def test_bad_server_url_is_named():
+    servers = [{"name": "a", "base_url": "localhost:8000", "model": "m"}]
+    with pytest.raises(ConfigError, match=r"llm.servers.0.base_url"):
+        parse_config(cfg(llm__servers=servers))
+
+
+def test_duplicate_server_names_rejected():
+    s = {"name": "a", "base_url": "http://127.0.0.1:1/v1", "model": "m"}
+    with pytest.raises(ConfigError, match="unique"):
+        parse_config(cfg(llm__servers=[s, dict(s)]))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_servers_are_each_named():
+    port = _free_port()
+    servers = [
+        {"name": "gpu1", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"},
+        {"name": "gpu2", "base_url": f"http://127.0.0.1:{port}/v2", "model": "m"},
+    ]
+    c = parse_config(cfg(llm__servers=servers))
+    with pytest.raises(ConfigError, match=r"no LLM server answers.*'gpu1'.*'gpu2'"):
+        check_servers(c)
+
+
+def test_offline_replay_does_not_probe_servers():
+    port = _free_port()
+    servers = [{"name": "gpu1", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}]
+    check_servers(parse_config(cfg(llm__servers=servers, llm__offline=True)))
+
+
+def test_config_readme_documents_every_key():
+    text = (REPO_DIR / "config" / "README.md").read_text()
+    def keys(node, prefix=""):
+        for k, v in node.items():
+            yield prefix + k
+            if isinstance(v, dict):
+                yield from keys(v, prefix + k + ".")
+    missing = [k for k in keys(DEFAULT) if f"`{k}`" not in text]
+    assert not missing, f"config/README.md does not document: {missing}"
+

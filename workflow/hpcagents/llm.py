@@ -1,0 +1,245 @@
+"""The LLM pool: several OpenAI-compatible servers, a response cache, per-server caps.
+
+Why each piece exists:
+
+* **Deterministic assignment** (PG j → server j mod S) makes a campaign's load spread
+  reproducible; **failover** walks the other servers in order when one is down, so a
+  dead GPU node costs latency, not the campaign.
+* **Per-server concurrency caps** are file locks, because every Snakemake job is its own
+  process: an in-process semaphore would cap nothing.
+* **The response cache** is content-addressed by the request (preferred model, messages,
+  sampling parameters, seed). A rerun after a kill replays answers it already paid for,
+  and ``offline`` mode replays a whole archived campaign with no server at all.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifacts import read_json, write_json
+from .config import LLMConfig, ServerConfig
+
+
+class LLMUnavailable(RuntimeError):
+    """No server could answer (or, offline, the cache has no answer): stop cleanly."""
+
+
+@dataclass
+class LLMResult:
+    """One answered request, with everything provenance and accounting need."""
+
+    text: str
+    reasoning: str
+    server: str
+    model: str
+    base_url: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    latency_s: float
+    cache_key: str
+    cached: bool
+    errors: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form stored in generation.json / plan.json."""
+        data = asdict(self)
+        data.pop("text")
+        data["reasoning_chars"] = len(data.pop("reasoning"))
+        return data
+
+
+def request_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
+    """Content address of a request: identical requests replay identical answers."""
+    canonical = json.dumps(
+        {"model": model, "messages": messages, "params": params},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def prompt_hash(messages: list[dict[str, str]]) -> str:
+    """Hash of the messages alone (what the scripted model logs, too)."""
+    canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ResponseCache:
+    """Content-addressed store of answered requests under ``<cache_dir>/<k[:2]>/<k>.json``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            return read_json(path)
+        except (OSError, ValueError):
+            return None  # unreadable entry: treat as a miss, it will be rewritten
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        write_json(self.path(key), entry)
+
+
+@contextmanager
+def server_slot(lock_dir: Path, server: ServerConfig, poll_s: float = 0.05) -> Iterator[int]:
+    """Hold one of ``server.max_concurrency`` slots, shared by every process on this host."""
+    lock_dir = lock_dir / server.name
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        for slot in range(server.max_concurrency):
+            fh = open(lock_dir / f"slot{slot}.lock", "a+")  # noqa: SIM115 - held until release
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                continue
+            try:
+                yield slot
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                fh.close()
+            return
+        time.sleep(poll_s)
+
+
+def _message_reasoning(message: Any) -> str:
+    """Reasoning text from vLLM/SGLang (``reasoning_content``) or newer (``reasoning``)."""
+    extra = getattr(message, "model_extra", None) or {}
+    for key in ("reasoning_content", "reasoning"):
+        value = getattr(message, key, None) or extra.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+class LLMPool:
+    """Send chat requests to the configured servers with caching, caps and failover."""
+
+    def __init__(self, cfg: LLMConfig, lock_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.cache = ResponseCache(cfg.cache_dir)
+        self.lock_dir = lock_dir or cfg.cache_dir / ".slots"
+
+    def order(self, index: int) -> list[ServerConfig]:
+        """Preferred server for request slot ``index`` first, then the others in turn."""
+        servers = list(self.cfg.servers)
+        start = index % len(servers)
+        return servers[start:] + servers[:start]
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        index: int,
+        seed: int,
+        max_tokens: int | None = None,
+    ) -> LLMResult:
+        """Answer ``messages``: from the cache if this exact request was answered before."""
+        order = self.order(index)
+        params = {
+            "temperature": self.cfg.temperature,
+            "max_tokens": max_tokens or self.cfg.max_tokens,
+            "seed": seed,
+        }
+        key = request_key(order[0].model, messages, params)
+        hit = self.cache.get(key)
+        if hit is not None:
+            result = LLMResult(**{**hit["result"], "cached": True})
+            return result
+        if self.cfg.offline:
+            raise LLMUnavailable(
+                f"offline replay: no cached answer for request {key[:16]} "
+                f"(cache {self.cfg.cache_dir}); the archived campaign does not contain it"
+            )
+        errors: list[str] = []
+        for server in order:
+            try:
+                result = self._ask(server, messages, params, key)
+            except Exception as exc:  # noqa: BLE001 - any failure of a server means failover
+                errors.append(f"{server.name}: {type(exc).__name__}: {exc}"[:500])
+                continue
+            result.errors = errors
+            self.cache.put(
+                key,
+                {
+                    "key": key,
+                    "request": {"model": order[0].model, "messages": messages, "params": params},
+                    "result": asdict(result),
+                },
+            )
+            return result
+        raise LLMUnavailable(
+            "no LLM server answered: " + " | ".join(errors) + ". Rerun to resume once a server is up."
+        )
+
+    def _ask(
+        self,
+        server: ServerConfig,
+        messages: list[dict[str, str]],
+        params: dict[str, Any],
+        key: str,
+    ) -> LLMResult:
+        from openai import OpenAI  # imported lazily: the CLI's evaluate path never needs it
+
+        client = OpenAI(
+            base_url=server.base_url,
+            api_key=server.api_key(),
+            timeout=server.timeout_s,
+            max_retries=self.cfg.max_retries,
+        )
+        extra: dict[str, Any] = {}
+        if server.reasoning_effort:
+            extra["reasoning_effort"] = server.reasoning_effort
+        with server_slot(self.lock_dir, server):
+            start = time.monotonic()
+            resp = client.chat.completions.create(
+                model=server.model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=params["temperature"],
+                max_tokens=params["max_tokens"],
+                seed=params["seed"],
+                **extra,
+            )
+            latency = time.monotonic() - start
+        if not resp.choices:
+            raise ValueError("response has no choices")
+        choice = resp.choices[0]
+        usage = resp.usage
+        details = getattr(usage, "completion_tokens_details", None) if usage else None
+        return LLMResult(
+            text=choice.message.content or "",
+            reasoning=_message_reasoning(choice.message),
+            server=server.name,
+            model=resp.model or server.model,
+            base_url=server.base_url,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            reasoning_tokens=int(getattr(details, "reasoning_tokens", 0) or 0) if details else 0,
+            latency_s=round(latency, 4),
+            cache_key=key,
+            cached=False,
+        )
+
+
+def pool_from_env(cfg: LLMConfig) -> LLMPool:
+    """A pool whose lock dir can be moved by ``HPCAGENTS_LOCK_DIR`` (node-local disks)."""
+    lock_dir = os.environ.get("HPCAGENTS_LOCK_DIR")
+    return LLMPool(cfg, Path(lock_dir) if lock_dir else None)

@@ -1,0 +1,149 @@
+"""Campaign view of one kernel: summary.json, a Markdown report and a terminal table.
+
+Accounting is in tokens, calls and seconds, not dollars: local servers cost node-hours.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .artifacts import read_json, write_json, write_text_atomic
+from .config import CampaignConfig
+
+
+def _llm_calls(kernel_dir: Path, iteration: int) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    plan = kernel_dir / f"iter{iteration}" / "plan.json"
+    if plan.is_file():
+        calls += read_json(plan, "plan")["llm_calls"]
+    for gen in sorted((kernel_dir / f"iter{iteration}").glob("pg*/attempt*/generation.json")):
+        llm = read_json(gen, "generation").get("llm")
+        if llm:
+            calls.append(llm)
+    return calls
+
+
+def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[str, Any]:
+    rows = []
+    totals: dict[str, Any] = defaultdict(float)
+    per_server: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    bests = [read_json(kernel_dir / f"iter{i}" / "best.json", "best") for i in range(cfg.iterations + 1)]
+    for best in bests:
+        i = best["iteration"]
+        cands = best["candidates"]
+        calls = _llm_calls(kernel_dir, i)
+        for c in calls:
+            srv = per_server[c["server"]]
+            srv["calls"] += 1
+            srv["cached_calls"] += c["cached"]
+            srv["prompt_tokens"] += c["prompt_tokens"]
+            srv["completion_tokens"] += c["completion_tokens"]
+            srv["reasoning_tokens"] += c["reasoning_tokens"]
+            srv["busy_s"] += 0.0 if c["cached"] else c["latency_s"]
+        plan = kernel_dir / f"iter{i}" / "plan.json"
+        sel = best["selected"]
+        row = {
+            "iteration": i,
+            "gflops": sel["gflops"],
+            "pct_of_reference": sel["pct_of_reference"],
+            "changed": best["changed"],
+            "winner_pg": sel["pg"],
+            "winner_strategy": sel["strategy"],
+            "winner_iteration": sel["iteration"],
+            "candidates": len(cands),
+            "valid": sum(c["status"] == "ok" for c in cands),
+            "attempts": sum(c["attempts"] for c in cands),
+            "repairs": sum(c["attempts"] - 1 for c in cands),
+            "repairs_succeeded": sum(c["attempts"] > 1 and c["status"] == "ok" for c in cands),
+            "llm_calls": len(calls),
+            "tokens": sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls),
+            "plan_origin": read_json(plan, "plan")["origin"] if plan.is_file() else "baseline",
+            "reason": best["reason"],
+        }
+        rows.append(row)
+        for key in ("attempts", "repairs", "repairs_succeeded", "llm_calls"):
+            totals[key] += row[key]
+        totals["cached_calls"] += sum(c["cached"] for c in calls)
+        for key in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
+            totals[key] += sum(c[key] for c in calls)
+        totals["llm_latency_s"] += sum(c["latency_s"] for c in calls if not c["cached"])
+    base, final = bests[0]["selected"], bests[-1]["selected"]
+
+    def point(sel: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "iteration": sel["iteration"],
+            "strategy": sel["strategy"],
+            "gflops": sel["gflops"],
+            "pct_of_reference": sel["pct_of_reference"],
+            "source": sel["source"],
+        }
+
+    int_keys = {"attempts", "repairs", "repairs_succeeded", "llm_calls", "cached_calls"}
+    summary = {
+        "kernel": kernel,
+        "iterations": cfg.iterations,
+        "pgs": cfg.pgs,
+        "baseline": point(base),
+        "final": point(final),
+        "speedup": round(base["best_s"] / final["best_s"], 4),
+        "rows": rows,
+        "totals": {
+            **{k: (int(v) if k in int_keys or k.endswith("tokens") else round(v, 3)) for k, v in totals.items()},
+            "per_server": {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in per_server.items()},
+        },
+        "llm_servers": [
+            {
+                "name": s.name,
+                "base_url": s.base_url,
+                "model": s.model,
+                "stand_in": s.model.startswith("scripted"),
+            }
+            for s in cfg.llm.servers
+        ],
+        "build": {"cc": cfg.cc, "cflags": list(cfg.cflags), "blas": cfg.blas},
+    }
+    for key in ("attempts", "repairs", "repairs_succeeded", "llm_calls", "cached_calls"):
+        summary["totals"].setdefault(key, 0)
+    for key in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
+        summary["totals"].setdefault(key, 0)
+    summary["totals"].setdefault("llm_latency_s", 0.0)
+    return summary
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The per-iteration table the demo prints."""
+    head = (
+        f"{'iter':>4}  {'GFLOP/s':>8}  {'% ref':>6}  {'winner':<28} {'valid':>5}  "
+        f"{'attempts':>8}  {'repairs ok/all':>14}  {'tokens':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in summary["rows"]:
+        mark = "" if r["changed"] else " (kept)"
+        winner = f"pg{r['winner_pg']} {r['winner_strategy']}{mark}"
+        lines.append(
+            f"{r['iteration']:>4}  {r['gflops']:>8.2f}  {r['pct_of_reference']:>6.1f}  "
+            f"{winner[:28]:<28} {r['valid']:>2}/{r['candidates']:<2}  {r['attempts']:>8}  "
+            f"{r['repairs_succeeded']:>6}/{r['repairs']:<7}  {r['tokens']:>7}"
+        )
+    stand_in = any(s["stand_in"] for s in summary["llm_servers"])
+    lines.append(
+        f"{summary['kernel']}: {summary['baseline']['gflops']:.2f} -> "
+        f"{summary['final']['gflops']:.2f} GFLOP/s, speedup x{summary['speedup']:.2f} over the "
+        f"baseline, {summary['final']['pct_of_reference']:.1f}% of {summary['build']['blas']}"
+    )
+    if stand_in:
+        lines.append(
+            "NOTE: answers came from the scripted model, a stand-in for an LLM: these figures "
+            "measure the pipeline, not a model."
+        )
+    return "\n".join(lines)
+
+
+def write_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path, out: Path, report: Path) -> str:
+    summary = build_summary(cfg, kernel, kernel_dir)
+    write_json(out, summary, "summary")
+    text = table(summary)
+    write_text_atomic(report, f"# hpcagents campaign: {kernel}\n\n```\n{text}\n```\n")
+    return text

@@ -1,0 +1,56 @@
+"""The few things the Snakefile needs at parse time, kept here so they are unit-testable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import CampaignConfig, ConfigError, check_servers, parse_config
+from .kernelspec import load_kernel
+
+
+def load_campaign(config: dict[str, Any]) -> CampaignConfig:
+    """Validate Snakemake's ``config``; raise ``WorkflowError`` with the key in the message."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        cfg = parse_config(dict(config))
+        for name in cfg.kernels:
+            kernel = load_kernel(name)
+            if kernel.source != f"{name}.c":
+                raise ConfigError(
+                    f"kernels/{name}/kernel.yaml: key 'source' must be '{name}.c' "
+                    f"(the candidate file of kernel <name> is <name>.c), not '{kernel.source}'"
+                )
+    except (ConfigError, ValueError) as exc:
+        raise WorkflowError(f"invalid configuration: {exc}") from None
+    return cfg
+
+
+def write_effective_config(cfg: CampaignConfig, path: Path | str) -> None:
+    """Write the validated config for the steps, only when its content changed.
+
+    Rewriting an unchanged file would be harmless for the rules (it is not an input) but
+    would race between the main process and remote jobs that parse the Snakefile too.
+    """
+    from .artifacts import write_text_atomic
+
+    path = Path(path)
+    text = json.dumps(cfg.raw, indent=2, sort_keys=True) + "\n"
+    try:
+        if path.read_text() == text:
+            return
+    except FileNotFoundError:
+        pass
+    write_text_atomic(path, text)
+
+
+def check_servers_or_die(cfg: CampaignConfig) -> None:
+    """``onstart`` hook: stop before any job when no LLM server answers."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        check_servers(cfg)
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None

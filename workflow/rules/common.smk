@@ -1,0 +1,86 @@
+# Config validation, shared paths and the input functions of the iteration DAG.
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from hpcagents.workflow_support import (
+    check_servers_or_die,
+    load_campaign,
+    write_effective_config,
+)
+
+# Validate the config before any job exists: a schema error names the key.
+CFG = load_campaign(config)
+KERNELS = list(CFG.kernels)
+MAX_REPAIRS = CFG.max_repairs
+# The effective (validated, overridden) config the steps read. It is deliberately not a
+# rule input: changing e.g. the number of iterations must not rerun finished LLM calls.
+EFFECTIVE = "results/.hpcagents/config.json"
+write_effective_config(CFG, EFFECTIVE)
+# Every step runs with the Python that runs Snakemake (the project's venv).
+HPCA = f"{sys.executable} -m hpcagents"
+
+
+wildcard_constraints:
+    kernel="[A-Za-z0-9_-]+",
+    i="[0-9]+",
+    j="[0-9]+",
+    a="[0-9]+",
+
+
+onstart:
+    check_servers_or_die(CFG)
+
+
+def baseline_source(wildcards):
+    """The kernel's own baseline, beside the workflow (not the working directory)."""
+    return str(Path(workflow.basedir) / "kernels" / wildcards.kernel / f"{wildcards.kernel}.c")
+
+
+def attempt_dir(kernel, i, j, a):
+    return f"results/{kernel}/iter{i}/pg{j}/attempt{a}"
+
+
+def previous_best(wildcards):
+    """best.json of the iteration before (none for iteration 0)."""
+    i = int(wildcards.i)
+    return [f"results/{wildcards.kernel}/iter{i - 1}/best.json"] if i > 0 else []
+
+
+def repair_inputs(wildcards):
+    """A repair attempt reads the failed attempt before it; attempt 0 reads nothing."""
+    a = int(wildcards.a)
+    if a == 0:
+        return []
+    prev = attempt_dir(wildcards.kernel, wildcards.i, wildcards.j, a - 1)
+    return [f"{prev}/evaluation.json", f"{prev}/generation.json", f"{prev}/{wildcards.kernel}.c"]
+
+
+def final_evaluation(kernel, i, j):
+    """Walk the attempts of one PG through the checkpoint: the first that passed, or the
+    last one allowed. An attempt after a passed one is never asked for, so no job (and no
+    Slurm submission) exists for a repair that is not needed."""
+    a = 0
+    while True:
+        path = checkpoints.evaluate.get(kernel=kernel, i=str(i), j=str(j), a=str(a)).output[0]
+        if int(i) == 0 or a >= MAX_REPAIRS:
+            return path
+        with open(path) as fh:
+            if json.load(fh)["status"] == "ok":
+                return path
+        a += 1
+
+
+def select_candidates(wildcards):
+    i = int(wildcards.i)
+    pgs = [0] if i == 0 else range(1, CFG.pgs + 1)
+    return [final_evaluation(wildcards.kernel, i, j) for j in pgs]
+
+
+def all_bests(wildcards):
+    return [
+        f"results/{wildcards.kernel}/iter{i}/best.json"
+        for i in range(CFG.iterations + 1)
+    ]

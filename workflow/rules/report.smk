@@ -1,0 +1,19 @@
+# Campaign view per kernel: summary.json (schema-validated) and a Markdown report.
+
+
+localrules:
+    summary,
+
+
+rule summary:
+    input:
+        all_bests,
+    output:
+        summary="results/{kernel}/summary.json",
+        report="results/{kernel}/report.md",
+    log:
+        "results/{kernel}/logs/summary.log",
+    shell:
+        "{HPCA} summary --config {EFFECTIVE} --kernel {wildcards.kernel}"
+        " --kernel-dir results/{wildcards.kernel}"
+        " --out {output.summary} --report {output.report} > {log} 2>&1"
