@@ -15,6 +15,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         expand("results/{kernel}/summary.json", kernel=KERNELS),
-    default_target: True

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from hpcagents.artifacts import REPO_DIR
 from hpcagents.scripted import serve
 
@@ -39,8 +38,13 @@ def campaign_config(server_url: str, **overrides: Any) -> dict[str, Any]:
     raw["campaign"].update(iterations=2, pgs=4, max_repairs=2, seed=7)
     raw["evaluation"].update(bench_size=256, repeats=3, warmup=1, timeout_s=60)
     raw["llm"]["servers"] = [
-        {"name": "scripted", "base_url": server_url, "model": "scripted-stand-in",
-         "max_concurrency": 4, "timeout_s": 60}
+        {
+            "name": "scripted",
+            "base_url": server_url,
+            "model": "scripted-stand-in",
+            "max_concurrency": 4,
+            "timeout_s": 60,
+        }
     ]
     raw["llm"]["max_retries"] = 1
     for dotted, value in overrides.items():
@@ -61,11 +65,17 @@ def write_campaign(workdir: Path, raw: dict[str, Any]) -> Path:
 
 def snakemake_cmd(workdir: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "snakemake",
-        "--snakefile", str(REPO_DIR / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(workdir / "config.yaml"),
-        "--cores", "2",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO_DIR / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
         *extra,
     ]
 

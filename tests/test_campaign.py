@@ -20,7 +20,6 @@ from conftest import (
     snakemake_cmd,
     write_campaign,
 )
-
 from hpcagents.artifacts import read_json
 from hpcagents.scripted import serve
 
@@ -30,7 +29,9 @@ pytestmark = pytest.mark.slow
 def selections(workdir: Path, iterations: int) -> list[tuple[int, int, str, int]]:
     out = []
     for i in range(iterations + 1):
-        sel = read_json(workdir / "results" / "dgemm" / f"iter{i}" / "best.json", "best")["selected"]
+        sel = read_json(workdir / "results" / "dgemm" / f"iter{i}" / "best.json", "best")[
+            "selected"
+        ]
         out.append((sel["iteration"], sel["pg"], sel["strategy"], sel["attempt"]))
     return out
 
@@ -68,7 +69,9 @@ def test_at_least_one_repair_happened_and_succeeded(reference_run):
 
 
 def _attempts(workdir: Path):
-    for gen_path in sorted((workdir / "results" / "dgemm").glob("iter*/pg*/attempt*/generation.json")):
+    for gen_path in sorted(
+        (workdir / "results" / "dgemm").glob("iter*/pg*/attempt*/generation.json")
+    ):
         gen = read_json(gen_path, "generation")
         ev = read_json(gen_path.parent / "evaluation.json", "evaluation")
         yield gen_path.parent, gen, ev
@@ -181,7 +184,9 @@ def test_unreachable_server_stops_at_once_naming_it(tmp_path):
     out = proc.stdout + proc.stderr
     assert "no LLM server answers" in out and "'scripted'" in out
     assert time.monotonic() - start < 60
-    assert not (tmp_path / "results" / "dgemm" / "iter0" / "pg0" / "attempt0" / "evaluation.json").exists()
+    assert not (
+        tmp_path / "results" / "dgemm" / "iter0" / "pg0" / "attempt0" / "evaluation.json"
+    ).exists()
 
 
 @pytest.mark.parametrize(

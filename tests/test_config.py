@@ -5,7 +5,6 @@ import socket
 
 import pytest
 import yaml
-
 from hpcagents.artifacts import REPO_DIR
 from hpcagents.config import ConfigError, check_servers, parse_config
 
@@ -89,11 +88,12 @@ def test_offline_replay_does_not_probe_servers():
 
 def test_config_readme_documents_every_key():
     text = (REPO_DIR / "config" / "README.md").read_text()
+
     def keys(node, prefix=""):
         for k, v in node.items():
             yield prefix + k
             if isinstance(v, dict):
                 yield from keys(v, prefix + k + ".")
+
     missing = [k for k in keys(DEFAULT) if f"`{k}`" not in text]
     assert not missing, f"config/README.md does not document: {missing}"
-

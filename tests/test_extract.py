@@ -1,7 +1,6 @@
 """Code and JSON extraction from answers written the way local models write them."""
 
 import pytest
-
 from hpcagents.extract import extract_code, extract_json
 
 FN = "kernel_dgemm"

@@ -72,7 +72,9 @@ def history_text(history: list[dict[str, Any]], limit: int = 40) -> str:
         lines.append(f"({cut} older entries omitted)")
     for h in history[cut:]:
         if h["status"] == "ok":
-            outcome = f"valid, {h['gflops']:.2f} GFLOP/s ({h['pct_of_reference']:.1f}% of reference)"
+            outcome = (
+                f"valid, {h['gflops']:.2f} GFLOP/s ({h['pct_of_reference']:.1f}% of reference)"
+            )
         else:
             outcome = f"FAILED ({h['status']}: {h['reason'][:160]})"
         lines.append(

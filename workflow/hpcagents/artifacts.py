@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ class ArtifactError(ValueError):
     """An artifact (or config) does not match its schema; the message names the key."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict[str, Any]:
     """Load ``workflow/schemas/<name>.schema.json``."""
     path = SCHEMA_DIR / f"{name}.schema.json"

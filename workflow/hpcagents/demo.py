@@ -51,9 +51,16 @@ def run_demo(args: argparse.Namespace) -> int:
     with server_log.open("a") as log:
         server = subprocess.Popen(
             [
-                sys.executable, "-m", "hpcagents", "scripted-model",
-                "--port", str(args.port), "--log", str(request_log),
-                "--latency", str(args.latency),
+                sys.executable,
+                "-m",
+                "hpcagents",
+                "scripted-model",
+                "--port",
+                str(args.port),
+                "--log",
+                str(request_log),
+                "--latency",
+                str(args.latency),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -61,13 +68,26 @@ def run_demo(args: argparse.Namespace) -> int:
         )
     try:
         _wait_healthy(f"http://127.0.0.1:{args.port}/v1/models", server)
-        snakemake = [sys.executable, "-m", "snakemake", "--directory", str(REPO_DIR),
-                     "--snakefile", str(REPO_DIR / "Snakefile")]
+        snakemake = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--directory",
+            str(REPO_DIR),
+            "--snakefile",
+            str(REPO_DIR / "Snakefile"),
+        ]
         # A previous run killed mid-way leaves Snakemake's lock behind: drop it. (Only
         # safe because no other Snakemake runs in this checkout at the same time.)
         subprocess.run([*snakemake, "--unlock"], capture_output=True, check=False)
-        cmd = [*snakemake, "--cores", args.cores, "--configfile", str(config_path),
-               *args.snakemake_args]
+        cmd = [
+            *snakemake,
+            "--cores",
+            args.cores,
+            "--configfile",
+            str(config_path),
+            *args.snakemake_args,
+        ]
         print(f"[demo] {' '.join(cmd)}", flush=True)
         rc = subprocess.call(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if rc != 0:

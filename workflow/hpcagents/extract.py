@@ -34,7 +34,9 @@ def strip_reasoning(text: str) -> str:
 
 def _balanced(code: str) -> bool:
     depth = 0
-    for ch in re.sub(r'"(\\.|[^"\\])*"|\'(\\.|[^\'\\])*\'|/\*.*?\*/|//[^\n]*', "", code, flags=re.S):
+    for ch in re.sub(
+        r'"(\\.|[^"\\])*"|\'(\\.|[^\'\\])*\'|/\*.*?\*/|//[^\n]*', "", code, flags=re.S
+    ):
         if ch == "{":
             depth += 1
         elif ch == "}":

@@ -186,7 +186,9 @@ class LLMPool:
             )
             return result
         raise LLMUnavailable(
-            "no LLM server answered: " + " | ".join(errors) + ". Rerun to resume once a server is up."
+            "no LLM server answered: "
+            + " | ".join(errors)
+            + ". Rerun to resume once a server is up."
         )
 
     def _ask(

@@ -29,7 +29,9 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
     rows = []
     totals: dict[str, Any] = defaultdict(float)
     per_server: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    bests = [read_json(kernel_dir / f"iter{i}" / "best.json", "best") for i in range(cfg.iterations + 1)]
+    bests = [
+        read_json(kernel_dir / f"iter{i}" / "best.json", "best") for i in range(cfg.iterations + 1)
+    ]
     for best in bests:
         i = best["iteration"]
         cands = best["candidates"]
@@ -90,8 +92,13 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
         "speedup": round(base["best_s"] / final["best_s"], 4),
         "rows": rows,
         "totals": {
-            **{k: (int(v) if k in int_keys or k.endswith("tokens") else round(v, 3)) for k, v in totals.items()},
-            "per_server": {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in per_server.items()},
+            **{
+                k: (int(v) if k in int_keys or k.endswith("tokens") else round(v, 3))
+                for k, v in totals.items()
+            },
+            "per_server": {
+                k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in per_server.items()
+            },
         },
         "llm_servers": [
             {
@@ -141,7 +148,9 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path, out: Path, report: Path) -> str:
+def write_summary(
+    cfg: CampaignConfig, kernel: str, kernel_dir: Path, out: Path, report: Path
+) -> str:
     summary = build_summary(cfg, kernel, kernel_dir)
     write_json(out, summary, "summary")
     text = table(summary)

@@ -36,7 +36,9 @@ onstart:
 
 def baseline_source(wildcards):
     """The kernel's own baseline, beside the workflow (not the working directory)."""
-    return str(Path(workflow.basedir) / "kernels" / wildcards.kernel / f"{wildcards.kernel}.c")
+    return str(
+        Path(workflow.basedir) / "kernels" / wildcards.kernel / f"{wildcards.kernel}.c"
+    )
 
 
 def attempt_dir(kernel, i, j, a):
@@ -55,7 +57,11 @@ def repair_inputs(wildcards):
     if a == 0:
         return []
     prev = attempt_dir(wildcards.kernel, wildcards.i, wildcards.j, a - 1)
-    return [f"{prev}/evaluation.json", f"{prev}/generation.json", f"{prev}/{wildcards.kernel}.c"]
+    return [
+        f"{prev}/evaluation.json",
+        f"{prev}/generation.json",
+        f"{prev}/{wildcards.kernel}.c",
+    ]
 
 
 def final_evaluation(kernel, i, j):
@@ -64,7 +70,9 @@ def final_evaluation(kernel, i, j):
     Slurm submission) exists for a repair that is not needed."""
     a = 0
     while True:
-        path = checkpoints.evaluate.get(kernel=kernel, i=str(i), j=str(j), a=str(a)).output[0]
+        path = checkpoints.evaluate.get(
+            kernel=kernel, i=str(i), j=str(j), a=str(a)
+        ).output[0]
         if int(i) == 0 or a >= MAX_REPAIRS:
             return path
         with open(path) as fh:

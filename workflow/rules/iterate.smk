@@ -52,12 +52,12 @@ rule generate:
         "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.generate.log",
     wildcard_constraints:
         i="[1-9][0-9]*",
+    resources:
+        llm_slots=1,
     params:
         previous=lambda wc, input: (
             f"--previous {Path(input.previous[0]).parent}" if input.previous else ""
         ),
-    resources:
-        llm_slots=1,
     shell:
         "{HPCA} generate --config {EFFECTIVE} --kernel {wildcards.kernel}"
         " --iteration {wildcards.i} --pg {wildcards.j} --attempt {wildcards.a}"

@@ -1,0 +1,480 @@
+"""Compile → validate → time one candidate against the kernel's reference library.
+
+Errors are values: every candidate fault ends as a record with a status and a reason,
+never as an exception. The reason is what the repair prompt feeds back to the PG, so it
+names the case, the element and the size of the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .artifacts import write_json
+from .blas import BlasInfo, BlasNotFound, find_blas
+from .kernelspec import Case, KernelSpec, load_kernel
+
+MAX_OUTPUT = 8000
+FAILED_STATUSES = (
+    "compile_error",
+    "link_error",
+    "wrong_answer",
+    "crash",
+    "timeout",
+    "harness_error",
+    "no_code",
+    "truncated",
+    "generation_error",
+)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    cc: str = "gcc"
+    cflags: tuple[str, ...] = ("-O3", "-march=native", "-fopenmp")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    repeats: int = 5
+    warmup: int = 1
+    timeout_s: float = 300.0
+    bench_size: int | None = None
+    blas: str = "mkl"
+    threads: int | None = None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _compiler_version(cc: str) -> str:
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+        return out.stdout.splitlines()[0] if out.stdout else cc
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{cc} (not runnable)"
+
+
+def _truncate(text: str, limit: int = MAX_OUTPUT) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters cut]"
+
+
+def _sha(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _record(kernel: KernelSpec, source: Path, status: str, reason: str, **parts: Any) -> dict:
+    return {
+        "kernel": kernel.name,
+        "source": str(source),
+        "source_sha256": _sha(source),
+        "status": status,
+        "reason": reason,
+        "compile": parts.get("compile"),
+        "validation": parts.get("validation"),
+        "timing": parts.get("timing"),
+        "reference": parts.get("reference"),
+        "pct_of_reference": parts.get("pct_of_reference"),
+        "provenance": parts.get("provenance"),
+    }
+
+
+def failed_generation_record(kernel: KernelSpec, source: Path, status: str, reason: str) -> dict:
+    """An attempt whose LLM answer had no usable code: nothing is compiled."""
+    return _record(kernel, source, status, reason or f"generation failed ({status})")
+
+
+def _provenance(
+    build: BuildConfig, blas: BlasInfo | None, threads: int, started: float, cfg: EvalConfig
+) -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "cores": _cores(),
+        "compiler": _compiler_version(build.cc),
+        "cflags": list(build.cflags),
+        "blas": blas.name if blas else cfg.blas,
+        "blas_version": blas.version if blas else "not found",
+        "omp_threads": threads,
+        "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+        "wall_s": round(time.time() - started, 3),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+    """Run in its own process group; on timeout the whole group is killed. None = timeout."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+        errors="replace",
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out or ""
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.6g}" if isinstance(x, float) else str(x)
+
+
+def case_reason(case: dict[str, Any], label: str) -> str:
+    """The verdict for one failed case, precise enough to repair from."""
+    parts = []
+    if case["wrong"]:
+        bad = case["first_bad"]
+        got, want, bound = bad["got"], bad["want"], bad["bound"]
+        got, want = float(got), float(want)
+        err = abs(got - want)
+        hint = ""
+        if math.isnan(got):
+            hint = " (NaN: with beta == 0, C must not be read; padding of A/B must not be read)"
+        parts.append(
+            f"{case['wrong']} of {case['checked']} elements wrong; first C[{bad['i']}][{bad['j']}]"
+            f" = {_fmt(got)} vs reference {_fmt(want)} (|err| {_fmt(err)} > bound "
+            f"{bound:.2e}){hint}"
+        )
+    if case.get("padding_overwritten"):
+        parts.append(
+            f"wrote {case['padding_overwritten']} element(s) of C's padding "
+            f"(columns n..ldc-1 of each row must not be touched; ldc={case['ldc']})"
+        )
+    if case.get("inputs_modified"):
+        parts.append("modified its input A or B (they are read-only)")
+    return f"case {label}: " + "; ".join(parts)
+
+
+def _parse_num(x: Any) -> float:
+    """The harness writes non-finite numbers as strings ("inf", "nan")."""
+    return float(x)
+
+
+def evaluate_source(
+    kernel: KernelSpec,
+    source: Path,
+    workdir: Path,
+    build: BuildConfig,
+    cfg: EvalConfig,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Compile, validate and time ``source``; return the schema-valid evaluation record."""
+    started = time.time()
+    source = Path(source)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    threads = cfg.threads or _cores()
+    try:
+        blas = find_blas(cfg.blas)
+    except BlasNotFound as exc:
+        return _record(
+            kernel,
+            source,
+            "harness_error",
+            str(exc),
+            provenance=_provenance(build, None, threads, started, cfg),
+        )
+
+    def prov() -> dict[str, Any]:
+        return _provenance(build, blas, threads, started, cfg)
+
+    if not source.is_file() or not source.read_text().strip():
+        return _record(
+            kernel, source, "no_code", f"{source} is missing or empty", provenance=prov()
+        )
+    obj = workdir / "candidate.o"
+    cmd = [build.cc, *build.cflags, "-c", str(source.resolve()), "-o", str(obj)]
+    t0 = time.monotonic()
+    rc, out = _run(cmd, workdir, dict(os.environ), timeout=120)
+    comp = {
+        "command": cmd,
+        "returncode": rc if rc is not None else -1,
+        "output": _truncate(out),
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    if rc != 0:
+        why = "the compiler timed out" if rc is None else "the candidate does not compile"
+        return _record(
+            kernel,
+            source,
+            "compile_error",
+            f"{why}: {_first_error(out)}",
+            compile=comp,
+            provenance=prov(),
+        )
+    exe = workdir / "harness"
+    link = [
+        build.cc,
+        *build.cflags,
+        *blas.compile_args,
+        str(kernel.directory / kernel.harness),
+        str(obj),
+        *blas.link_args,
+        "-lm",
+        "-o",
+        str(exe),
+    ]
+    rc, lout = _run(link, workdir, dict(os.environ), timeout=120)
+    if rc != 0:
+        comp["output"] = _truncate(out + lout)
+        comp["link_command"] = link
+        return _record(
+            kernel,
+            source,
+            "link_error",
+            f"linking with the harness failed: {_first_error(lout)}",
+            compile=comp,
+            provenance=prov(),
+        )
+    seed = seed if seed is not None else secrets.randbits(31)
+    bench = kernel.bench
+    if cfg.bench_size:
+        bench = Case(cfg.bench_size, cfg.bench_size, cfg.bench_size, bench.alpha, bench.beta)
+    result_path = workdir / "result.json"
+    args = [
+        str(exe),
+        "--out",
+        str(result_path),
+        "--seed",
+        str(seed),
+        "--tol",
+        repr(kernel.tolerance_factor),
+        "--repeats",
+        str(cfg.repeats),
+        "--warmup",
+        str(cfg.warmup),
+        "--bench",
+        f"{bench.m},{bench.n},{bench.k},{bench.alpha!r},{bench.beta!r}",
+    ]
+    for c in kernel.cases:
+        args += ["--case", f"{c.m},{c.n},{c.k},{c.alpha!r},{c.beta!r},{c.pad}"]
+    env = {
+        **os.environ,
+        **blas.env,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "OMP_PROC_BIND": "close",
+        "OMP_PLACES": "cores",
+    }
+    rc, run_out = _run(args, workdir, env, timeout=cfg.timeout_s)
+    if rc is None:
+        return _record(
+            kernel,
+            source,
+            "timeout",
+            f"the run did not finish within {cfg.timeout_s:g} s (validation + timing)",
+            compile=comp,
+            provenance=prov(),
+        )
+    if rc < 0:
+        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+        return _record(
+            kernel,
+            source,
+            "crash",
+            f"the kernel crashed with signal {name} during validation or timing"
+            + (f"; output: {run_out[-500:]}" if run_out.strip() else ""),
+            compile=comp,
+            provenance=prov(),
+        )
+    if rc != 0 or not result_path.is_file():
+        return _record(
+            kernel,
+            source,
+            "crash",
+            f"the harness exited with code {rc} without a result"
+            + (f"; output: {run_out[-500:]}" if run_out.strip() else ""),
+            compile=comp,
+            provenance=prov(),
+        )
+    try:
+        res = json.loads(result_path.read_text())
+    except ValueError as exc:
+        return _record(
+            kernel,
+            source,
+            "harness_error",
+            f"unreadable harness result: {exc}",
+            compile=comp,
+            provenance=prov(),
+        )
+    cases = []
+    failures = []
+    for spec_case, case in zip(kernel.cases, res["cases"]):
+        case["status"] = "ok" if case["ok"] else "wrong_answer"
+        case["max_err_ratio"] = _parse_num(case["max_err_ratio"])
+        if not case["ok"]:
+            failures.append(case_reason(case, spec_case.label()))
+        cases.append(case)
+    validation = {
+        "seed": seed,
+        "tolerance_factor": kernel.tolerance_factor,
+        "passed": not failures,
+        "cases": cases,
+    }
+    if failures:
+        more = f" (+{len(failures) - 1} more failing case(s))" if len(failures) > 1 else ""
+        return _record(
+            kernel,
+            source,
+            "wrong_answer",
+            failures[0] + more,
+            compile=comp,
+            validation=validation,
+            provenance=prov(),
+        )
+    t = res["timing"]
+    flops = kernel.flops(t["m"], t["n"], t["k"])
+    runs, ref_runs = t["runs_s"], t["reference_runs_s"]
+    best, ref_best = min(runs), min(ref_runs)
+    timing = {
+        "m": t["m"],
+        "n": t["n"],
+        "k": t["k"],
+        "flops": flops,
+        "warmup": t["warmup"],
+        "repeats": t["repeats"],
+        "runs_s": runs,
+        "best_s": best,
+        "median_s": statistics.median(runs),
+        "spread": max(runs) / best if best else 0.0,
+        "gflops": flops / best / 1e9 if best else 0.0,
+        "output_checked": True,
+    }
+    reference = {
+        "blas": blas.name,
+        "version": blas.version,
+        "runs_s": ref_runs,
+        "best_s": ref_best,
+        "gflops": flops / ref_best / 1e9 if ref_best else 0.0,
+    }
+    if not t["outputs_ok"]:
+        bad = {**t, "ldc": t["n"]}
+        label = f"bench m={t['m']} n={t['n']} k={t['k']} (timed run {t['bad_run'] + 1})"
+        return _record(
+            kernel,
+            source,
+            "wrong_answer",
+            case_reason(bad, label),
+            compile=comp,
+            validation=validation,
+            provenance=prov(),
+        )
+    pct = 100.0 * timing["gflops"] / reference["gflops"] if reference["gflops"] else 0.0
+    return _record(
+        kernel,
+        source,
+        "ok",
+        f"valid; {timing['gflops']:.2f} GFLOP/s = {pct:.1f}% of {blas.name} "
+        f"({reference['gflops']:.2f} GFLOP/s) at {t['m']}x{t['n']}x{t['k']}",
+        compile=comp,
+        validation=validation,
+        timing=timing,
+        reference=reference,
+        pct_of_reference=round(pct, 3),
+        provenance=prov(),
+    )
+
+
+def _first_error(output: str) -> str:
+    for line in output.splitlines():
+        if "error" in line.lower():
+            return line.strip()[:300]
+    lines = [line for line in output.splitlines() if line.strip()]
+    return lines[0][:300] if lines else "(no output)"
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", required=True, help="kernel name (folder under kernels/)")
+    parser.add_argument("--source", required=True, help="the C file to evaluate")
+    parser.add_argument("--out", help="write the evaluation JSON here (atomically)")
+    parser.add_argument("--bench-size", type=int, help="time at m=n=k=N instead of kernel.yaml's")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--blas", choices=("mkl", "openblas"), default="mkl")
+    parser.add_argument("--cc", default="gcc")
+    parser.add_argument("--cflags", default="-O3 -march=native -fopenmp")
+    parser.add_argument("--workdir", help="build directory (default: a temp dir, removed)")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    kernel = load_kernel(args.kernel)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="hpca-eval-"))
+    try:
+        rec = evaluate_source(
+            kernel,
+            Path(args.source),
+            workdir,
+            BuildConfig(cc=args.cc, cflags=tuple(args.cflags.split())),
+            EvalConfig(
+                repeats=args.repeats,
+                warmup=args.warmup,
+                timeout_s=args.timeout,
+                bench_size=args.bench_size,
+                blas=args.blas,
+                threads=args.threads,
+            ),
+        )
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.out:
+        write_json(args.out, rec, "evaluation")
+    print(f"status: {rec['status']}")
+    print(f"reason: {rec['reason']}")
+    if rec["timing"]:
+        t, r = rec["timing"], rec["reference"]
+        print(
+            f"candidate: {t['gflops']:.3f} GFLOP/s (best of {t['repeats']}: {t['best_s']:.6f} s,"
+            f" spread x{t['spread']:.3f})"
+        )
+        print(f"reference: {r['gflops']:.3f} GFLOP/s ({r['version']})")
+        print(f"% of reference: {rec['pct_of_reference']:.2f}")
+    return 0

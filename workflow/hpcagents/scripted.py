@@ -1,0 +1,399 @@
+"""The scripted model: an OpenAI-compatible HTTP server that is a STAND-IN for an LLM.
+
+It answers PM and PG prompts from hand-written kernel variants listed in
+``kernels/<name>/scripted/script.yaml`` (some broken on purpose, so repair is exercised).
+It exercises and measures the pipeline — HTTP, caching, extraction, compile, validate,
+repair, time, select — and never measures a model: every answer says so in its model id
+and ``/v1/models`` lists it as ``owned_by: hpcagents-scripted-stand-in``.
+
+It reads the header lines the real prompts carry (``[hpcagents:pm]``, ``Kernel:``,
+``Iteration:``, ``Strategies wanted:``; ``[hpcagents:pg]``, ``PG:``, ``Attempt:``,
+``Strategy:``); a real model ignores them. Every request is appended to a JSON-lines log
+so tests can count calls and spot a repeated prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .artifacts import REPO_DIR, write_text_atomic
+
+OWNER = "hpcagents-scripted-stand-in"
+DEFAULT_MODEL = "scripted-stand-in"
+
+
+@dataclass(frozen=True)
+class ScriptedAnswer:
+    kind: str  # plan | code | prose
+    text: str
+    meta: dict[str, Any]
+
+
+def _header(text: str, key: str) -> str | None:
+    match = re.search(rf"^{re.escape(key)}:\s*(.+?)\s*$", text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def prompt_sha256(messages: list[dict[str, Any]]) -> str:
+    """Same canonical form as ``hpcagents.llm.prompt_hash``."""
+    canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ScriptedModel:
+    """The answering logic, without HTTP."""
+
+    def __init__(self, kernels_dir: Path | None = None) -> None:
+        self.kernels_dir = Path(kernels_dir or REPO_DIR / "kernels")
+        self._scripts: dict[str, dict[str, Any] | None] = {}
+
+    def script(self, kernel: str) -> dict[str, Any] | None:
+        if kernel not in self._scripts:
+            path = self.kernels_dir / kernel / "scripted" / "script.yaml"
+            self._scripts[kernel] = yaml.safe_load(path.read_text()) if path.is_file() else None
+        return self._scripts[kernel]
+
+    def _file(self, kernel: str, name: str) -> str:
+        return (self.kernels_dir / kernel / "scripted" / name).read_text()
+
+    def answer(self, messages: list[dict[str, Any]]) -> ScriptedAnswer:
+        users = [m for m in messages if m.get("role") == "user"]
+        text = str(users[-1].get("content", "")) if users else ""
+        # a re-ask carries the headers in the first user message
+        first = str(users[0].get("content", "")) if users else ""
+        head = text if "[hpcagents:" in text else first
+        kernel = _header(head, "Kernel") or ""
+        script = self.script(kernel) if kernel else None
+        if script is None:
+            return ScriptedAnswer(
+                "prose",
+                "I am the hpcagents scripted model, a stand-in for an LLM. I have no scripted "
+                f"answer for this prompt (kernel {kernel!r}), so this reply contains no code.",
+                {"role": "unknown", "kernel": kernel},
+            )
+        strategies = script["strategies"]
+        if "[hpcagents:pm]" in head:
+            iteration = int(_header(head, "Iteration") or 1)
+            n = int(_header(head, "Strategies wanted") or 1)
+            start = (iteration - 1) * n
+            chosen = [strategies[(start + j) % len(strategies)] for j in range(n)]
+            plan = {
+                "strategies": [{"name": s["name"], "description": s["description"]} for s in chosen]
+            }
+            body = (
+                f"For iteration {iteration} I assign {n} different strategies, one per "
+                f"programmer:\n\n```json\n{json.dumps(plan, indent=2)}\n```\n"
+            )
+            return ScriptedAnswer(
+                "plan", body, {"role": "pm", "kernel": kernel, "iteration": iteration}
+            )
+        if "[hpcagents:pg]" in head:
+            name = _header(head, "Strategy") or ""
+            attempt = int(_header(text, "Attempt") or _header(head, "Attempt") or 0)
+            meta = {
+                "role": "pg",
+                "kernel": kernel,
+                "iteration": int(_header(head, "Iteration") or 0),
+                "pg": int(_header(head, "PG") or 0),
+                "attempt": attempt,
+                "strategy": name,
+            }
+            by_name = {s["name"]: s for s in strategies}
+            note = ""
+            if name not in by_name:
+                strategy = strategies[0]
+                note = f"(I do not know the strategy '{name}'; here is {strategy['name']}.)\n"
+                answers = strategy["answers"][-1:]
+            else:
+                answers = by_name[name]["answers"]
+            ans = answers[min(attempt, len(answers) - 1)]
+            if "prose" in ans:
+                return ScriptedAnswer("prose", ans["prose"].strip(), meta)
+            code = self._file(kernel, ans["file"])
+            intro = "Here is the fixed version." if attempt else f"Here is my {name} version."
+            return ScriptedAnswer("code", f"{note}{intro}\n\n```c\n{code.rstrip()}\n```\n", meta)
+        return ScriptedAnswer(
+            "prose",
+            "I am the hpcagents scripted model, a stand-in for an LLM; I only answer hpcagents "
+            "PM and PG prompts. This reply contains no code.",
+            {"role": "unknown", "kernel": kernel},
+        )
+
+
+class _Log:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+
+    def write(self, entry: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        with self.lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+class ScriptedServer:
+    """A running server: ``.port``, ``.url``, ``.shutdown()`` (idempotent)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        kernels_dir: Path | None = None,
+        log_path: Path | str | None = None,
+        latency: float = 0.0,
+        latency_per_token: float = 0.0,
+        max_concurrency: int = 64,
+        model: str = DEFAULT_MODEL,
+    ) -> None:
+        self.model_logic = ScriptedModel(kernels_dir)
+        self.log = _Log(Path(log_path) if log_path else None)
+        self.latency = latency
+        self.latency_per_token = latency_per_token
+        self.slots = threading.BoundedSemaphore(max_concurrency)
+        self.model = model
+        self._httpd = ThreadingHTTPServer((host, port), self._handler())
+        self._httpd.daemon_threads = True
+        self.host = host
+        self.port = self._httpd.server_address[1]
+        self.url = f"http://{host}:{self.port}/v1"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._stopped = False
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.log.path
+
+    @log_path.setter
+    def log_path(self, value: Path | None) -> None:
+        self.log.path = Path(value) if value else None
+
+    def start(self) -> ScriptedServer:
+        self._thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def _json(self, code: int, payload: dict[str, Any]) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.rstrip("/") in ("/v1/models", "/models"):
+                    self._json(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [
+                                {
+                                    "id": server.model,
+                                    "object": "model",
+                                    "created": 0,
+                                    "owned_by": OWNER,
+                                    "max_model_len": 32768,
+                                }
+                            ],
+                        },
+                    )
+                elif self.path.rstrip("/") in ("/health", "/v1/health"):
+                    self._json(200, {"status": "ok", "stand_in": True})
+                else:
+                    self._json(
+                        404, {"error": {"message": f"no route {self.path}", "type": "not_found"}}
+                    )
+
+            def do_POST(self) -> None:  # noqa: N802
+                if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+                    self._json(
+                        404, {"error": {"message": f"no route {self.path}", "type": "not_found"}}
+                    )
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    req = json.loads(self.rfile.read(length) or b"")
+                    messages = req["messages"]
+                    if not isinstance(messages, list):
+                        raise ValueError("messages must be a list")
+                except (ValueError, KeyError, TypeError) as exc:
+                    self._json(
+                        400,
+                        {
+                            "error": {
+                                "message": f"bad request: {exc}",
+                                "type": "invalid_request_error",
+                            }
+                        },
+                    )
+                    return
+                with server.slots:
+                    ans = server.model_logic.answer(messages)
+                    prompt_text = "".join(str(m.get("content", "")) for m in messages)
+                    p_tok, c_tok = _tokens(prompt_text), _tokens(ans.text)
+                    time.sleep(server.latency + server.latency_per_token * c_tok)
+                server.log.write(
+                    {
+                        "time": time.time(),
+                        "prompt_sha256": prompt_sha256(messages),
+                        "kind": ans.kind,
+                        "model": req.get("model"),
+                        "seed": req.get("seed"),
+                        **ans.meta,
+                    }
+                )
+                cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+                usage = {
+                    "prompt_tokens": p_tok,
+                    "completion_tokens": c_tok,
+                    "total_tokens": p_tok + c_tok,
+                }
+                if req.get("stream"):
+                    self._stream(cid, ans.text, usage)
+                    return
+                self._json(
+                    200,
+                    {
+                        "id": cid,
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": server.model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": ans.text},
+                            }
+                        ],
+                        "usage": usage,
+                    },
+                )
+
+            def _stream(self, cid: str, text: str, usage: dict[str, int]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+
+                def chunk(delta: dict[str, Any], finish: str | None) -> None:
+                    payload = {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": server.model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    }
+                    self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+
+                chunk({"role": "assistant", "content": ""}, None)
+                for start in range(0, len(text), 256):
+                    chunk({"content": text[start : start + 256]}, None)
+                chunk({}, "stop")
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+        return Handler
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    kernels_dir: Path | None = None,
+    log_path: Path | str | None = None,
+    latency: float = 0.0,
+    latency_per_token: float = 0.0,
+    max_concurrency: int = 64,
+    model: str = DEFAULT_MODEL,
+) -> ScriptedServer:
+    """Start the scripted model in a background thread and return it."""
+    return ScriptedServer(
+        host, port, kernels_dir, log_path, latency, latency_per_token, max_concurrency, model
+    ).start()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 = any free port")
+    parser.add_argument("--kernels-dir", default=str(REPO_DIR / "kernels"))
+    parser.add_argument("--log", help="append one JSON line per request served")
+    parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser.add_argument("--pid-file", help="write the server's pid here")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument("--latency-per-token", type=float, default=0.0)
+    parser.add_argument("--max-concurrency", type=int, default=64)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+
+
+def run(args: argparse.Namespace) -> int:
+    server = ScriptedServer(
+        args.host,
+        args.port,
+        Path(args.kernels_dir),
+        args.log,
+        args.latency,
+        args.latency_per_token,
+        args.max_concurrency,
+        args.model,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    if args.port_file:
+        write_text_atomic(args.port_file, f"{server.port}\n")
+    if args.pid_file:
+        write_text_atomic(args.pid_file, f"{os.getpid()}\n")
+    print(f"scripted model (a stand-in for an LLM, not a model) at {server.url}", flush=True)
+    stop.wait()
+    server.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpcagents.scripted", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
