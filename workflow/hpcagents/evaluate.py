@@ -342,7 +342,7 @@ def evaluate_source(
         )
     cases = []
     failures = []
-    for spec_case, case in zip(kernel.cases, res["cases"]):
+    for spec_case, case in zip(kernel.cases, res["cases"], strict=True):
         case["status"] = "ok" if case["ok"] else "wrong_answer"
         case["max_err_ratio"] = _parse_num(case["max_err_ratio"])
         if not case["ok"]:

@@ -1,0 +1,165 @@
+"""The evaluation harness: real gcc, real MKL, every failure a status with a reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hpcagents.artifacts import REPO_DIR, validate
+from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.kernelspec import load_kernel
+
+KERNEL = load_kernel("dgemm")
+FAST = EvalConfig(repeats=2, warmup=1, timeout_s=60, bench_size=128)
+SCRIPTED = REPO_DIR / "kernels" / "dgemm" / "scripted"
+HEAD = (
+    "void kernel_dgemm(int m, int n, int k, double alpha, const double *A, int lda,\n"
+    "                  const double *B, int ldb, double beta, double *C, int ldc)\n"
+)
+# An honest i-k-j kernel; variants below break exactly one rule each.
+IKJ = (
+    HEAD
+    + """{
+    for (int i = 0; i < m; i++) {
+        double *c = C + (long)i * ldc;
+        for (int j = 0; j < n; j++) c[j] = beta == 0.0 ? 0.0 : beta * c[j];
+        if (alpha == 0.0) continue;
+        for (int p = 0; p < k; p++) {
+            double a = alpha * A[(long)i * lda + p];
+            for (int j = 0; j < n; j++) c[j] += a * B[(long)p * ldb + j];
+        }
+    }
+}
+"""
+)
+
+
+def evaluate(tmp_path: Path, code: str, cfg: EvalConfig = FAST) -> dict:
+    src = tmp_path / "cand.c"
+    src.write_text(code)
+    rec = evaluate_source(KERNEL, src, tmp_path / "work", BuildConfig(), cfg)
+    validate(rec, "evaluation")
+    return rec
+
+
+def test_baseline_is_ok_with_figures_measured_side_by_side(tmp_path):
+    rec = evaluate(tmp_path, (KERNEL.directory / "dgemm.c").read_text())
+    assert rec["status"] == "ok", rec["reason"]
+    t, r = rec["timing"], rec["reference"]
+    assert t["gflops"] > 0 and r["gflops"] > 0 and len(t["runs_s"]) == 2
+    assert rec["pct_of_reference"] == pytest.approx(100 * t["gflops"] / r["gflops"], rel=1e-3)
+    assert r["blas"] == "mkl" and "MKL" in r["version"]
+    prov = rec["provenance"]
+    assert prov["cflags"] == ["-O3", "-march=native", "-fopenmp"] and prov["compiler"]
+    assert len(rec["validation"]["cases"]) == len(KERNEL.cases)
+
+
+def test_honest_ikj_variant_is_ok(tmp_path):
+    assert evaluate(tmp_path, IKJ)["status"] == "ok"
+
+
+def test_each_validation_uses_a_fresh_seed(tmp_path):
+    a = evaluate(tmp_path, IKJ)["validation"]["seed"]
+    b = evaluate(tmp_path, IKJ)["validation"]["seed"]
+    assert a != b
+
+
+def test_ignoring_beta_is_wrong_answer_naming_the_case(tmp_path):
+    code = IKJ.replace("beta == 0.0 ? 0.0 : beta * c[j]", "0.0")
+    rec = evaluate(tmp_path, code)
+    assert rec["status"] == "wrong_answer"
+    assert "case m=" in rec["reason"] and "beta=0.5" in rec["reason"]
+    assert rec["timing"] is None
+
+
+def test_reading_c_when_beta_is_zero_is_wrong_answer(tmp_path):
+    code = IKJ.replace("beta == 0.0 ? 0.0 : beta * c[j]", "beta * c[j]")
+    rec = evaluate(tmp_path, code)
+    assert rec["status"] == "wrong_answer" and "NaN" in rec["reason"]
+
+
+def test_writing_the_padding_of_c_is_wrong_answer(tmp_path):
+    code = IKJ.replace(
+        "for (int j = 0; j < n; j++) c[j] = beta", "for (int j = 0; j < ldc; j++) c[j] = beta"
+    )
+    rec = evaluate(tmp_path, code)
+    assert rec["status"] == "wrong_answer" and "padding" in rec["reason"]
+
+
+def test_modifying_an_input_is_rejected(tmp_path):
+    # correct result, but A is scribbled on after use
+    code = IKJ[: IKJ.rindex("}")] + "    if (m > 0 && k > 0) ((double *)A)[0] *= 0.5;\n}\n"
+    rec = evaluate(tmp_path, code)
+    assert rec["status"] == "wrong_answer" and "modified its input" in rec["reason"]
+
+
+def test_single_precision_accumulation_exceeds_the_tolerance(tmp_path):
+    code = (
+        IKJ.replace("double a = alpha", "float a = (float)alpha")
+        .replace("c[j] += a * B", "c[j] += (float)(a * (float)B")
+        .replace("B[(long)p * ldb + j];", "B[(long)p * ldb + j]);")
+    )
+    rec = evaluate(tmp_path, code)
+    assert rec["status"] == "wrong_answer", rec["reason"]
+
+
+def test_compile_error_keeps_the_compiler_output(tmp_path):
+    rec = evaluate(tmp_path, IKJ.replace("double *c =", "double *c ="[:-1] + "= undeclared_x +"))
+    assert rec["status"] == "compile_error"
+    assert "undeclared_x" in rec["compile"]["output"] and "error" in rec["reason"]
+
+
+def test_missing_kernel_function_is_link_error(tmp_path):
+    rec = evaluate(tmp_path, IKJ.replace("kernel_dgemm", "my_dgemm"))
+    assert rec["status"] == "link_error" and "kernel_dgemm" in rec["compile"]["output"]
+
+
+def test_segfault_is_crash_with_the_signal(tmp_path):
+    rec = evaluate(tmp_path, HEAD + "{ volatile double *p = 0; *p = alpha; }\n")
+    assert rec["status"] == "crash" and "SIGSEGV" in rec["reason"]
+
+
+def test_endless_loop_is_timeout(tmp_path):
+    cfg = EvalConfig(repeats=1, warmup=0, timeout_s=2, bench_size=64)
+    rec = evaluate(tmp_path, HEAD + "{ for (volatile int x = 0;; x++) ; }\n", cfg)
+    assert rec["status"] == "timeout" and "2 s" in rec["reason"]
+
+
+def test_cli_evaluate_baseline_variant_and_wrong_file(tmp_path):
+    wrong = tmp_path / "wrong.c"
+    wrong.write_text(IKJ.replace("c[j] += a *", "c[j] -= a *"))
+    statuses = []
+    for src in (KERNEL.directory / "dgemm.c", SCRIPTED / "packed_b.c", wrong):
+        out = tmp_path / f"{src.stem}.json"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hpcagents",
+                "evaluate",
+                "--kernel",
+                "dgemm",
+                "--source",
+                str(src),
+                "--bench-size",
+                "128",
+                "--repeats",
+                "2",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        rec = json.loads(out.read_text())
+        validate(rec, "evaluation")
+        assert f"status: {rec['status']}" in proc.stdout
+        statuses.append(rec["status"])
+        if rec["status"] == "ok":
+            assert "GFLOP/s" in proc.stdout and "% of reference" in proc.stdout
+    assert statuses == ["ok", "ok", "wrong_answer"]
