@@ -10,6 +10,20 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    kernel="[A-Za-z0-9_-]+",
+    i="[0-9]+",
+    j="[0-9]+",
+    a="[0-9]+",
+
+
+# Stop before any job when no LLM server answers (skipped for offline replay).
+onstart:
+    check_servers_or_die(CFG)
+
+
 include: "workflow/rules/iterate.smk"
 include: "workflow/rules/report.smk"
 

@@ -19,8 +19,10 @@ rule baseline:
         generation="results/{kernel}/iter0/pg0/attempt0/generation.json",
     log:
         "results/{kernel}/logs/iter0/baseline.log",
+    params:
+        cmd=step("baseline"),
     shell:
-        "{HPCA} baseline --config {EFFECTIVE} --kernel {wildcards.kernel}"
+        "{params.cmd} --kernel {wildcards.kernel}"
         " --out-dir results/{wildcards.kernel}/iter0/pg0/attempt0 > {log} 2>&1"
 
 
@@ -35,8 +37,10 @@ rule plan:
         i="[1-9][0-9]*",
     resources:
         llm_slots=1,
+    params:
+        cmd=step("plan"),
     shell:
-        "{HPCA} plan --config {EFFECTIVE} --kernel {wildcards.kernel}"
+        "{params.cmd} --kernel {wildcards.kernel}"
         " --iteration {wildcards.i} --best {input.best} --out {output} > {log} 2>&1"
 
 
@@ -55,11 +59,12 @@ rule generate:
     resources:
         llm_slots=1,
     params:
+        cmd=step("generate"),
         previous=lambda wc, input: (
             f"--previous {Path(input.previous[0]).parent}" if input.previous else ""
         ),
     shell:
-        "{HPCA} generate --config {EFFECTIVE} --kernel {wildcards.kernel}"
+        "{params.cmd} --kernel {wildcards.kernel}"
         " --iteration {wildcards.i} --pg {wildcards.j} --attempt {wildcards.a}"
         " --plan {input.plan} --best {input.best} {params.previous}"
         " --out-dir results/{wildcards.kernel}/iter{wildcards.i}/pg{wildcards.j}/attempt{wildcards.a}"
@@ -76,8 +81,10 @@ checkpoint evaluate:
         "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.evaluate.log",
     resources:
         timing_slots=1,
+    params:
+        cmd=step("evaluate-attempt"),
     shell:
-        "{HPCA} evaluate-attempt --config {EFFECTIVE} --kernel {wildcards.kernel}"
+        "{params.cmd} --kernel {wildcards.kernel}"
         " --attempt-dir results/{wildcards.kernel}/iter{wildcards.i}/pg{wildcards.j}/attempt{wildcards.a}"
         " > {log} 2>&1"
 
@@ -92,10 +99,11 @@ rule select:
     log:
         "results/{kernel}/logs/iter{i}/select.log",
     params:
+        cmd=step("select"),
         previous=lambda wc, input: (
             f"--previous {input.previous}" if input.previous else ""
         ),
     shell:
-        "{HPCA} select --config {EFFECTIVE} --kernel {wildcards.kernel}"
+        "{params.cmd} --kernel {wildcards.kernel}"
         " --iteration {wildcards.i} --candidates {input.candidates} {params.previous}"
         " --out-dir results/{wildcards.kernel}/iter{wildcards.i} > {log} 2>&1"

@@ -13,7 +13,9 @@ rule summary:
         report="results/{kernel}/report.md",
     log:
         "results/{kernel}/logs/summary.log",
+    params:
+        cmd=step("summary"),
     shell:
-        "{HPCA} summary --config {EFFECTIVE} --kernel {wildcards.kernel}"
+        "{params.cmd} --kernel {wildcards.kernel}"
         " --kernel-dir results/{wildcards.kernel}"
         " --out {output.summary} --report {output.report} > {log} 2>&1"
