@@ -9,7 +9,9 @@ loop feeds back.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -275,5 +277,8 @@ def run_pg(
         "answer_chars": len(result.text),
         "answer_excerpt": result.text[:2000] if extraction.status != "ok" else "",
         "prompt_sha256": prompt_hash(messages),
+        # LLM calls must run where the servers are, never inside a Slurm job: record it.
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "llm": result.record(),
     }

@@ -117,6 +117,35 @@ def failed_generation_record(kernel: KernelSpec, source: Path, status: str, reas
     return _record(kernel, source, status, reason or f"generation failed ({status})")
 
 
+def slurm_info() -> dict[str, Any] | None:
+    """Where Slurm put this run, read from inside the job (None outside Slurm).
+
+    ``exclusive`` comes from ``scontrol show job``: OverSubscribe=NO means no other job
+    may share the node while this one times.
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    info: dict[str, Any] = {
+        "job_id": job,
+        "node": os.environ.get("SLURMD_NODENAME"),
+        "partition": os.environ.get("SLURM_JOB_PARTITION"),
+        "cpus_on_node": os.environ.get("SLURM_CPUS_ON_NODE"),
+        "exclusive": None,
+    }
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=30
+        ).stdout
+        fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+        info["exclusive"] = fields.get("OverSubscribe") == "NO"
+        info["num_cpus"] = fields.get("NumCPUs")
+        info["scontrol_oversubscribe"] = fields.get("OverSubscribe")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        pass
+    return info
+
+
 def _provenance(
     build: BuildConfig, blas: BlasInfo | None, threads: int, started: float, cfg: EvalConfig
 ) -> dict[str, Any]:
@@ -132,6 +161,7 @@ def _provenance(
         "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(),
         "wall_s": round(time.time() - started, 3),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm": slurm_info(),
     }
 
 
