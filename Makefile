@@ -5,7 +5,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean-results
+.PHONY: demo test lint clean-results system-deps
+
+# Debian packages the tests use: bubblewrap (the candidate sandbox), slurm-wlm + munge (a
+# real one-node Slurm for the Slurm tests). Installed when running as root; otherwise
+# those tests skip and say why.
+SYSTEM_PKGS := bubblewrap slurm-wlm munge
+system-deps:
+	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: missing Debian packages:$$missing (their tests will be skipped)"; fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,7 +28,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/hpcagents demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)

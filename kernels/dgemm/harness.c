@@ -87,7 +87,8 @@ typedef struct {
 
 /* Compare C with Cref under the bound; AB = |A||B| (alpha scale applied here). */
 static Check check(const double *C, const double *Cref, const double *AB, const double *C0,
-                   int m, int n, int ldc, int k, double alpha, double beta, double tol)
+                   int m, int n, int ldc, int k, double alpha, double beta, double tol,
+                   double scale)
 {
     Check r = {0, 0, 0.0, -1, -1, 0.0, 0.0, 0.0, 0};
     double gamma = tol * (double)(k + 2) * DBL_EPSILON;
@@ -99,9 +100,10 @@ static Check check(const double *C, const double *Cref, const double *AB, const 
                     r.padding_overwritten++;
                 continue;
             }
-            double scale = fabs(alpha) * AB[idx] + (C0 ? fabs(beta) * fabs(C0[idx]) : 0.0);
-            double bound = gamma * scale + DBL_MIN;
-            double err = fabs(C[idx] - Cref[idx]);
+            double mag = scale * fabs(alpha) * AB[idx] + (C0 ? fabs(beta) * fabs(C0[idx]) : 0.0);
+            double bound = gamma * mag + DBL_MIN;
+            double want = scale * Cref[idx];
+            double err = fabs(C[idx] - want);
             double ratio = isfinite(C[idx]) ? err / bound : INFINITY;
             r.checked++;
             if (!(ratio <= 1.0)) {
@@ -109,7 +111,7 @@ static Check check(const double *C, const double *Cref, const double *AB, const 
                     r.bad_i = i;
                     r.bad_j = j;
                     r.got = C[idx];
-                    r.want = Cref[idx];
+                    r.want = want;
                     r.bound = bound;
                 }
                 r.wrong++;
@@ -184,7 +186,7 @@ static int run_case(FILE *f, const Case *cs, double tol)
     int inputs_modified = memcmp(A, Acopy, na * sizeof(double)) != 0 ||
                           memcmp(B, Bcopy, nb * sizeof(double)) != 0;
     Check c = check(C, Cref, AB, cs->beta == 0.0 ? NULL : C0, m, n, ldc, k, cs->alpha,
-                    cs->beta, tol);
+                    cs->beta, tol, 1.0);
     int ok = c.wrong == 0 && c.padding_overwritten == 0 && !inputs_modified;
     fprintf(f, "{\"m\": %d, \"n\": %d, \"k\": %d, \"alpha\": ", m, n, k);
     json_num(f, cs->alpha);
@@ -239,10 +241,18 @@ static int run_timing(FILE *f, const Case *b, double tol, int repeats, int warmu
         if (r >= 0)
             t_ref[r] = t1 - t0;
     }
-    /* the candidate: C poisoned before every call, every timed output checked */
+    /* the candidate: C poisoned before every call, every timed output checked, and B
+     * rescaled by an exact power of two between calls (0.5, 1, 2, ...) so that a result
+     * cached from an earlier call is wrong for this one. */
     Check worst = {0, 0, 0.0, -1, -1, 0.0, 0.0, 0.0, 0};
     int bad_run = -1;
+    double cur = 1.0;
     for (int r = -warmup; r < repeats; r++) {
+        double want = ldexp(1.0, ((r % 3) + 3) % 3 - 1);
+        double f = want / cur;
+        for (size_t x = 0; x < nb; x++)
+            B[x] *= f;
+        cur = want;
         for (size_t x = 0; x < nc; x++)
             C[x] = NAN;
         double t0 = now();
@@ -250,7 +260,7 @@ static int run_timing(FILE *f, const Case *b, double tol, int repeats, int warmu
         double t1 = now();
         if (r >= 0) {
             t_cand[r] = t1 - t0;
-            Check c = check(C, Cref, AB, NULL, m, n, ldc, k, b->alpha, 0.0, tol);
+            Check c = check(C, Cref, AB, NULL, m, n, ldc, k, b->alpha, 0.0, tol, cur);
             if (bad_run < 0) {
                 worst = c; /* the last checked run, or the first wrong one */
                 if (c.wrong)
@@ -317,6 +327,12 @@ int main(int argc, char **argv)
                         "--bench m,n,k,a,b --case m,n,k,a,b,pad ...]\n");
         return 2;
     }
+    /* The nonce comes on stdin from the trusted parent and goes back only in the result
+     * file: a candidate cannot forge a result without it. */
+    char nonce[80] = "";
+    if (!fgets(nonce, sizeof nonce, stdin))
+        nonce[0] = 0;
+    nonce[strcspn(nonce, "\r\n\"\\")] = 0;
     rng_state = seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
     if (!rng_state)
         rng_state = 1;
@@ -325,7 +341,7 @@ int main(int argc, char **argv)
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     int all_ok = 1;
-    fprintf(f, "{\"seed\": %llu, \"tolerance_factor\": ", seed);
+    fprintf(f, "{\"nonce\": \"%s\", \"seed\": %llu, \"tolerance_factor\": ", nonce, seed);
     json_num(f, tol);
     fputs(", \"cases\": [", f);
     for (int c = 0; c < ncases; c++) {

@@ -19,6 +19,7 @@ class BlasInfo:
     compile_args: tuple[str, ...]
     link_args: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
+    lib_dirs: list[Path] = field(default_factory=list)  # read-only inside the sandbox
 
 
 def _mkl() -> BlasInfo:
@@ -42,6 +43,7 @@ def _mkl() -> BlasInfo:
         link_args=(str(lib), f"-Wl,-rpath,{lib.parent}"),
         # MKL on GNU OpenMP, the runtime the -fopenmp candidate uses: one runtime per process.
         env={"MKL_THREADING_LAYER": "GNU"},
+        lib_dirs=[lib.parent.resolve()],
     )
 
 

@@ -27,6 +27,8 @@ from typing import Any
 from .artifacts import write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .kernelspec import Case, KernelSpec, load_kernel
+from .sandbox import Limits, run_untrusted
+from .screen import screen_source, screen_symbols
 
 MAX_OUTPUT = 8000
 FAILED_STATUSES = (
@@ -56,6 +58,8 @@ class EvalConfig:
     bench_size: int | None = None
     blas: str = "mkl"
     threads: int | None = None
+    memory_mb: int = 4096
+    sandbox: bool = True  # bubblewrap where it works; rlimits and screens always
 
 
 def _cpu_model() -> str:
@@ -112,9 +116,19 @@ def _record(kernel: KernelSpec, source: Path, status: str, reason: str, **parts:
     }
 
 
-def failed_generation_record(kernel: KernelSpec, source: Path, status: str, reason: str) -> dict:
-    """An attempt whose LLM answer had no usable code: nothing is compiled."""
-    return _record(kernel, source, status, reason or f"generation failed ({status})")
+def failed_generation_record(
+    kernel: KernelSpec, source: Path, status: str, reason: str, build: BuildConfig | None = None
+) -> dict:
+    """An attempt whose LLM answer had no usable code: nothing is compiled or run."""
+    started = time.time()
+    build = build or BuildConfig()
+    return _record(
+        kernel,
+        source,
+        status,
+        reason or f"generation failed ({status})",
+        provenance=_provenance(build, None, 0, started, EvalConfig()),
+    )
 
 
 def slurm_info() -> dict[str, Any] | None:
@@ -156,7 +170,7 @@ def _provenance(
         "compiler": _compiler_version(build.cc),
         "cflags": list(build.cflags),
         "blas": blas.name if blas else cfg.blas,
-        "blas_version": blas.version if blas else "not found",
+        "blas_version": blas.version if blas else "not used",
         "omp_threads": threads,
         "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(),
         "wall_s": round(time.time() - started, 3),
@@ -229,30 +243,39 @@ def evaluate_source(
     cfg: EvalConfig,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """Compile, validate and time ``source``; return the schema-valid evaluation record."""
+    """Screen, compile, validate and time ``source``; return the evaluation record.
+
+    Gates in order, each a status with a reason: source screen (``forbidden_code``),
+    compile (``compile_error``), symbol allowlist (``forbidden_symbol``), link
+    (``link_error``), then one sandboxed run of the harness (``crash``, ``timeout``,
+    ``wrong_answer``) that validates and, only if every case passed, times.
+    """
     started = time.time()
     source = Path(source)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     threads = cfg.threads or _cores()
+    sandbox_info: dict[str, Any] | None = None
     try:
-        blas = find_blas(cfg.blas)
+        blas: BlasInfo | None = find_blas(cfg.blas)
     except BlasNotFound as exc:
-        return _record(
-            kernel,
-            source,
-            "harness_error",
-            str(exc),
-            provenance=_provenance(build, None, threads, started, cfg),
-        )
+        blas = None
+        blas_error = str(exc)
 
     def prov() -> dict[str, Any]:
-        return _provenance(build, blas, threads, started, cfg)
+        return {**_provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
 
-    if not source.is_file() or not source.read_text().strip():
-        return _record(
-            kernel, source, "no_code", f"{source} is missing or empty", provenance=prov()
-        )
+    def fail(status: str, reason: str, **parts: Any) -> dict[str, Any]:
+        return _record(kernel, source, status, reason, provenance=prov(), **parts)
+
+    if blas is None:
+        return fail("harness_error", blas_error)
+    if not source.is_file() or not source.read_text(errors="replace").strip():
+        return fail("no_code", f"{source} is missing or empty")
+    screened = screen_source(source.read_text(errors="replace"))
+    if not screened.ok:
+        return fail(screened.status, screened.reason)
+
     obj = workdir / "candidate.o"
     cmd = [build.cc, *build.cflags, "-c", str(source.resolve()), "-o", str(obj)]
     t0 = time.monotonic()
@@ -265,14 +288,10 @@ def evaluate_source(
     }
     if rc != 0:
         why = "the compiler timed out" if rc is None else "the candidate does not compile"
-        return _record(
-            kernel,
-            source,
-            "compile_error",
-            f"{why}: {_first_error(out)}",
-            compile=comp,
-            provenance=prov(),
-        )
+        return fail("compile_error", f"{why}: {_first_error(out)}", compile=comp)
+    symbols = screen_symbols(obj)
+    if not symbols.ok:
+        return fail(symbols.status, symbols.reason, compile=comp)
     exe = workdir / "harness"
     link = [
         build.cc,
@@ -289,19 +308,16 @@ def evaluate_source(
     if rc != 0:
         comp["output"] = _truncate(out + lout)
         comp["link_command"] = link
-        return _record(
-            kernel,
-            source,
-            "link_error",
-            f"linking with the harness failed: {_first_error(lout)}",
-            compile=comp,
-            provenance=prov(),
+        return fail(
+            "link_error", f"linking with the harness failed: {_first_error(lout)}", compile=comp
         )
+
     seed = seed if seed is not None else secrets.randbits(31)
     bench = kernel.bench
     if cfg.bench_size:
         bench = Case(cfg.bench_size, cfg.bench_size, cfg.bench_size, bench.alpha, bench.beta)
     result_path = workdir / "result.json"
+    result_path.unlink(missing_ok=True)
     args = [
         str(exe),
         "--out",
@@ -320,58 +336,75 @@ def evaluate_source(
     for c in kernel.cases:
         args += ["--case", f"{c.m},{c.n},{c.k},{c.alpha!r},{c.beta!r},{c.pad}"]
     env = {
-        **os.environ,
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(workdir),
+        "LANG": "C",
         **blas.env,
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads),
         "OMP_PROC_BIND": "close",
         "OMP_PLACES": "cores",
+        "MALLOC_ARENA_MAX": "4",
+        # glibc fills every fresh allocation with bytes 0x7f (N ^ 0xff): an uninitialised
+        # double then reads as ~1e306, so kernels that use uninitialised memory fail.
+        "MALLOC_PERTURB_": "128",
     }
-    rc, run_out = _run(args, workdir, env, timeout=cfg.timeout_s)
+    nonce = secrets.token_hex(16)
+    limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb)
+    run = run_untrusted(
+        args,
+        workdir,
+        env,
+        cfg.timeout_s,
+        limits,
+        blas.lib_dirs,
+        stdin_text=nonce + "\n",
+        use_bwrap=cfg.sandbox,
+    )
+    sandbox_info = run.sandbox
+    rc, run_out = run.returncode, run.output
+    tail = f"; output: {run_out[-500:]}" if run_out.strip() else ""
     if rc is None:
-        return _record(
-            kernel,
-            source,
+        return fail(
             "timeout",
             f"the run did not finish within {cfg.timeout_s:g} s (validation + timing)",
             compile=comp,
-            provenance=prov(),
         )
+    if rc > 128 and run.sandbox["kind"] == "bubblewrap" and not result_path.is_file():
+        rc = 128 - rc  # bwrap reports a child killed by signal N as exit code 128 + N
     if rc < 0:
         name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
-        return _record(
-            kernel,
-            source,
+        hint = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)"}.get(name, "")
+        return fail(
             "crash",
-            f"the kernel crashed with signal {name} during validation or timing"
-            + (f"; output: {run_out[-500:]}" if run_out.strip() else ""),
+            f"the kernel crashed with signal {name}{hint} during validation or timing",
             compile=comp,
-            provenance=prov(),
         )
     if rc != 0 or not result_path.is_file():
-        return _record(
-            kernel,
-            source,
-            "crash",
-            f"the harness exited with code {rc} without a result"
-            + (f"; output: {run_out[-500:]}" if run_out.strip() else ""),
-            compile=comp,
-            provenance=prov(),
+        if "out of memory" in run_out:
+            return fail(
+                "crash", f"the run exceeded the memory limit of {cfg.memory_mb} MB", compile=comp
+            )
+        return fail(
+            "crash", f"the harness exited with code {rc} without a result{tail}", compile=comp
         )
     try:
         res = json.loads(result_path.read_text())
     except ValueError as exc:
-        return _record(
-            kernel,
-            source,
+        return fail("harness_error", f"unreadable harness result: {exc}", compile=comp)
+    if res.get("nonce") != nonce:
+        return fail(
             "harness_error",
-            f"unreadable harness result: {exc}",
+            "the result file does not carry this run's nonce: it was not written by the harness",
             compile=comp,
-            provenance=prov(),
         )
-    cases = []
-    failures = []
+    return _verdict(kernel, source, res, seed, comp, blas, fail, prov)
+
+
+def _verdict(kernel, source, res, seed, comp, blas, fail, prov) -> dict[str, Any]:  # noqa: ANN001
+    """Turn the harness's raw figures into the record: failures first, then timings."""
+    cases, failures = [], []
     for spec_case, case in zip(kernel.cases, res["cases"], strict=True):
         case["status"] = "ok" if case["ok"] else "wrong_answer"
         case["max_err_ratio"] = _parse_num(case["max_err_ratio"])
@@ -386,15 +419,7 @@ def evaluate_source(
     }
     if failures:
         more = f" (+{len(failures) - 1} more failing case(s))" if len(failures) > 1 else ""
-        return _record(
-            kernel,
-            source,
-            "wrong_answer",
-            failures[0] + more,
-            compile=comp,
-            validation=validation,
-            provenance=prov(),
-        )
+        return fail("wrong_answer", failures[0] + more, compile=comp, validation=validation)
     t = res["timing"]
     flops = kernel.flops(t["m"], t["n"], t["k"])
     runs, ref_runs = t["runs_s"], t["reference_runs_s"]
@@ -423,14 +448,12 @@ def evaluate_source(
     if not t["outputs_ok"]:
         bad = {**t, "ldc": t["n"]}
         label = f"bench m={t['m']} n={t['n']} k={t['k']} (timed run {t['bad_run'] + 1})"
-        return _record(
-            kernel,
-            source,
+        return fail(
             "wrong_answer",
-            case_reason(bad, label),
+            case_reason(bad, label) + " (the output of every timed "
+            "call is checked, with B rescaled between calls)",
             compile=comp,
             validation=validation,
-            provenance=prov(),
         )
     pct = 100.0 * timing["gflops"] / reference["gflops"] if reference["gflops"] else 0.0
     return _record(

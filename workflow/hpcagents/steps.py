@@ -168,7 +168,9 @@ def evaluate_attempt(cfg: CampaignConfig, kernel_name: str, attempt_dir: Path) -
     gen = read_json(attempt_dir / "generation.json", "generation")
     source = attempt_dir / kernel.source
     if gen["status"] != "ok":
-        record = failed_generation_record(kernel, source, gen["status"], gen["reason"])
+        record = failed_generation_record(
+            kernel, source, gen["status"], gen["reason"], BuildConfig(cfg.cc, cfg.cflags)
+        )
     else:
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=attempt_dir))
         try:

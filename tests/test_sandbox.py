@@ -1,0 +1,93 @@
+"""The sandbox itself, bypassing the screens: a program run by it cannot read or write
+files outside its work dir nor open a network connection."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hpcagents.artifacts import REPO_DIR
+from hpcagents.sandbox import Limits, bwrap_status, run_untrusted
+
+PROBE = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    const char *what = argv[1], *arg = argv[2];
+    if (!strcmp(what, "read")) { FILE *f = fopen(arg, "r"); printf(f ? "READ-OK\n" : "READ-DENIED\n"); }
+    if (!strcmp(what, "write")) { FILE *f = fopen(arg, "w"); if (f) { fputs("x", f); fclose(f); }
+                                  printf(f ? "WRITE-OK\n" : "WRITE-DENIED\n"); }
+    if (!strcmp(what, "connect")) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {0}; a.sin_family = AF_INET; a.sin_port = htons(atoi(arg));
+        a.sin_addr.s_addr = htonl(0x7f000001);
+        printf(s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0 ? "NET-OK\n" : "NET-DENIED\n");
+    }
+    return 0;
+}
+"""
+
+needs_bwrap = pytest.mark.skipif(not bwrap_status()[0], reason=f"no sandbox: {bwrap_status()[1]}")
+
+
+@pytest.fixture
+def probe(tmp_path) -> Path:
+    src = tmp_path / "probe.c"
+    src.write_text("#include <stdlib.h>\n" + PROBE)
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run(["gcc", "-O1", str(src), "-o", str(work / "probe")], check=True)
+    return work
+
+
+def run(work: Path, *args: str, use_bwrap: bool = True) -> str:
+    res = run_untrusted(
+        [str(work / "probe"), *args],
+        work,
+        {"PATH": "/usr/bin"},
+        20,
+        Limits(cpu_s=20, memory_mb=512),
+        use_bwrap=use_bwrap,
+    )
+    assert res.returncode == 0, res.output
+    return res.output.strip()
+
+
+@needs_bwrap
+def test_files_outside_the_work_dir_cannot_be_read(probe):
+    assert run(probe, "read", "/etc/passwd") == "READ-DENIED"
+    assert run(probe, "read", str(REPO_DIR / "config" / "config.yaml")) == "READ-DENIED"
+    assert run(probe, "read", str(probe / "probe")) == "READ-OK"
+
+
+@needs_bwrap
+def test_files_outside_the_work_dir_cannot_be_written(probe, tmp_path):
+    outside = tmp_path / "outside.txt"
+    run(probe, "write", str(outside))
+    assert not outside.exists()
+    assert run(probe, "write", str(probe / "inside.txt")) == "WRITE-OK"
+    assert (probe / "inside.txt").read_text() == "x"
+
+
+@needs_bwrap
+def test_no_network_connection_even_to_loopback(probe):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert run(probe, "connect", str(port)) == "NET-DENIED"
+        assert run(probe, "connect", str(port), use_bwrap=False) == "NET-OK"  # the probe works
+
+
+def test_without_bubblewrap_the_record_says_so(probe):
+    res = run_untrusted(
+        [str(probe / "probe"), "read", "/nonexistent"], probe, {}, 20, use_bwrap=False
+    )
+    assert res.sandbox["kind"] == "rlimits" and res.sandbox["reason"]
+    assert res.sandbox["limits"]["memory_mb"] == Limits().memory_mb

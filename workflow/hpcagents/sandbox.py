@@ -1,0 +1,139 @@
+"""Run untrusted executables: bubblewrap when it works, rlimits always, a wall-clock timeout.
+
+Inside bubblewrap the candidate sees a read-only system (``/usr`` and the reference
+library's directory), an empty ``/tmp``, no network (a new network namespace with only
+``lo`` down), no other processes, and exactly one writable directory: its work dir.
+Nothing else of the host — home, the results tree, the repository — is visible at all.
+
+Where bubblewrap cannot run (no user namespaces on some clusters) the run falls back to
+rlimits alone, and the evaluation record says so (``sandbox.kind = "rlimits"`` with the
+reason): never silently.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run resource limits (rlimits apply to every thread and child of the run)."""
+
+    cpu_s: int = 1200
+    memory_mb: int = 4096
+    file_mb: int = 64
+    nproc: int = 4096
+
+
+@lru_cache(maxsize=1)
+def bwrap_status() -> tuple[bool, str]:
+    """Whether bubblewrap can create a sandbox here, and if not, why."""
+    exe = shutil.which("bwrap")
+    if not exe:
+        return False, "bwrap not installed (apt-get install bubblewrap)"
+    try:
+        proc = subprocess.run(
+            [exe, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"bwrap failed to start: {exc}"
+    if proc.returncode != 0:
+        return False, f"bwrap cannot create namespaces here: {proc.stderr.strip()[:200]}"
+    return True, "bubblewrap"
+
+
+def _system_binds() -> list[str]:
+    args: list[str] = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/lib", "/lib64", "/bin", "/sbin", "/lib32", "/libx32"):
+        path = Path(top)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), top]
+        elif path.is_dir():
+            args += ["--ro-bind", top, top]
+    for extra in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/sys/devices/system/cpu"):
+        if Path(extra).exists():
+            args += ["--ro-bind", extra, extra]
+    return args
+
+
+def bwrap_command(cmd: list[str], workdir: Path, ro_dirs: list[Path]) -> list[str]:
+    workdir = workdir.resolve()
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
+    args += _system_binds()
+    for d in ro_dirs:
+        real = Path(d).resolve()
+        if real.exists() and not str(workdir).startswith(str(real) + "/"):
+            args += ["--ro-bind", str(real), str(real)]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+    return args + ["--", *cmd]
+
+
+def _apply_limits(limits: Limits) -> None:
+    mb = 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * mb, limits.file_mb * mb))
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+@dataclass
+class RunResult:
+    returncode: int | None  # None: killed at the wall-clock timeout
+    output: str
+    sandbox: dict[str, Any]
+
+
+def run_untrusted(
+    cmd: list[str],
+    workdir: Path,
+    env: dict[str, str],
+    timeout_s: float,
+    limits: Limits | None = None,
+    ro_dirs: list[Path] | None = None,
+    stdin_text: str = "",
+    use_bwrap: bool = True,
+) -> RunResult:
+    """Run ``cmd`` confined to ``workdir``; kill its whole process group at the timeout."""
+    limits = limits or Limits()
+    ok, why = bwrap_status() if use_bwrap else (False, "bubblewrap disabled by the caller")
+    info: dict[str, Any] = {
+        "kind": "bubblewrap" if ok else "rlimits",
+        "reason": "" if ok else why,
+        "network": "none (new network namespace)" if ok else "host network (no sandbox)",
+        "writable": [str(workdir.resolve())] if ok else ["whole file system (no sandbox)"],
+        "limits": asdict(limits),
+        "timeout_s": timeout_s,
+    }
+    full = bwrap_command(cmd, workdir, ro_dirs or []) if ok else cmd
+    proc = subprocess.Popen(
+        full,
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+        errors="replace",
+        preexec_fn=lambda: _apply_limits(limits),  # noqa: PLW1509 - no threads in the parent here
+    )
+    try:
+        out, _ = proc.communicate(stdin_text, timeout=timeout_s)
+        return RunResult(proc.returncode, out, info)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return RunResult(None, out or "", info)
