@@ -5,7 +5,6 @@ each is rejected with a specific, named reason. Honest kernels are in test_scrip
 from __future__ import annotations
 
 import pytest
-
 from hpcagents.artifacts import validate
 from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
 from hpcagents.kernelspec import load_kernel

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from hpcagents.artifacts import REPO_DIR
 from hpcagents.sandbox import Limits, bwrap_status, run_untrusted
 
@@ -20,14 +19,18 @@ PROBE = r"""
 #include <sys/socket.h>
 int main(int argc, char **argv) {
     const char *what = argv[1], *arg = argv[2];
-    if (!strcmp(what, "read")) { FILE *f = fopen(arg, "r"); printf(f ? "READ-OK\n" : "READ-DENIED\n"); }
+    if (!strcmp(what, "read")) {
+        FILE *f = fopen(arg, "r");
+        printf(f ? "READ-OK\n" : "READ-DENIED\n");
+    }
     if (!strcmp(what, "write")) { FILE *f = fopen(arg, "w"); if (f) { fputs("x", f); fclose(f); }
                                   printf(f ? "WRITE-OK\n" : "WRITE-DENIED\n"); }
     if (!strcmp(what, "connect")) {
         int s = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in a = {0}; a.sin_family = AF_INET; a.sin_port = htons(atoi(arg));
         a.sin_addr.s_addr = htonl(0x7f000001);
-        printf(s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0 ? "NET-OK\n" : "NET-DENIED\n");
+        int ok = s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0;
+        printf(ok ? "NET-OK\n" : "NET-DENIED\n");
     }
     return 0;
 }

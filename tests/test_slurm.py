@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from conftest import campaign_config, read_log, write_campaign
-
 from hpcagents.artifacts import REPO_DIR, read_json
 from hpcagents.scripted import serve
 

@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import campaign_config, write_campaign  # noqa: E402
-
 from hpcagents.artifacts import read_json  # noqa: E402
 from hpcagents.scripted import serve  # noqa: E402
 
