@@ -41,7 +41,7 @@ def profile(root: Path, defaults: bool) -> Path:
     if defaults:
         for key in POLLING_KEYS:
             raw.pop(key, None)
-    path = root / ("plugin-defaults" if defaults else "project") / "config.yaml"
+    path = root / "profiles" / ("plugin-defaults" if defaults else "project") / "config.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(raw))
     return path.parent

@@ -17,7 +17,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from .artifacts import PROMPT_DIR, ArtifactError, validate, write_text_atomic
+from .artifacts import PROMPT_DIR, ArtifactError, load_schema, validate, write_text_atomic
 from .extract import extract_code, extract_json
 from .kernelspec import KernelSpec
 from .llm import LLMPool, prompt_hash
@@ -148,7 +148,9 @@ def run_pm(
     calls: list[dict[str, Any]] = []
     errors: list[str] = []
     for ask in range(max_reasks + 1):
-        result = pool.chat(messages, index=iteration, seed=seed + ask)
+        result = pool.chat(
+            messages, index=iteration, seed=seed + ask, json_schema=load_schema("pm_answer")
+        )
         calls.append({**result.record(), "prompt_sha256": prompt_hash(messages)})
         try:
             strategies = check_plan(extract_json(result.text), n)

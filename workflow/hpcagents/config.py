@@ -34,6 +34,8 @@ class ServerConfig:
     max_concurrency: int = 4
     timeout_s: float = 600.0
     reasoning_effort: str | None = None
+    # response_format JSON schema: None = try and fall back if refused; False = never ask
+    structured_output: bool | None = None
 
     def api_key(self) -> str:
         """The key from the named env var; local servers accept any non-empty string."""
@@ -105,6 +107,7 @@ def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> Campai
             max_concurrency=int(s.get("max_concurrency", 4)),
             timeout_s=float(s.get("timeout_s", 600)),
             reasoning_effort=s.get("reasoning_effort"),
+            structured_output=s.get("structured_output"),
         )
         for s in llm["servers"]
     )

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,7 @@ class LLMResult:
     cache_key: str
     cached: bool
     errors: list[str] = field(default_factory=list)
+    retries: int = 0
 
     def record(self) -> dict[str, Any]:
         """The JSON form stored in generation.json / plan.json."""
@@ -93,8 +95,17 @@ class ResponseCache:
         except (OSError, ValueError):
             return None  # unreadable entry: treat as a miss, it will be rewritten
 
-    def put(self, key: str, entry: dict[str, Any]) -> None:
+    def put(self, key: str, entry: dict[str, Any], slot: str | None = None) -> None:
         write_json(self.path(key), entry)
+        if slot is not None:
+            write_json(self.root / "slots" / f"{slot}.json", {"key": key})
+
+    def get_slot(self, slot: str) -> dict[str, Any] | None:
+        """The answer recorded for a request slot, whatever its exact prompt was."""
+        path = self.root / "slots" / f"{slot}.json"
+        if not path.is_file():
+            return None
+        return self.get(read_json(path)["key"])
 
 
 @contextmanager
@@ -150,31 +161,56 @@ class LLMPool:
         index: int,
         seed: int,
         max_tokens: int | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> LLMResult:
-        """Answer ``messages``: from the cache if this exact request was answered before."""
+        """Answer ``messages``: from the cache if this exact request was answered before.
+
+        ``json_schema`` asks servers that support structured output (vLLM, SGLang,
+        llama.cpp) to constrain the answer; a server that rejects ``response_format`` is
+        asked again without it (the caller validates the JSON either way).
+        """
         order = self.order(index)
-        params = {
+        params: dict[str, Any] = {
             "temperature": self.cfg.temperature,
             "max_tokens": max_tokens or self.cfg.max_tokens,
             "seed": seed,
         }
+        if json_schema is not None:
+            params["json_schema"] = json_schema
         key = request_key(order[0].model, messages, params)
+        # The slot names the request's place in the campaign (model, seed, PG index):
+        # prompts quote measured GFLOP/s, so a replay's prompts differ in those figures,
+        # and offline replay answers by slot when the exact prompt is not in the cache.
+        slot = request_key(
+            order[0].model, [], {"seed": seed, "index": index, "json": json_schema is not None}
+        )
         hit = self.cache.get(key)
         if hit is not None:
-            result = LLMResult(**{**hit["result"], "cached": True})
-            return result
+            return LLMResult(**{**hit["result"], "cached": True})
+        if self.cfg.offline:
+            hit = self.cache.get_slot(slot)
+            if hit is not None:
+                result = LLMResult(**{**hit["result"], "cached": True})
+                result.errors = [
+                    *result.errors,
+                    "offline replay: answered by request slot "
+                    "(the prompt differs from the recorded one, e.g. in timings)",
+                ]
+                return result
         if self.cfg.offline:
             raise LLMUnavailable(
                 f"offline replay: no cached answer for request {key[:16]} "
                 f"(cache {self.cfg.cache_dir}); the archived campaign does not contain it"
             )
         errors: list[str] = []
+        retries = 0
         for server in order:
             try:
-                result = self._ask(server, messages, params, key)
-            except Exception as exc:  # noqa: BLE001 - any failure of a server means failover
-                errors.append(f"{server.name}: {type(exc).__name__}: {exc}"[:500])
+                result = self._ask(server, messages, params, key, errors)
+            except _ServerFailed as failed:
+                retries += failed.attempts
                 continue
+            result.retries += retries
             result.errors = errors
             self.cache.put(
                 key,
@@ -183,11 +219,12 @@ class LLMPool:
                     "request": {"model": order[0].model, "messages": messages, "params": params},
                     "result": asdict(result),
                 },
+                slot=slot,
             )
             return result
         raise LLMUnavailable(
             "no LLM server answered: "
-            + " | ".join(errors)
+            + " | ".join(errors[-6:])
             + ". Rerun to resume once a server is up."
         )
 
@@ -197,31 +234,62 @@ class LLMPool:
         messages: list[dict[str, str]],
         params: dict[str, Any],
         key: str,
+        errors: list[str],
     ) -> LLMResult:
-        from openai import OpenAI  # imported lazily: the CLI's evaluate path never needs it
+        """One server: ``max_retries`` retries with exponential backoff and full jitter."""
+        import openai  # imported lazily: the CLI's evaluate path never needs it
 
-        client = OpenAI(
+        client = openai.OpenAI(
             base_url=server.base_url,
             api_key=server.api_key(),
             timeout=server.timeout_s,
-            max_retries=self.cfg.max_retries,
+            max_retries=0,  # retries are ours: counted, recorded, with jitter
         )
         extra: dict[str, Any] = {}
         if server.reasoning_effort:
             extra["reasoning_effort"] = server.reasoning_effort
-        with server_slot(self.lock_dir, server):
-            start = time.monotonic()
-            resp = client.chat.completions.create(
-                model=server.model,
-                messages=messages,  # type: ignore[arg-type]
-                temperature=params["temperature"],
-                max_tokens=params["max_tokens"],
-                seed=params["seed"],
-                **extra,
-            )
-            latency = time.monotonic() - start
-        if not resp.choices:
-            raise ValueError("response has no choices")
+        if "json_schema" in params and server.structured_output is not False:
+            extra["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": params["json_schema"]},
+            }
+        transient = (
+            openai.APIConnectionError,  # includes timeouts
+            openai.RateLimitError,
+            openai.InternalServerError,
+        )
+        attempt = 0
+        while True:
+            try:
+                with server_slot(self.lock_dir, server):
+                    start = time.monotonic()
+                    resp = client.chat.completions.create(
+                        model=server.model,
+                        messages=messages,  # type: ignore[arg-type]
+                        temperature=params["temperature"],
+                        max_tokens=params["max_tokens"],
+                        seed=params["seed"],
+                        **extra,
+                    )
+                    latency = time.monotonic() - start
+                if not resp.choices:
+                    raise ValueError("the response has no choices")
+                break
+            except openai.BadRequestError as exc:
+                if "response_format" in extra:
+                    errors.append(
+                        f"{server.name}: structured output refused, asked without: {str(exc)[:200]}"
+                    )
+                    extra.pop("response_format")
+                    continue
+                errors.append(f"{server.name}: {type(exc).__name__}: {str(exc)[:300]}")
+                raise _ServerFailed(attempt) from exc
+            except (*transient, openai.APIStatusError, ValueError) as exc:
+                errors.append(f"{server.name}: {type(exc).__name__}: {str(exc)[:300]}")
+                if not isinstance(exc, transient) or attempt >= self.cfg.max_retries:
+                    raise _ServerFailed(attempt) from exc
+                attempt += 1
+                time.sleep(backoff_s(attempt))
         choice = resp.choices[0]
         usage = resp.usage
         details = getattr(usage, "completion_tokens_details", None) if usage else None
@@ -238,7 +306,21 @@ class LLMPool:
             latency_s=round(latency, 4),
             cache_key=key,
             cached=False,
+            retries=attempt,
         )
+
+
+class _ServerFailed(Exception):
+    """One server gave up after ``attempts`` retries (the error text is in ``errors``)."""
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(attempts)
+        self.attempts = attempts
+
+
+def backoff_s(attempt: int, base: float = 0.5, cap: float = 20.0) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0.0, min(cap, base * 2**attempt))
 
 
 def pool_from_env(cfg: LLMConfig) -> LLMPool:

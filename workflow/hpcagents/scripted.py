@@ -33,6 +33,17 @@ import yaml
 from .artifacts import REPO_DIR, write_text_atomic
 
 OWNER = "hpcagents-scripted-stand-in"
+#: Fault modes, each standing for something real servers do.
+FAULTS = (
+    "http500",  # server error: retried with backoff
+    "http429",  # rate limited / overloaded: retried with backoff
+    "hang",  # accepts the request and never answers: the client's timeout, then a retry
+    "die",  # drops the connection mid-request: a connection error, then a retry
+    "slow_stream",  # streams in small, slow chunks
+    "truncated",  # the answer is cut by the token limit (finish_reason "length")
+    "garbage",  # text that is neither code nor JSON
+    "invalid_json",  # a PM plan whose JSON does not parse
+)
 DEFAULT_MODEL = "scripted-stand-in"
 
 
@@ -168,8 +179,23 @@ class ScriptedServer:
         latency_per_token: float = 0.0,
         max_concurrency: int = 64,
         model: str = DEFAULT_MODEL,
+        contention: float = 0.0,
+        faults: tuple[str, ...] = (),
+        fault_every: int = 0,
+        hang_s: float = 3600.0,
     ) -> None:
+        unknown = set(faults) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault mode(s) {sorted(unknown)}; known: {FAULTS}")
         self.model_logic = ScriptedModel(kernels_dir)
+        self.contention = contention
+        self.faults = tuple(faults)
+        self.fault_every = fault_every
+        self.hang_s = hang_s
+        self._count_lock = threading.Lock()
+        self._served = 0
+        self._inflight = 0
+        self._stop = threading.Event()
         self.log = _Log(Path(log_path) if log_path else None)
         self.latency = latency
         self.latency_per_token = latency_per_token
@@ -195,7 +221,24 @@ class ScriptedServer:
         self._thread.start()
         return self
 
+    def next_request(self) -> tuple[int, str | None]:
+        """Number this request; the fault it gets (every ``fault_every``-th, in turn)."""
+        with self._count_lock:
+            self._served += 1
+            r = self._served
+        if self.faults and self.fault_every and r % self.fault_every == 0:
+            return r, self.faults[(r // self.fault_every - 1) % len(self.faults)]
+        return r, None
+
+    def service_time(self, completion_tokens: int) -> float:
+        """Like a batching server: grows with tokens and, mildly, with requests in flight."""
+        with self._count_lock:
+            inflight = self._inflight
+        work = self.latency + self.latency_per_token * completion_tokens
+        return work * (1.0 + self.contention * max(0, inflight - 1))
+
     def shutdown(self) -> None:
+        self._stop.set()
         if self._stopped:
             return
         self._stopped = True
@@ -266,21 +309,60 @@ class ScriptedServer:
                         },
                     )
                     return
+                number, fault = server.next_request()
+                entry = {
+                    "time": time.time(),
+                    "request": number,
+                    "prompt_sha256": prompt_sha256(messages),
+                    "model": req.get("model"),
+                    "seed": req.get("seed"),
+                    "fault": fault,
+                }
+                if fault in ("http500", "http429"):
+                    code = 500 if fault == "http500" else 429
+                    server.log.write({**entry, "kind": "error"})
+                    self.send_response(code)
+                    body = json.dumps(
+                        {
+                            "error": {
+                                "message": f"scripted fault {fault}",
+                                "type": "server_error",
+                                "code": code,
+                            }
+                        }
+                    ).encode()
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    if code == 429:
+                        self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                if fault in ("hang", "die"):
+                    server.log.write({**entry, "kind": "error"})
+                    if fault == "hang":
+                        server._stop.wait(server.hang_s)
+                    self.close_connection = True
+                    return  # no response at all: the client sees a timeout / a dropped connection
                 with server.slots:
-                    ans = server.model_logic.answer(messages)
-                    prompt_text = "".join(str(m.get("content", "")) for m in messages)
-                    p_tok, c_tok = _tokens(prompt_text), _tokens(ans.text)
-                    time.sleep(server.latency + server.latency_per_token * c_tok)
-                server.log.write(
-                    {
-                        "time": time.time(),
-                        "prompt_sha256": prompt_sha256(messages),
-                        "kind": ans.kind,
-                        "model": req.get("model"),
-                        "seed": req.get("seed"),
-                        **ans.meta,
-                    }
-                )
+                    with server._count_lock:
+                        server._inflight += 1
+                    try:
+                        ans = server.model_logic.answer(messages)
+                        prompt_text = "".join(str(m.get("content", "")) for m in messages)
+                        p_tok, c_tok = _tokens(prompt_text), _tokens(ans.text)
+                        time.sleep(server.service_time(c_tok))
+                    finally:
+                        with server._count_lock:
+                            server._inflight -= 1
+                text, finish = ans.text, "stop"
+                if fault == "truncated":
+                    text, finish = text[: max(1, len(text) * 2 // 5)], "length"
+                elif fault == "garbage":
+                    text = "\u00bf\u00bf lorem ipsum \x07 ### ``` %%%% tokens tokens }{ ]["
+                elif fault == "invalid_json" and ans.kind == "plan":
+                    text = text.replace('"strategies":', '"strategies"', 1)
+                server.log.write({**entry, "kind": ans.kind, **ans.meta})
                 cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
                 usage = {
                     "prompt_tokens": p_tok,
@@ -288,7 +370,7 @@ class ScriptedServer:
                     "total_tokens": p_tok + c_tok,
                 }
                 if req.get("stream"):
-                    self._stream(cid, ans.text, usage)
+                    self._stream(cid, text, usage, finish, slow=fault == "slow_stream")
                     return
                 self._json(
                     200,
@@ -300,15 +382,17 @@ class ScriptedServer:
                         "choices": [
                             {
                                 "index": 0,
-                                "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": ans.text},
+                                "finish_reason": finish,
+                                "message": {"role": "assistant", "content": text},
                             }
                         ],
                         "usage": usage,
                     },
                 )
 
-            def _stream(self, cid: str, text: str, usage: dict[str, int]) -> None:
+            def _stream(
+                self, cid: str, text: str, usage: dict[str, int], finish: str, slow: bool
+            ) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
@@ -326,8 +410,10 @@ class ScriptedServer:
 
                 chunk({"role": "assistant", "content": ""}, None)
                 for start in range(0, len(text), 256):
+                    if slow:
+                        time.sleep(0.05)
                     chunk({"content": text[start : start + 256]}, None)
-                chunk({}, "stop")
+                chunk({}, finish)
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
                 self.close_connection = True
@@ -344,10 +430,25 @@ def serve(
     latency_per_token: float = 0.0,
     max_concurrency: int = 64,
     model: str = DEFAULT_MODEL,
+    contention: float = 0.0,
+    faults: tuple[str, ...] = (),
+    fault_every: int = 0,
+    hang_s: float = 3600.0,
 ) -> ScriptedServer:
     """Start the scripted model in a background thread and return it."""
     return ScriptedServer(
-        host, port, kernels_dir, log_path, latency, latency_per_token, max_concurrency, model
+        host,
+        port,
+        kernels_dir,
+        log_path,
+        latency,
+        latency_per_token,
+        max_concurrency,
+        model,
+        contention,
+        tuple(faults),
+        fault_every,
+        hang_s,
     ).start()
 
 
@@ -362,6 +463,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-per-token", type=float, default=0.0)
     parser.add_argument("--max-concurrency", type=int, default=64)
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument(
+        "--contention",
+        type=float,
+        default=0.0,
+        help="service time x (1 + contention x (requests in flight - 1))",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        choices=FAULTS,
+        help="fault mode (repeatable), applied to every --fault-every-th request",
+    )
+    parser.add_argument("--fault-every", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -374,6 +489,9 @@ def run(args: argparse.Namespace) -> int:
         args.latency_per_token,
         args.max_concurrency,
         args.model,
+        args.contention,
+        tuple(args.fault),
+        args.fault_every,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
