@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from hpcagents.artifacts import REPO_DIR, validate
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.blas import BlasNotFound, find_blas
+from hpcagents.evaluate import (
+    BuildConfig,
+    EvalConfig,
+    evaluate_source,
+    failed_generation_record,
+)
 from hpcagents.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")
@@ -71,14 +78,55 @@ def test_ignoring_beta_is_wrong_answer_naming_the_case(tmp_path):
     code = IKJ.replace("beta == 0.0 ? 0.0 : beta * c[j]", "0.0")
     rec = evaluate(tmp_path, code)
     assert rec["status"] == "wrong_answer"
-    assert "case m=" in rec["reason"] and "beta=0.5" in rec["reason"]
+    # the first failing case (in kernel.yaml order), where, and by how much
+    assert re.match(
+        r"case m=7 n=13 k=5 alpha=-0.75 beta=0.5 pad=1: \d+ of 91 elements wrong; "
+        r"first C\[\d+\]\[\d+\] = \S+ vs reference \S+ \(\|err\| \S+ > bound \S+\)",
+        rec["reason"],
+    ), rec["reason"]
+    assert "more failing case" in rec["reason"]
+    assert rec["timing"] is None and rec["reference"] is None
+    case = rec["validation"]["cases"][2]
+    assert case["status"] == "wrong_answer" and case["wrong"] > 0
+    assert set(case["first_bad"]) == {"i", "j", "got", "want", "bound"}
+    assert rec["validation"]["cases"][0]["status"] == "ok"  # beta == 0 there
+
+
+def test_skipping_the_last_column_is_wrong_answer(tmp_path):
+    rec = evaluate(
+        tmp_path,
+        IKJ.replace(
+            "for (int j = 0; j < n; j++) c[j] +=", "for (int j = 0; j < n - 1; j++) c[j] +="
+        ),
+    )
+    assert rec["status"] == "wrong_answer"
+    assert rec["reason"].startswith("case m=1 n=1 k=1") and "first C[0][0]" in rec["reason"]
+
+
+def test_wrong_only_at_the_bench_size_is_wrong_answer(tmp_path):
+    # passes every validation case, but drops the last column at the timed size
+    code = IKJ.replace(
+        "{\n    for (int i", "{\n    if (m == 128 && n == 128 && k == 128) n--;\n    for (int i", 1
+    )
+    rec = evaluate(tmp_path, code)
+    assert rec["validation"]["passed"] is True
+    assert rec["status"] == "wrong_answer" and "bench m=128 n=128 k=128" in rec["reason"]
     assert rec["timing"] is None
+
+
+def test_reading_a_when_alpha_is_zero_is_wrong_answer(tmp_path):
+    # computes alpha * (A B) even when alpha == 0: A and B hold NaN then
+    rec = evaluate(tmp_path, IKJ.replace("if (alpha == 0.0) continue;", ""))
+    assert rec["status"] == "wrong_answer"
+    assert "alpha=0" in rec["reason"] and "alpha == 0" in rec["reason"]
 
 
 def test_reading_c_when_beta_is_zero_is_wrong_answer(tmp_path):
     code = IKJ.replace("beta == 0.0 ? 0.0 : beta * c[j]", "beta * c[j]")
     rec = evaluate(tmp_path, code)
-    assert rec["status"] == "wrong_answer" and "NaN" in rec["reason"]
+    assert rec["status"] == "wrong_answer"
+    assert rec["reason"].startswith("case m=1 n=1 k=1 alpha=1 beta=0 pad=0")
+    assert "= nan vs reference" in rec["reason"] and "C must not be read" in rec["reason"]
 
 
 def test_writing_the_padding_of_c_is_wrong_answer(tmp_path):
@@ -87,6 +135,8 @@ def test_writing_the_padding_of_c_is_wrong_answer(tmp_path):
     )
     rec = evaluate(tmp_path, code)
     assert rec["status"] == "wrong_answer" and "padding" in rec["reason"]
+    assert "pad=1" in rec["reason"] and "ldc=14" in rec["reason"]
+    assert rec["validation"]["cases"][2]["padding_overwritten"] == 7  # one per row, m=7
 
 
 def test_modifying_an_input_is_rejected(tmp_path):
@@ -94,6 +144,7 @@ def test_modifying_an_input_is_rejected(tmp_path):
     code = IKJ[: IKJ.rindex("}")] + "    if (m > 0 && k > 0) ((double *)A)[0] *= 0.5;\n}\n"
     rec = evaluate(tmp_path, code)
     assert rec["status"] == "wrong_answer" and "modified its input" in rec["reason"]
+    assert rec["validation"]["cases"][0]["inputs_modified"] is True
 
 
 def test_single_precision_accumulation_exceeds_the_tolerance(tmp_path):
@@ -104,6 +155,7 @@ def test_single_precision_accumulation_exceeds_the_tolerance(tmp_path):
     )
     rec = evaluate(tmp_path, code)
     assert rec["status"] == "wrong_answer", rec["reason"]
+    assert "elements wrong" in rec["reason"]
 
 
 def test_compile_error_keeps_the_compiler_output(tmp_path):
@@ -126,6 +178,46 @@ def test_endless_loop_is_timeout(tmp_path):
     cfg = EvalConfig(repeats=1, warmup=0, timeout_s=2, bench_size=64)
     rec = evaluate(tmp_path, HEAD + "{ for (volatile int x = 0;; x++) ; }\n", cfg)
     assert rec["status"] == "timeout" and "2 s" in rec["reason"]
+
+
+def test_openblas_is_an_alternative_reference(tmp_path):
+    try:
+        find_blas("openblas")
+    except BlasNotFound as exc:
+        pytest.skip(str(exc))
+    rec = evaluate(
+        tmp_path,
+        IKJ,
+        EvalConfig(repeats=2, warmup=1, timeout_s=60, bench_size=128, blas="openblas"),
+    )
+    assert rec["status"] == "ok", rec["reason"]
+    assert rec["reference"]["blas"] == "openblas" and "OpenBLAS" in rec["reference"]["version"]
+    assert rec["provenance"]["blas"] == "openblas" and rec["reference"]["gflops"] > 0
+
+
+def test_missing_reference_library_is_harness_error(tmp_path):
+    rec = evaluate(tmp_path, IKJ, EvalConfig(blas="essl"))
+    assert rec["status"] == "harness_error" and "essl" in rec["reason"]
+    assert rec["compile"] is None
+
+
+def test_failed_generation_record_is_schema_valid(tmp_path):
+    for status in ("no_code", "truncated", "generation_error"):
+        rec = failed_generation_record(
+            KERNEL, tmp_path / "dgemm.c", status, "the answer had no code"
+        )
+        validate(rec, "evaluation")
+        assert rec["status"] == status and rec["compile"] is None and rec["timing"] is None
+
+
+def test_cli_bad_usage_exits_non_zero(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpcagents", "evaluate", "--kernel", "zgemm", "--source", "x.c"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "unknown kernel 'zgemm'" in proc.stderr
 
 
 def test_cli_evaluate_baseline_variant_and_wrong_file(tmp_path):

@@ -104,7 +104,7 @@ def test_campaign_completes_under_each_answer_fault(tmp_path, fault):
         assert any(g["status"] == "no_code" for g in gens) or plan["reasks"] >= 1
     if fault == "invalid_json":
         assert plan["reasks"] >= 1 or all(e["kind"] != "plan" for e in faulted)
-    if fault == "http500":
+    if fault in ("http500", "http429", "die", "hang"):
         retried = [g for g in gens if g["llm"] and g["llm"]["retries"]] + [
             c for c in plan["llm_calls"] if c["retries"]
         ]
@@ -143,3 +143,38 @@ def test_no_server_stops_cleanly_and_a_rerun_resumes(tmp_path):
     hashes = [e["prompt_sha256"] for e in read_log(log) if e.get("kind") != "error"]
     assert len(hashes) == len(set(hashes))
     assert json.loads((workdir / "results/dgemm/summary.json").read_text())["iterations"] == 2
+
+
+@pytest.mark.slow
+def test_server_killed_mid_iteration_its_pgs_fail_over(tmp_path):
+    a = serve(port=0, log_path=tmp_path / "a.jsonl", latency=0.05)
+    b = serve(port=0, log_path=tmp_path / "b.jsonl", latency=0.4)
+    workdir = tmp_path / "c"
+    raw = campaign_config(a.url, **{"campaign.iterations": 2, "campaign.pgs": 4})
+    raw["llm"]["servers"] = [
+        {"name": "a", "base_url": a.url, "model": "scripted-stand-in", "timeout_s": 10},
+        {"name": "b", "base_url": b.url, "model": "scripted-stand-in", "timeout_s": 10},
+    ]
+    write_campaign(workdir, raw)
+    proc = subprocess.Popen(
+        snakemake_cmd(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not read_log(tmp_path / "b.jsonl"):  # b has started serving iteration 1
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        b.shutdown()
+        assert proc.wait(timeout=600) == 0
+    finally:
+        a.shutdown()
+        b.shutdown()
+    gens = [
+        read_json(p, "generation")
+        for p in workdir.glob("results/dgemm/iter*/pg*/*/generation.json")
+    ]
+    failed_over = [g for g in gens if g["llm"] and g["llm"]["server"] == "a" and g["llm"]["errors"]]
+    assert failed_over, "some PGs of server b must have failed over to a"
+    assert all("b:" in g["llm"]["errors"][0] for g in failed_over)
+    summary = read_json(workdir / "results/dgemm/summary.json", "summary")
+    assert summary["totals"]["per_server"]["a"]["failovers"] >= 1

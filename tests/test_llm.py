@@ -95,3 +95,28 @@ def test_offline_replay_answers_from_cache_and_refuses_misses(tmp_path, start_sc
     assert offline.chat(PG_PROMPT, index=0, seed=1).text == online.text
     with pytest.raises(LLMUnavailable, match="offline replay"):
         offline.chat(PG_PROMPT, index=0, seed=99)
+
+
+def _hold(args):
+    import time as _t
+
+    from hpcagents.llm import server_slot
+
+    lock_dir, cap = args
+    server = ServerConfig(name="gpu", base_url="http://x/v1", model="m", max_concurrency=cap)
+    with server_slot(Path(lock_dir), server):
+        start = _t.monotonic()
+        _t.sleep(0.3)
+        return start, _t.monotonic()
+
+
+def test_per_server_cap_holds_across_processes(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(4) as ex:
+        spans = sorted(ex.map(_hold, [(str(tmp_path), 1)] * 4))
+    assert all(a[1] <= b[0] + 0.01 for a, b in zip(spans, spans[1:], strict=False))
+    with ProcessPoolExecutor(4) as ex:
+        spans = sorted(ex.map(_hold, [(str(tmp_path / "two"), 2)] * 4))
+    overlaps = sum(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert overlaps >= 1  # two slots: some requests do run together

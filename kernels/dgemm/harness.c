@@ -6,6 +6,7 @@
  * padding with a sentinel, and compares elementwise with the reference under the
  * forward-error bound of any summation order:
  *     |C - C_ref| <= f * (k + 2) * eps * (|alpha| * (|A||B|)_ij + |beta| * |C0_ij|)
+ * When alpha == 0, A and B are NaN throughout (BLAS: they are not referenced then).
  * Then it times the candidate and the reference side by side at the bench size (C
  * poisoned before every call, every timed output checked) and writes one JSON file.
  *
@@ -83,6 +84,7 @@ typedef struct {
     int bad_i, bad_j;
     double got, want, bound;
     long padding_overwritten;
+    long ref_nonfinite; /* the reference itself gave NaN/Inf: an infrastructure fault */
 } Check;
 
 /* Compare C with Cref under the bound; AB = |A||B| (alpha scale applied here). */
@@ -90,7 +92,7 @@ static Check check(const double *C, const double *Cref, const double *AB, const 
                    int m, int n, int ldc, int k, double alpha, double beta, double tol,
                    double scale)
 {
-    Check r = {0, 0, 0.0, -1, -1, 0.0, 0.0, 0.0, 0};
+    Check r = {0, 0, 0.0, -1, -1, 0.0, 0.0, 0.0, 0, 0};
     double gamma = tol * (double)(k + 2) * DBL_EPSILON;
     for (int i = 0; i < m; i++) {
         for (int j = 0; j < ldc; j++) {
@@ -103,6 +105,10 @@ static Check check(const double *C, const double *Cref, const double *AB, const 
             double mag = scale * fabs(alpha) * AB[idx] + (C0 ? fabs(beta) * fabs(C0[idx]) : 0.0);
             double bound = gamma * mag + DBL_MIN;
             double want = scale * Cref[idx];
+            if (!isfinite(want)) {
+                r.ref_nonfinite++;
+                continue;
+            }
             double err = fabs(C[idx] - want);
             double ratio = isfinite(C[idx]) ? err / bound : INFINITY;
             r.checked++;
@@ -137,7 +143,8 @@ static void json_check(FILE *f, const Check *c)
 {
     fprintf(f, "\"wrong\": %ld, \"checked\": %ld, \"max_err_ratio\": ", c->wrong, c->checked);
     json_num(f, c->max_ratio);
-    fprintf(f, ", \"padding_overwritten\": %ld", c->padding_overwritten);
+    fprintf(f, ", \"padding_overwritten\": %ld, \"reference_nonfinite\": %ld",
+            c->padding_overwritten, c->ref_nonfinite);
     if (c->wrong) {
         fprintf(f, ", \"first_bad\": {\"i\": %d, \"j\": %d, \"got\": ", c->bad_i, c->bad_j);
         json_num(f, c->got);
@@ -160,8 +167,6 @@ static int run_case(FILE *f, const Case *cs, double tol)
     fill_matrix(A, m, k, lda, NAN);
     fill_matrix(B, k, n, ldb, NAN);
     fill_matrix(C0, m, n, ldc, SENTINEL);
-    memcpy(Acopy, A, na * sizeof(double));
-    memcpy(Bcopy, B, nb * sizeof(double));
     /* reference: C_ref and |A||B| (padding of the abs copies zeroed so NaN stays out) */
     memcpy(Cref, C0, nc * sizeof(double));
     if (m > 0 && n > 0)
@@ -176,6 +181,16 @@ static int run_case(FILE *f, const Case *cs, double tol)
     if (m > 0 && n > 0 && k > 0)
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0, Aabs, lda, Babs,
                     ldb, 0.0, AB, ldc);
+    /* BLAS: A and B are not referenced when alpha == 0, so the candidate gets them all NaN
+     * (after the reference ran on finite ones: some references do read them). */
+    if (cs->alpha == 0.0) {
+        for (size_t x = 0; x < na; x++)
+            A[x] = NAN;
+        for (size_t x = 0; x < nb; x++)
+            B[x] = NAN;
+    }
+    memcpy(Acopy, A, na * sizeof(double));
+    memcpy(Bcopy, B, nb * sizeof(double));
     /* candidate: C must not be read when beta == 0, so it holds NaN then */
     memcpy(C, C0, nc * sizeof(double));
     if (cs->beta == 0.0)
@@ -187,7 +202,8 @@ static int run_case(FILE *f, const Case *cs, double tol)
                           memcmp(B, Bcopy, nb * sizeof(double)) != 0;
     Check c = check(C, Cref, AB, cs->beta == 0.0 ? NULL : C0, m, n, ldc, k, cs->alpha,
                     cs->beta, tol, 1.0);
-    int ok = c.wrong == 0 && c.padding_overwritten == 0 && !inputs_modified;
+    int ok = c.wrong == 0 && c.padding_overwritten == 0 && !inputs_modified &&
+             c.ref_nonfinite == 0;
     fprintf(f, "{\"m\": %d, \"n\": %d, \"k\": %d, \"alpha\": ", m, n, k);
     json_num(f, cs->alpha);
     fputs(", \"beta\": ", f);
@@ -244,7 +260,7 @@ static int run_timing(FILE *f, const Case *b, double tol, int repeats, int warmu
     /* the candidate: C poisoned before every call, every timed output checked, and B
      * rescaled by an exact power of two between calls (0.5, 1, 2, ...) so that a result
      * cached from an earlier call is wrong for this one. */
-    Check worst = {0, 0, 0.0, -1, -1, 0.0, 0.0, 0.0, 0};
+    Check worst = {0, 0, 0.0, -1, -1, 0.0, 0.0, 0.0, 0, 0};
     int bad_run = -1;
     double cur = 1.0;
     for (int r = -warmup; r < repeats; r++) {
@@ -263,7 +279,7 @@ static int run_timing(FILE *f, const Case *b, double tol, int repeats, int warmu
             Check c = check(C, Cref, AB, NULL, m, n, ldc, k, b->alpha, 0.0, tol, cur);
             if (bad_run < 0) {
                 worst = c; /* the last checked run, or the first wrong one */
-                if (c.wrong)
+                if (c.wrong || c.ref_nonfinite)
                     bad_run = r;
             }
         }

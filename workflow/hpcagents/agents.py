@@ -69,10 +69,10 @@ def history_text(history: list[dict[str, Any]], limit: int = 40) -> str:
     if not history:
         return "Nothing yet: this is the first iteration after the baseline."
     lines = []
-    cut = max(0, len(history) - limit)
+    cut = max(0, len(history) - limit) if limit > 0 else len(history)
     if cut:
         lines.append(f"({cut} older entries omitted)")
-    for h in history[cut:]:
+    for h in history[cut:] if limit > 0 else []:
         if h["status"] == "ok":
             outcome = (
                 f"valid, {h['gflops']:.2f} GFLOP/s ({h['pct_of_reference']:.1f}% of reference)"
@@ -86,8 +86,47 @@ def history_text(history: list[dict[str, Any]], limit: int = 40) -> str:
     return "\n".join(lines)
 
 
+def estimate_tokens(messages: list[dict[str, str]]) -> int:
+    """Conservative token estimate (3 characters a token; code tokenises densely)."""
+    return sum(len(m["content"]) for m in messages) // 3 + 8 * len(messages)
+
+
+def fit_pm(
+    kernel: KernelSpec,
+    build: BuildInfo,
+    iteration: int,
+    n: int,
+    best: dict[str, Any],
+    source: str,
+    budget: int | None,
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """PM messages within ``budget`` prompt tokens: the oldest history goes first.
+
+    The rule: keep the current best kernel and the newest history; halve the number of
+    history entries until the prompt fits (down to none). What was cut is recorded.
+    """
+    total = len(best.get("history", []))
+    limit = 40
+    messages = pm_messages(kernel, build, iteration, n, best, source, limit)
+    while budget is not None and estimate_tokens(messages) > budget and limit > 0:
+        limit //= 2
+        messages = pm_messages(kernel, build, iteration, n, best, source, limit)
+    return messages, {
+        "budget_tokens": budget,
+        "estimated_tokens": estimate_tokens(messages),
+        "history_entries_cut": max(0, total - limit),
+        "fits": budget is None or estimate_tokens(messages) <= budget,
+    }
+
+
 def pm_messages(
-    kernel: KernelSpec, build: BuildInfo, iteration: int, n: int, best: dict[str, Any], source: str
+    kernel: KernelSpec,
+    build: BuildInfo,
+    iteration: int,
+    n: int,
+    best: dict[str, Any],
+    source: str,
+    history_limit: int = 40,
 ) -> list[dict[str, str]]:
     sel = best["selected"]
     user = render(
@@ -99,7 +138,7 @@ def pm_messages(
         best_strategy=sel["strategy"],
         best_performance=performance_line(sel),
         best_source=source.rstrip(),
-        history=history_text(best.get("history", [])),
+        history=history_text(best.get("history", []), history_limit),
     )
     return [
         {"role": "system", "content": render("pm_system")},
@@ -142,9 +181,10 @@ def run_pm(
     source: str,
     seed: int,
     max_reasks: int,
+    budget: int | None = None,
 ) -> dict[str, Any]:
     """Ask the PM for ``n`` strategies; return the plan.json record."""
-    messages = pm_messages(kernel, build, iteration, n, best, source)
+    messages, context = fit_pm(kernel, build, iteration, n, best, source, budget)
     calls: list[dict[str, Any]] = []
     errors: list[str] = []
     for ask in range(max_reasks + 1):
@@ -168,13 +208,13 @@ def run_pm(
                 },
             ]
             continue
-        return _plan_record(kernel, iteration, n, best, strategies, "llm", calls, errors)
+        return _plan_record(kernel, iteration, n, best, strategies, "llm", calls, errors, context)
     fallback = [dict(s) for s in kernel.fallback_strategies]
     strategies = [fallback[j % len(fallback)] for j in range(n)]
     for j, s in enumerate(strategies):
         if j >= len(fallback):
             s["name"] = f"{s['name']}_{j // len(fallback) + 1}"
-    return _plan_record(kernel, iteration, n, best, strategies, "fallback", calls, errors)
+    return _plan_record(kernel, iteration, n, best, strategies, "fallback", calls, errors, context)
 
 
 def _plan_record(
@@ -186,6 +226,7 @@ def _plan_record(
     origin: str,
     calls: list[dict[str, Any]],
     errors: list[str],
+    context: dict[str, Any],
 ) -> dict[str, Any]:
     sel = best["selected"]
     return {
@@ -198,6 +239,7 @@ def _plan_record(
         "reasks": max(0, len(calls) - 1),
         "errors": errors,
         "llm_calls": calls,
+        "context": context,
     }
 
 
@@ -257,6 +299,23 @@ def pg_messages(
         {"role": "system", "content": render("pg_system")},
         {"role": "user", "content": user},
     ]
+
+
+def fit_pg(
+    budget: int | None, build_messages: Any, error_chars: int = 6000
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """PG messages within ``budget``: the error text is cut first (its head is kept: the
+    first compiler errors matter most), halving down to 500 characters."""
+    messages = build_messages(error_chars)
+    while budget is not None and estimate_tokens(messages) > budget and error_chars > 500:
+        error_chars //= 2
+        messages = build_messages(error_chars)
+    return messages, {
+        "budget_tokens": budget,
+        "estimated_tokens": estimate_tokens(messages),
+        "error_chars_kept": error_chars,
+        "fits": budget is None or estimate_tokens(messages) <= budget,
+    }
 
 
 def run_pg(

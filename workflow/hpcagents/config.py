@@ -36,6 +36,7 @@ class ServerConfig:
     reasoning_effort: str | None = None
     # response_format JSON schema: None = try and fall back if refused; False = never ask
     structured_output: bool | None = None
+    context_tokens: int | None = None  # None: ask /v1/models
 
     def api_key(self) -> str:
         """The key from the named env var; local servers accept any non-empty string."""
@@ -108,6 +109,7 @@ def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> Campai
             timeout_s=float(s.get("timeout_s", 600)),
             reasoning_effort=s.get("reasoning_effort"),
             structured_output=s.get("structured_output"),
+            context_tokens=s.get("context_tokens"),
         )
         for s in llm["servers"]
     )

@@ -18,6 +18,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ from typing import Any
 
 from .artifacts import write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
-from .kernelspec import Case, KernelSpec, load_kernel
+from .kernelspec import Case, KernelError, KernelSpec, load_kernel
 from .sandbox import Limits, run_untrusted
 from .screen import screen_source, screen_symbols
 
@@ -213,12 +214,12 @@ def case_reason(case: dict[str, Any], label: str) -> str:
         got, want = float(got), float(want)
         err = abs(got - want)
         hint = ""
-        if math.isnan(got):
-            hint = " (NaN: with beta == 0, C must not be read; padding of A/B must not be read)"
+        if not math.isfinite(got):
+            hint = f" ({_nan_hint(case)})"
         parts.append(
             f"{case['wrong']} of {case['checked']} elements wrong; first C[{bad['i']}][{bad['j']}]"
-            f" = {_fmt(got)} vs reference {_fmt(want)} (|err| {_fmt(err)} > bound "
-            f"{bound:.2e}){hint}"
+            f" = {got:.17g} vs reference {want:.17g} (|err| {err:.2e} > bound "
+            f"{float(bound):.2e}){hint}"
         )
     if case.get("padding_overwritten"):
         parts.append(
@@ -228,6 +229,23 @@ def case_reason(case: dict[str, Any], label: str) -> str:
     if case.get("inputs_modified"):
         parts.append("modified its input A or B (they are read-only)")
     return f"case {label}: " + "; ".join(parts)
+
+
+def _nan_hint(case: dict[str, Any]) -> str:
+    """Why a kernel may have produced NaN/Inf: what the harness poisoned for this case."""
+    poisoned = []
+    if _parse_num(case.get("beta", 0.0)) == 0.0:
+        poisoned.append(
+            "C holds NaN on entry because beta == 0: this element was not written, "
+            "or C was read although beta == 0"
+        )
+    if _parse_num(case.get("alpha", 1.0)) == 0.0:
+        poisoned.append("A and B hold NaN because alpha == 0, so they must not be read")
+    if case.get("pad"):
+        poisoned.append(
+            "the padding columns of A (k..lda-1) and B (n..ldb-1) hold NaN and must not be read"
+        )
+    return "non-finite result; " + ("; ".join(poisoned) if poisoned else "overflow or NaN")
 
 
 def _parse_num(x: Any) -> float:
@@ -382,6 +400,13 @@ def evaluate_source(
             compile=comp,
         )
     if rc != 0 or not result_path.is_file():
+        if rc == 127 and "error while loading shared libraries" in run_out:
+            # the dynamic loader could not start the harness: the environment, not the kernel
+            return fail(
+                "harness_error",
+                f"the harness could not be loaded (reference library {blas.name}){tail}",
+                compile=comp,
+            )
         if "out of memory" in run_out:
             return fail(
                 "crash", f"the run exceeded the memory limit of {cfg.memory_mb} MB", compile=comp
@@ -405,11 +430,25 @@ def evaluate_source(
 def _verdict(kernel, source, res, seed, comp, blas, fail, prov) -> dict[str, Any]:  # noqa: ANN001
     """Turn the harness's raw figures into the record: failures first, then timings."""
     cases, failures = [], []
+    ref_faults = [
+        f"case {spec_case.label()}"
+        for spec_case, case in zip(kernel.cases, res["cases"], strict=True)
+        if case.get("reference_nonfinite")
+    ]
+    if res.get("timing") and res["timing"].get("reference_nonfinite"):
+        ref_faults.append("the bench size")
+    if ref_faults:
+        return fail(
+            "harness_error",
+            f"the reference {blas.name} produced NaN/Inf in {', '.join(ref_faults)}: "
+            "the reference library is faulty, not the kernel",
+            compile=comp,
+        )
     for spec_case, case in zip(kernel.cases, res["cases"], strict=True):
         case["status"] = "ok" if case["ok"] else "wrong_answer"
-        case["max_err_ratio"] = _parse_num(case["max_err_ratio"])
+        # non-finite figures stay as the harness wrote them ("inf", "nan"): strict JSON
         if not case["ok"]:
-            failures.append(case_reason(case, spec_case.label()))
+            failures.append((spec_case.label(), case_reason(case, spec_case.label())))
         cases.append(case)
     validation = {
         "seed": seed,
@@ -418,7 +457,12 @@ def _verdict(kernel, source, res, seed, comp, blas, fail, prov) -> dict[str, Any
         "cases": cases,
     }
     if failures:
-        more = f" (+{len(failures) - 1} more failing case(s))" if len(failures) > 1 else ""
+        more = ""
+        if len(failures) > 1:
+            others = [label for label, _ in failures[1:]]
+            shown = "; ".join(others[:3]) + ("; ..." if len(others) > 3 else "")
+            more = f" (+{len(others)} more failing case(s): {shown})"
+        failures = [reason for _, reason in failures]
         return fail("wrong_answer", failures[0] + more, compile=comp, validation=validation)
     t = res["timing"]
     flops = kernel.flops(t["m"], t["n"], t["k"])
@@ -498,7 +542,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    kernel = load_kernel(args.kernel)
+    try:
+        kernel = load_kernel(args.kernel)
+    except KernelError as exc:
+        print(f"hpcagents evaluate: {exc}", file=sys.stderr)
+        return 2
+    if not Path(args.source).is_file():
+        print(f"hpcagents evaluate: no such source file: {args.source}", file=sys.stderr)
+        return 2
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="hpca-eval-"))
     try:
         rec = evaluate_source(

@@ -6,6 +6,7 @@ Adding a kernel is adding a folder; nothing in the code names dgemm.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,28 +73,55 @@ _ALLOWED = (
     ast.Sub,
     ast.Mult,
     ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
     ast.Pow,
     ast.USub,
+    ast.UAdd,
     ast.Constant,
     ast.Name,
     ast.Load,
 )
+_MAX_EXPONENT = 8
 
 
 def _safe_eval(expr: str, names: dict[str, int]) -> float:
-    """Arithmetic over m, n, k only: a kernel.yaml cannot run code."""
-    tree = ast.parse(expr, mode="eval")
+    """Arithmetic over m, n, k and numbers only: a kernel.yaml cannot run code.
+
+    Powers need a small constant exponent (``m**3``), so an expression cannot hang the
+    evaluator with ``m**n**k`` either.
+    """
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as exc:
+        raise KernelError(f"expression {expr!r}: not valid arithmetic ({exc.msg})") from None
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED):
             raise KernelError(f"expression {expr!r}: {type(node).__name__} is not allowed")
         if isinstance(node, ast.Name) and node.id not in names:
             raise KernelError(f"expression {expr!r}: unknown name {node.id!r} (use m, n, k)")
-    return eval(compile(tree, "<kernel.yaml>", "eval"), {"__builtins__": {}}, dict(names))
+        if isinstance(node, ast.Constant) and (
+            isinstance(node.value, bool) or not isinstance(node.value, int | float)
+        ):
+            raise KernelError(f"expression {expr!r}: constant {node.value!r} is not a number")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            exp = node.right
+            if not (isinstance(exp, ast.Constant) and abs(exp.value) <= _MAX_EXPONENT):
+                raise KernelError(
+                    f"expression {expr!r}: exponents must be constants up to {_MAX_EXPONENT}"
+                )
+    try:
+        value = eval(compile(tree, "<kernel.yaml>", "eval"), {"__builtins__": {}}, dict(names))
+    except ArithmeticError as exc:
+        raise KernelError(f"expression {expr!r} at {names}: {exc}") from None
+    return float(value)
 
 
 def load_kernel(name: str, kernels_dir: Path | None = None) -> KernelSpec:
     """Load and validate ``kernels/<name>/kernel.yaml``."""
     kernels_dir = Path(kernels_dir or REPO_DIR / "kernels")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
+        raise KernelError(f"unknown kernel {name!r}: a kernel name is a folder name under {kernels_dir}")
     path = kernels_dir / name / "kernel.yaml"
     if not path.is_file():
         known = sorted(p.parent.name for p in kernels_dir.glob("*/kernel.yaml"))
@@ -133,6 +161,9 @@ def load_kernel(name: str, kernels_dir: Path | None = None) -> KernelSpec:
     )
     if spec.name != name:
         raise KernelError(f"{path}: key 'name' is '{spec.name}' but the folder is '{name}'")
-    spec.flops(1, 1, 1)
-    spec.bytes(1, 1, 1)
+    for key, fn in (("flops", spec.flops), ("bytes", spec.bytes)):
+        try:
+            fn(2, 3, 5)
+        except KernelError as exc:
+            raise KernelError(f"{path}: key '{key}': {exc}") from None
     return spec

@@ -148,6 +148,33 @@ class LLMPool:
         self.cache = ResponseCache(cfg.cache_dir)
         self.lock_dir = lock_dir or cfg.cache_dir / ".slots"
 
+    def context_tokens(self, server: ServerConfig) -> int | None:
+        """The server's context length: from config, else as ``/v1/models`` reports it
+        (vLLM: ``max_model_len``; llama.cpp: ``meta.n_ctx_train``); None if unknown."""
+        if server.context_tokens:
+            return server.context_tokens
+        if self.cfg.offline:
+            return None
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/models", timeout=5) as resp:
+                data = json.loads(resp.read()).get("data") or []
+        except (OSError, ValueError):
+            return None
+        for model in data:
+            if model.get("id") == server.model or len(data) == 1:
+                value = model.get("max_model_len") or (model.get("meta") or {}).get("n_ctx_train")
+                return int(value) if value else None
+        return None
+
+    def prompt_budget(self, index: int) -> int | None:
+        """Prompt tokens that fit the preferred server beside the completion (and a margin)."""
+        ctx = self.context_tokens(self.order(index)[0])
+        if ctx is None:
+            return None
+        return max(256, ctx - self.cfg.max_tokens - 256)
+
     def order(self, index: int) -> list[ServerConfig]:
         """Preferred server for request slot ``index`` first, then the others in turn."""
         servers = list(self.cfg.servers)

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .agents import BuildInfo, Previous, pg_messages, run_pg, run_pm
+from .agents import BuildInfo, Previous, fit_pg, pg_messages, run_pg, run_pm
 from .artifacts import read_json, write_json
 from .config import CampaignConfig
 from .evaluate import BuildConfig, EvalConfig, evaluate_source, failed_generation_record
@@ -72,8 +72,9 @@ def plan(cfg: CampaignConfig, kernel_name: str, iteration: int, best_json: Path,
     kernel = load_kernel(kernel_name)
     best = read_json(best_json, "best")
     source = Path(best["source"]).read_text()
+    pool = pool_from_env(cfg.llm)
     record = run_pm(
-        pool_from_env(cfg.llm),
+        pool,
         kernel,
         build_info(cfg, best),
         iteration,
@@ -82,6 +83,7 @@ def plan(cfg: CampaignConfig, kernel_name: str, iteration: int, best_json: Path,
         source,
         seed=request_seed(cfg, iteration, 0, 0),
         max_reasks=cfg.llm.max_reasks,
+        budget=pool.prompt_budget(iteration),
     )
     write_json(out, record, "plan")
 
@@ -126,20 +128,26 @@ def generate(
             error=error_text(prev_eval, prev_gen),
             source=(previous_dir / kernel.source).read_text(),
         )
-    messages = pg_messages(
-        kernel,
-        build_info(cfg, best),
-        iteration,
-        pg,
-        attempt,
-        strategy,
-        best,
-        Path(best["source"]).read_text(),
-        previous,
+    best_source = Path(best["source"]).read_text()
+    pool = pool_from_env(cfg.llm)
+    messages, context = fit_pg(
+        pool.prompt_budget(pg),
+        lambda chars: pg_messages(
+            kernel,
+            build_info(cfg, best),
+            iteration,
+            pg,
+            attempt,
+            strategy,
+            best,
+            best_source,
+            previous,
+            max_error_chars=chars,
+        ),
     )
     source_out = out_dir / kernel.source
     record = run_pg(
-        pool_from_env(cfg.llm),
+        pool,
         kernel,
         messages,
         pg=pg,
@@ -157,6 +165,7 @@ def generate(
             "strategy_description": strategy["description"],
             "source": str(source_out),
             "source_sha256": _sha(source_out),
+            "context": context,
         }
     )
     write_json(out_dir / "generation.json", record, "generation")

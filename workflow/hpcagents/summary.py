@@ -44,6 +44,8 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
             srv["completion_tokens"] += c["completion_tokens"]
             srv["reasoning_tokens"] += c["reasoning_tokens"]
             srv["busy_s"] += 0.0 if c["cached"] else c["latency_s"]
+            srv["retries"] += c.get("retries", 0)
+            srv["failovers"] += bool(c["errors"]) and not c["cached"]
         plan = kernel_dir / f"iter{i}" / "plan.json"
         sel = best["selected"]
         row = {
@@ -71,6 +73,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
         for key in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
             totals[key] += sum(c[key] for c in calls)
         totals["llm_latency_s"] += sum(c["latency_s"] for c in calls if not c["cached"])
+        totals["retries"] += sum(c.get("retries", 0) for c in calls)
     base, final = bests[0]["selected"], bests[-1]["selected"]
 
     def point(sel: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +85,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
             "source": sel["source"],
         }
 
-    int_keys = {"attempts", "repairs", "repairs_succeeded", "llm_calls", "cached_calls"}
+    int_keys = {"attempts", "repairs", "repairs_succeeded", "llm_calls", "cached_calls", "retries"}
     summary = {
         "kernel": kernel,
         "iterations": cfg.iterations,
@@ -111,7 +114,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
         ],
         "build": {"cc": cfg.cc, "cflags": list(cfg.cflags), "blas": cfg.blas},
     }
-    for key in ("attempts", "repairs", "repairs_succeeded", "llm_calls", "cached_calls"):
+    for key in sorted(int_keys):
         summary["totals"].setdefault(key, 0)
     for key in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
         summary["totals"].setdefault(key, 0)
