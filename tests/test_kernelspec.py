@@ -47,3 +47,49 @@ def test_missing_harness_file_is_named(tmp_path):
     kdir = copy_kernel(tmp_path, lambda raw: raw.update(harness="nope.c"))
     with pytest.raises(KernelError, match=r"key 'harness'.*nope.c"):
         load_kernel("dgemm", kdir)
+
+
+def test_misspelt_key_is_named(tmp_path):
+    def typo(raw):
+        raw["validation"]["tolerence_factor"] = raw["validation"].pop("tolerance_factor")
+
+    kdir = copy_kernel(tmp_path, typo)
+    with pytest.raises(KernelError, match=r"key 'validation'.*'tolerence_factor' was unexpected"):
+        load_kernel("dgemm", kdir)
+
+
+def test_bad_case_value_is_named_with_its_path(tmp_path):
+    kdir = copy_kernel(tmp_path, lambda raw: raw["validation"]["cases"][3].update(m=-1))
+    with pytest.raises(KernelError, match=r"key 'validation\.cases\.3\.m'"):
+        load_kernel("dgemm", kdir)
+
+
+def test_expressions_are_restricted_to_small_arithmetic(tmp_path):
+    kdir = copy_kernel(tmp_path, lambda raw: raw.update(bytes="m**n**k"))
+    with pytest.raises(KernelError, match=r"key 'bytes'.*exponents must be constants"):
+        load_kernel("dgemm", kdir)
+    kdir = copy_kernel(tmp_path / "b", lambda raw: raw.update(flops="2*m*n*q"))
+    with pytest.raises(KernelError, match=r"key 'flops'.*unknown name 'q'"):
+        load_kernel("dgemm", kdir)
+
+
+def test_a_new_kernel_is_a_new_folder(tmp_path):
+    """Nothing in the loader names dgemm: a renamed copy loads as its own kernel."""
+    src = REPO_DIR / "kernels" / "dgemm"
+    dst = tmp_path / "kernels" / "mydgemm"
+    shutil.copytree(src, dst)
+    raw = yaml.safe_load((dst / "kernel.yaml").read_text())
+    raw.update(name="mydgemm", flops="2*m*n*k + m*n", bytes=8 * 3)
+    (dst / "kernel.yaml").write_text(yaml.safe_dump(raw))
+    spec = load_kernel("mydgemm", tmp_path / "kernels")
+    assert spec.name == "mydgemm" and spec.directory == dst
+    assert spec.flops(2, 3, 4) == 54 and spec.bytes(5, 5, 5) == 24
+    assert spec.bench.m == raw["bench"]["m"] and len(spec.cases) == len(raw["validation"]["cases"])
+
+
+def test_name_must_match_the_folder_and_be_a_plain_name(tmp_path):
+    kdir = copy_kernel(tmp_path, lambda raw: raw.update(name="sgemm"))
+    with pytest.raises(KernelError, match=r"key 'name' is 'sgemm' but the folder is 'dgemm'"):
+        load_kernel("dgemm", kdir)
+    with pytest.raises(KernelError, match=r"unknown kernel '\.\./dgemm'"):
+        load_kernel("../dgemm", kdir)

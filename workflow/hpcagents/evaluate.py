@@ -201,10 +201,6 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tupl
         return None, out or ""
 
 
-def _fmt(x: Any) -> str:
-    return f"{x:.6g}" if isinstance(x, float) else str(x)
-
-
 def case_reason(case: dict[str, Any], label: str) -> str:
     """The verdict for one failed case, precise enough to repair from."""
     parts = []

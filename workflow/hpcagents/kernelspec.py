@@ -121,7 +121,9 @@ def load_kernel(name: str, kernels_dir: Path | None = None) -> KernelSpec:
     """Load and validate ``kernels/<name>/kernel.yaml``."""
     kernels_dir = Path(kernels_dir or REPO_DIR / "kernels")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
-        raise KernelError(f"unknown kernel {name!r}: a kernel name is a folder name under {kernels_dir}")
+        raise KernelError(
+            f"unknown kernel {name!r}: a kernel name is a folder name under {kernels_dir}"
+        )
     path = kernels_dir / name / "kernel.yaml"
     if not path.is_file():
         known = sorted(p.parent.name for p in kernels_dir.glob("*/kernel.yaml"))

@@ -52,6 +52,7 @@ class LLMResult:
     cached: bool
     errors: list[str] = field(default_factory=list)
     retries: int = 0
+    failover: bool = False  # answered by another server than the PG's own
 
     def record(self) -> dict[str, Any]:
         """The JSON form stored in generation.json / plan.json."""
@@ -239,6 +240,7 @@ class LLMPool:
                 continue
             result.retries += retries
             result.errors = errors
+            result.failover = server.name != order[0].name
             self.cache.put(
                 key,
                 {

@@ -45,7 +45,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
             srv["reasoning_tokens"] += c["reasoning_tokens"]
             srv["busy_s"] += 0.0 if c["cached"] else c["latency_s"]
             srv["retries"] += c.get("retries", 0)
-            srv["failovers"] += bool(c["errors"]) and not c["cached"]
+            srv["failovers_in"] += bool(c.get("failover")) and not c["cached"]
         plan = kernel_dir / f"iter{i}" / "plan.json"
         sel = best["selected"]
         row = {
