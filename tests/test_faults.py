@@ -181,3 +181,23 @@ def test_server_killed_mid_iteration_its_pgs_fail_over(tmp_path):
     assert all(g["llm"]["server"] == "a" and "b:" in g["llm"]["errors"][0] for g in failed_over)
     summary = read_json(workdir / "results/dgemm/summary.json", "summary")
     assert summary["totals"]["per_server"]["a"]["failovers_in"] >= 1
+
+
+def test_structured_output_refused_is_asked_again_without_it(tmp_path):
+    server = serve(port=0, log_path=tmp_path / "log.jsonl")
+    server.structured_output = False
+    pm = [
+        {
+            "role": "user",
+            "content": "[hpcagents:pm]\nKernel: dgemm\nIteration: 1\nStrategies wanted: 2\n",
+        }
+    ]
+    try:
+        result = pool(tmp_path, [server.url]).chat(
+            pm, index=0, seed=1, json_schema={"type": "object"}
+        )
+    finally:
+        server.shutdown()
+    assert '"strategies"' in result.text
+    assert any("structured output refused" in e for e in result.errors)
+    assert result.retries == 0

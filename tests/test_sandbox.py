@@ -94,3 +94,27 @@ def test_without_bubblewrap_the_record_says_so(probe):
     )
     assert res.sandbox["kind"] == "rlimits" and res.sandbox["reason"]
     assert res.sandbox["limits"]["memory_mb"] == Limits().memory_mb
+
+
+@needs_bwrap
+def test_read_only_library_dirs_under_tmp_stay_visible(probe, tmp_path):
+    """A venv (hence MKL) under /tmp must survive the sandbox's private /tmp."""
+    lib = tmp_path / "venv-lib"
+    lib.mkdir()
+    (lib / "libfake.so").write_text("x")
+    res = run_untrusted(
+        [str(probe / "probe"), "read", str(lib / "libfake.so")],
+        probe,
+        {"PATH": "/usr/bin"},
+        20,
+        ro_dirs=[lib],
+    )
+    assert res.output.strip() == "READ-OK"
+    res = run_untrusted(
+        [str(probe / "probe"), "write", str(lib / "new.so")],
+        probe,
+        {"PATH": "/usr/bin"},
+        20,
+        ro_dirs=[lib],
+    )
+    assert not (lib / "new.so").exists()

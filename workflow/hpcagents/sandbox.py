@@ -71,11 +71,12 @@ def bwrap_command(cmd: list[str], workdir: Path, ro_dirs: list[Path]) -> list[st
     workdir = workdir.resolve()
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
     args += _system_binds()
+    # /tmp first: binds below it (a venv or work dir under /tmp) must be mounted after it
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for d in ro_dirs:
         real = Path(d).resolve()
         if real.exists() and not str(workdir).startswith(str(real) + "/"):
             args += ["--ro-bind", str(real), str(real)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     return args + ["--", *cmd]
 

@@ -183,6 +183,7 @@ class ScriptedServer:
         faults: tuple[str, ...] = (),
         fault_every: int = 0,
         hang_s: float = 3600.0,
+        structured_output: bool = True,
     ) -> None:
         unknown = set(faults) - set(FAULTS)
         if unknown:
@@ -192,6 +193,7 @@ class ScriptedServer:
         self.faults = tuple(faults)
         self.fault_every = fault_every
         self.hang_s = hang_s
+        self.structured_output = structured_output
         self._count_lock = threading.Lock()
         self._served = 0
         self._inflight = 0
@@ -305,6 +307,19 @@ class ScriptedServer:
                             "error": {
                                 "message": f"bad request: {exc}",
                                 "type": "invalid_request_error",
+                            }
+                        },
+                    )
+                    return
+                if "response_format" in req and not server.structured_output:
+                    # like a server without guided decoding: refuse, the client asks again
+                    self._json(
+                        400,
+                        {
+                            "error": {
+                                "message": "response_format is not supported by this server",
+                                "type": "invalid_request_error",
+                                "param": "response_format",
                             }
                         },
                     )
