@@ -436,35 +436,16 @@ class ScriptedServer:
         return Handler
 
 
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    kernels_dir: Path | None = None,
-    log_path: Path | str | None = None,
-    latency: float = 0.0,
-    latency_per_token: float = 0.0,
-    max_concurrency: int = 64,
-    model: str = DEFAULT_MODEL,
-    contention: float = 0.0,
-    faults: tuple[str, ...] = (),
-    fault_every: int = 0,
-    hang_s: float = 3600.0,
-) -> ScriptedServer:
-    """Start the scripted model in a background thread and return it."""
-    return ScriptedServer(
-        host,
-        port,
-        kernels_dir,
-        log_path,
-        latency,
-        latency_per_token,
-        max_concurrency,
-        model,
-        contention,
-        tuple(faults),
-        fault_every,
-        hang_s,
-    ).start()
+def serve(**options: Any) -> ScriptedServer:
+    """Start the scripted model in a background thread and return it.
+
+    ``options`` are those of :class:`ScriptedServer` (host, port, log_path, latency,
+    faults, ...); the defaults listen on 127.0.0.1 on any free port.
+    """
+    options.setdefault("port", 0)
+    if "faults" in options:
+        options["faults"] = tuple(options["faults"])
+    return ScriptedServer(**options).start()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
