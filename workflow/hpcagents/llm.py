@@ -53,6 +53,11 @@ class LLMResult:
     errors: list[str] = field(default_factory=list)
     retries: int = 0
     failover: bool = False  # answered by another server than the PG's own
+    # Wall clock (Unix seconds) of the request's first try and of its final answer, as
+    # seen by this process: the campaign's parallelism (requests in flight, server busy
+    # fractions, the critical path) is computed from these, not from a benchmark.
+    started_at: float = 0.0
+    ended_at: float = 0.0
 
     def record(self) -> dict[str, Any]:
         """The JSON form stored in generation.json / plan.json."""
@@ -232,6 +237,7 @@ class LLMPool:
             )
         errors: list[str] = []
         retries = 0
+        started_at = time.time()
         for server in order:
             try:
                 result = self._ask(server, messages, params, key, errors)
@@ -241,6 +247,7 @@ class LLMPool:
             result.retries += retries
             result.errors = errors
             result.failover = server.name != order[0].name
+            result.started_at, result.ended_at = round(started_at, 4), round(time.time(), 4)
             self.cache.put(
                 key,
                 {

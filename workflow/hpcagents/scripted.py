@@ -184,6 +184,7 @@ class ScriptedServer:
         fault_every: int = 0,
         hang_s: float = 3600.0,
         structured_output: bool = True,
+        instance: str | None = None,
     ) -> None:
         unknown = set(faults) - set(FAULTS)
         if unknown:
@@ -194,6 +195,9 @@ class ScriptedServer:
         self.fault_every = fault_every
         self.hang_s = hang_s
         self.structured_output = structured_output
+        # Identity token in /v1/models: whoever started this server can check that the
+        # server answering on its port is its own, not another campaign's.
+        self.instance = instance or uuid.uuid4().hex
         self._count_lock = threading.Lock()
         self._served = 0
         self._inflight = 0
@@ -277,6 +281,7 @@ class ScriptedServer:
                                     "created": 0,
                                     "owned_by": OWNER,
                                     "max_model_len": 32768,
+                                    "instance": server.instance,
                                 }
                             ],
                         },
@@ -473,6 +478,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fault mode (repeatable), applied to every --fault-every-th request",
     )
     parser.add_argument("--fault-every", type=int, default=0)
+    parser.add_argument(
+        "--instance", help="identity token listed in /v1/models (default: a random one)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -488,6 +496,7 @@ def run(args: argparse.Namespace) -> int:
         args.contention,
         tuple(args.fault),
         args.fault_every,
+        instance=args.instance,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
