@@ -76,12 +76,38 @@ def _cmd_select(args: argparse.Namespace) -> int:
     rec = select_iteration(
         args.kernel,
         args.iteration,
-        [Path(p).parent for p in args.candidates],
+        [Path(p) for p in args.finals],
         Path(args.previous) if args.previous else None,
         Path(args.out_dir),
         kernel.source,
+        Path(args.final_round) if args.final_round else None,
     )
     print(f"{args.kernel} iteration {args.iteration}: {rec['reason']}")
+    return 0
+
+
+def _cmd_pg_final(args: argparse.Namespace) -> int:
+    from .steps import pg_final
+
+    rec = pg_final(args.kernel, Path(args.evaluation), Path(args.out))
+    print(f"pg{rec['pg']}: attempt {rec['attempt']} ends the chain ({rec['status']})")
+    return 0
+
+
+def _cmd_final_round(args: argparse.Namespace) -> int:
+    from .steps import final_round_step
+
+    rec = final_round_step(
+        _cfg(args),
+        args.kernel,
+        args.iteration,
+        [Path(p) for p in args.finals],
+        Path(args.previous),
+        Path(args.out),
+    )
+    for c in rec["contenders"]:
+        figure = f"{c['gflops']:.2f} GFLOP/s" if c["status"] == "ok" else c["reason"]
+        print(f"{c['label']}: {c['status']} {figure}")
     return 0
 
 
@@ -144,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("demo", _cmd_demo, "run the demo campaign on the scripted model (local executor)")
     p.add_argument("--config", default="config/config.yaml")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int, default=0, help="scripted model port (0: any free one)")
     p.add_argument("--latency", type=float, default=0.2, help="scripted model latency (s)")
     p.add_argument("--cores", default="all")
     p.add_argument("snakemake_args", nargs="*", help="extra snakemake arguments (after --)")
@@ -175,10 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p = step("evaluate-attempt", _cmd_evaluate_attempt, "step: evaluate one attempt")
     p.add_argument("--attempt-dir", required=True)
+    p = step("pg-final", _cmd_pg_final, "step: record the attempt that ends one PG's chain")
+    p.add_argument("--evaluation", required=True, help="the final attempt's evaluation.json")
+    p.add_argument("--out", required=True)
+    p = step("final-round", _cmd_final_round, "step: re-time finalists and incumbent together")
+    p.add_argument("--iteration", type=int, required=True)
+    p.add_argument("--finals", nargs="+", required=True, help="final.json of every PG")
+    p.add_argument("--previous", required=True, help="best.json of the previous iteration")
+    p.add_argument("--out", required=True)
     p = step("select", _cmd_select, "step: select the best kernel of an iteration")
     p.add_argument("--iteration", type=int, required=True)
-    p.add_argument("--candidates", nargs="+", required=True, help="final evaluation.json per PG")
+    p.add_argument("--finals", nargs="+", required=True, help="final.json of every PG")
     p.add_argument("--previous", help="best.json of the previous iteration")
+    p.add_argument("--final-round", help="final_round.json of the iteration (after iteration 0)")
     p.add_argument("--out-dir", required=True)
     p = step("summary", _cmd_summary, "step: summary.json and report of a kernel")
     p.add_argument("--kernel-dir", required=True)

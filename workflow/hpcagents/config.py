@@ -78,6 +78,7 @@ class CampaignConfig:
     bench_size: int | None
     threads: int | None
     llm: LLMConfig
+    finalists: int = 3
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -128,6 +129,7 @@ def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> Campai
         timeout_s=float(ev["timeout_s"]),
         bench_size=ev.get("bench_size"),
         threads=ev.get("threads"),
+        finalists=int(ev.get("finalists", 3)),
         llm=LLMConfig(
             servers=servers,
             temperature=float(llm["temperature"]),

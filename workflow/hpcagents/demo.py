@@ -7,7 +7,10 @@ the pipeline — compile, validate, repair, time, select — not a model.
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,21 +20,48 @@ from pathlib import Path
 
 import yaml
 
-from .artifacts import REPO_DIR, read_json
+from .artifacts import REPO_DIR, read_json, write_text_atomic
 from .summary import table
 
+#: Model ids of the scripted stand-in start with this (as summary.json's stand_in flag).
+STAND_IN_PREFIX = "scripted"
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
+
+def _wait_for_port(port_file: Path, proc: subprocess.Popen, timeout_s: float = 20.0) -> int:
+    """The port the scripted model bound (it writes it once listening)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the scripted model exited with code {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the scripted model did not answer at {url} within {timeout_s} s")
+            return int(port_file.read_text().strip())
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    raise RuntimeError(f"the scripted model did not start listening within {timeout_s} s")
+
+
+def check_identity(url: str, instance: str, timeout_s: float = 5.0) -> None:
+    """Fail unless the server answering ``url`` lists our identity token in /v1/models.
+
+    A port can be taken over between runs (another demo, another campaign): a campaign
+    must never talk to a server it did not start and believe it is its own.
+    """
+    with urllib.request.urlopen(f"{url}/models", timeout=timeout_s) as resp:
+        models = json.loads(resp.read()).get("data") or []
+    if not any(m.get("instance") == instance for m in models):
+        raise RuntimeError(
+            f"the server at {url} is not the scripted model this demo started "
+            "(its identity token is missing from /v1/models)"
+        )
+
+
+def demo_config(raw: dict, url: str) -> dict:
+    """The user's config with every scripted-model server pointed at the demo's server."""
+    out = copy.deepcopy(raw)
+    for server in out["llm"]["servers"]:
+        if str(server.get("model", "")).startswith(STAND_IN_PREFIX):
+            server["base_url"] = url
+    return out
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -43,8 +73,11 @@ def run_demo(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     server_log = state / "scripted-server.log"
     request_log = state / "scripted-requests.jsonl"
+    port_file = state / f"scripted-port.{os.getpid()}"
+    instance = secrets.token_hex(16)
+    port_file.unlink(missing_ok=True)
     print(
-        f"[demo] starting the scripted model on 127.0.0.1:{args.port} "
+        f"[demo] starting the scripted model on 127.0.0.1, port {args.port or 'any free one'} "
         "(a STAND-IN for an LLM: it measures the pipeline, not a model)",
         flush=True,
     )
@@ -57,6 +90,10 @@ def run_demo(args: argparse.Namespace) -> int:
                 "scripted-model",
                 "--port",
                 str(args.port),
+                "--port-file",
+                str(port_file),
+                "--instance",
+                instance,
                 "--log",
                 str(request_log),
                 "--latency",
@@ -67,7 +104,12 @@ def run_demo(args: argparse.Namespace) -> int:
             start_new_session=True,
         )
     try:
-        _wait_healthy(f"http://127.0.0.1:{args.port}/v1/models", server)
+        port = _wait_for_port(port_file, server)
+        url = f"http://127.0.0.1:{port}/v1"
+        check_identity(url, instance)
+        print(f"[demo] scripted model at {url} (identity checked)", flush=True)
+        config_file = state / "demo-config.yaml"
+        write_text_atomic(config_file, yaml.safe_dump(demo_config(raw, url), sort_keys=False))
         snakemake = [
             sys.executable,
             "-m",
@@ -85,7 +127,7 @@ def run_demo(args: argparse.Namespace) -> int:
             "--cores",
             args.cores,
             "--configfile",
-            str(config_path),
+            str(config_file),
             *args.snakemake_args,
         ]
         print(f"[demo] {' '.join(cmd)}", flush=True)
@@ -99,6 +141,7 @@ def run_demo(args: argparse.Namespace) -> int:
             print(table(summary))
         return 0
     finally:
+        port_file.unlink(missing_ok=True)
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             try:

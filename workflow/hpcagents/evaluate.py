@@ -249,6 +249,81 @@ def _parse_num(x: Any) -> float:
     return float(x)
 
 
+class BuildFailed(Exception):
+    """A candidate that did not become a runnable harness: status, reason, compile record."""
+
+    def __init__(self, status: str, reason: str, compile: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.compile = status, reason, compile
+
+
+def build_harness(
+    kernel: KernelSpec, source: Path, workdir: Path, build: BuildConfig, blas: BlasInfo
+) -> tuple[Path, dict[str, Any]]:
+    """Screen, compile, screen the object, link with the harness: ``(executable, compile
+    record)``, or :class:`BuildFailed` naming the gate that rejected the source."""
+    if not source.is_file() or not source.read_text(errors="replace").strip():
+        raise BuildFailed("no_code", f"{source} is missing or empty")
+    screened = screen_source(source.read_text(errors="replace"))
+    if not screened.ok:
+        raise BuildFailed(screened.status, screened.reason)
+    obj = workdir / "candidate.o"
+    cmd = [build.cc, *build.cflags, "-c", str(source.resolve()), "-o", str(obj)]
+    t0 = time.monotonic()
+    rc, out = _run(cmd, workdir, dict(os.environ), timeout=120)
+    comp = {
+        "command": cmd,
+        "returncode": rc if rc is not None else -1,
+        "output": _truncate(out),
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    if rc != 0:
+        why = "the compiler timed out" if rc is None else "the candidate does not compile"
+        raise BuildFailed("compile_error", f"{why}: {_first_error(out)}", comp)
+    symbols = screen_symbols(obj)
+    if not symbols.ok:
+        raise BuildFailed(symbols.status, symbols.reason, comp)
+    exe = workdir / "harness"
+    link = [
+        build.cc,
+        *build.cflags,
+        *blas.compile_args,
+        str(kernel.directory / kernel.harness),
+        str(obj),
+        *blas.link_args,
+        "-lm",
+        "-o",
+        str(exe),
+    ]
+    rc, lout = _run(link, workdir, dict(os.environ), timeout=120)
+    if rc != 0:
+        comp["output"] = _truncate(out + lout)
+        comp["link_command"] = link
+        raise BuildFailed(
+            "link_error", f"linking with the harness failed: {_first_error(lout)}", comp
+        )
+    return exe, comp
+
+
+def harness_env(blas: BlasInfo, workdir: Path, threads: int) -> dict[str, str]:
+    """The harness's whole environment: nothing of the host's but what it needs."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(workdir),
+        "LANG": "C",
+        **blas.env,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "OMP_PROC_BIND": "close",
+        "OMP_PLACES": "cores",
+        "MALLOC_ARENA_MAX": "4",
+        # glibc fills every fresh allocation with bytes 0x7f (N ^ 0xff): an uninitialised
+        # double then reads as ~1e306, so kernels that use uninitialised memory fail.
+        "MALLOC_PERTURB_": "128",
+    }
+
+
 def evaluate_source(
     kernel: KernelSpec,
     source: Path,
@@ -284,47 +359,10 @@ def evaluate_source(
 
     if blas is None:
         return fail("harness_error", blas_error)
-    if not source.is_file() or not source.read_text(errors="replace").strip():
-        return fail("no_code", f"{source} is missing or empty")
-    screened = screen_source(source.read_text(errors="replace"))
-    if not screened.ok:
-        return fail(screened.status, screened.reason)
-
-    obj = workdir / "candidate.o"
-    cmd = [build.cc, *build.cflags, "-c", str(source.resolve()), "-o", str(obj)]
-    t0 = time.monotonic()
-    rc, out = _run(cmd, workdir, dict(os.environ), timeout=120)
-    comp = {
-        "command": cmd,
-        "returncode": rc if rc is not None else -1,
-        "output": _truncate(out),
-        "seconds": round(time.monotonic() - t0, 3),
-    }
-    if rc != 0:
-        why = "the compiler timed out" if rc is None else "the candidate does not compile"
-        return fail("compile_error", f"{why}: {_first_error(out)}", compile=comp)
-    symbols = screen_symbols(obj)
-    if not symbols.ok:
-        return fail(symbols.status, symbols.reason, compile=comp)
-    exe = workdir / "harness"
-    link = [
-        build.cc,
-        *build.cflags,
-        *blas.compile_args,
-        str(kernel.directory / kernel.harness),
-        str(obj),
-        *blas.link_args,
-        "-lm",
-        "-o",
-        str(exe),
-    ]
-    rc, lout = _run(link, workdir, dict(os.environ), timeout=120)
-    if rc != 0:
-        comp["output"] = _truncate(out + lout)
-        comp["link_command"] = link
-        return fail(
-            "link_error", f"linking with the harness failed: {_first_error(lout)}", compile=comp
-        )
+    try:
+        exe, comp = build_harness(kernel, source, workdir, build, blas)
+    except BuildFailed as failed:
+        return fail(failed.status, failed.reason, compile=failed.compile)
 
     seed = seed if seed is not None else secrets.randbits(31)
     bench = kernel.bench
@@ -349,21 +387,7 @@ def evaluate_source(
     ]
     for c in kernel.cases:
         args += ["--case", f"{c.m},{c.n},{c.k},{c.alpha!r},{c.beta!r},{c.pad}"]
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(workdir),
-        "LANG": "C",
-        **blas.env,
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": str(threads),
-        "OMP_PROC_BIND": "close",
-        "OMP_PLACES": "cores",
-        "MALLOC_ARENA_MAX": "4",
-        # glibc fills every fresh allocation with bytes 0x7f (N ^ 0xff): an uninitialised
-        # double then reads as ~1e306, so kernels that use uninitialised memory fail.
-        "MALLOC_PERTURB_": "128",
-    }
+    env = harness_env(blas, workdir, threads)
     nonce = secrets.token_hex(16)
     limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb)
     run = run_untrusted(

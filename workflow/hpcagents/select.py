@@ -1,9 +1,12 @@
 """Select the fastest valid kernel of an iteration, with a recorded reason.
 
-A candidate displaces the incumbent only when its gain exceeds the measured noise: the
-spread between its best and median run (and the incumbent's), floored at
-``MIN_MARGIN``. Otherwise two equally fast kernels would swap places on noise alone and
-the campaign would chase its own measurement error.
+The decision uses only figures measured side by side: the iteration's final round
+re-times the finalists and the incumbent interleaved in one job (``finalround``), so a
+machine that drifts between jobs cannot crown a slower kernel. A candidate displaces the
+incumbent only when its gain exceeds the noise measured in that round: the spread
+between best and median (its own and the incumbent's), floored at ``MIN_MARGIN``.
+Otherwise two equally fast kernels would swap places on noise alone and the campaign
+would chase its own measurement error.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import read_json, write_json
+from .steptime import step_record
 
 MIN_MARGIN = 0.02
 
@@ -58,6 +62,33 @@ def _noise(evaluation: dict[str, Any]) -> float:
     return max(0.0, median / best - 1.0)
 
 
+def finalists(pg_finals: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The ``k`` valid final attempts with the highest % of the reference (their own run).
+
+    % of the reference is normalised by the reference timed in the same run, so it ranks
+    candidates timed minutes apart more fairly than raw GFLOP/s; the final round then
+    settles the order on side-by-side figures.
+    """
+    valid = []
+    for fin in pg_finals:
+        ev = read_json(fin["evaluation"], "evaluation")
+        if ev["status"] == "ok":
+            valid.append(
+                {
+                    "pg": fin["pg"],
+                    "evaluation": fin["evaluation"],
+                    "pct_of_reference": float(ev["pct_of_reference"] or 0.0),
+                }
+            )
+    valid.sort(key=lambda c: (-c["pct_of_reference"], c["pg"]))
+    return valid[:k]
+
+
+def _round_noise(entry: dict[str, Any]) -> float:
+    best, median = entry.get("best_s"), entry.get("median_s")
+    return max(0.0, median / best - 1.0) if best and median else 0.0
+
+
 def selected_record(att: Attempt, iteration: int, pg: int, source: Path) -> dict[str, Any]:
     ev, gen = att.evaluation, att.generation
     timing, ref = ev["timing"], ev["reference"]
@@ -86,6 +117,7 @@ def candidate_row(iteration: int, pg: int, attempts: list[Attempt]) -> dict[str,
         "iteration": iteration,
         "pg": pg,
         "strategy": final.generation["strategy"],
+        "strategy_description": final.generation.get("strategy_description", ""),
         "attempts": len(attempts),
         "repairs": len(attempts) - 1,
         "attempt_statuses": [a.evaluation["status"] for a in attempts],
@@ -93,36 +125,160 @@ def candidate_row(iteration: int, pg: int, attempts: list[Attempt]) -> dict[str,
         "reason": ev.get("reason", ""),
         "gflops": timing.get("gflops"),
         "pct_of_reference": ev.get("pct_of_reference"),
+        "reference_gflops": (ev.get("reference") or {}).get("gflops"),
         "evaluation": str(final.directory / "evaluation.json"),
     }
+
+
+def _from_round(
+    att: Attempt, entry: dict[str, Any], fr: dict[str, Any], path: Path, pg: int, source: Path
+) -> dict[str, Any]:
+    """The selected record with the final round's side-by-side figures."""
+    return {
+        "iteration": att.generation["iteration"],
+        "pg": pg,
+        "attempt": att.generation["attempt"],
+        "strategy": att.generation["strategy"],
+        "gflops": entry["gflops"],
+        "best_s": entry["best_s"],
+        "median_s": entry["median_s"],
+        "noise": round(_round_noise(entry), 6),
+        "pct_of_reference": entry["pct_of_reference"],
+        "reference_gflops": fr["reference"]["gflops"],
+        "bench": fr["case"],
+        "evaluation": str(att.directory / "evaluation.json"),
+        "final_round": str(path),
+        "source": str(source),
+    }
+
+
+def _decide(
+    iteration: int,
+    per_pg: dict[int, list[Attempt]],
+    fr: dict[str, Any],
+    path: Path,
+    best_source: Path,
+    source_name: str,
+) -> tuple[dict[str, Any] | None, Path | None, str, dict[str, Any]]:
+    """(new selected record or None, its source, reason, decision) from the final round."""
+    entries = {c["label"]: c for c in fr["contenders"]}
+    inc = entries.get("incumbent")
+    timed = [
+        (int(label.removeprefix("pg")), e)
+        for label, e in entries.items()
+        if label != "incumbent" and e["status"] == "ok"
+    ]
+    decision: dict[str, Any] = {"decided_by": "final_round", "final_round": str(path)}
+    if fr.get("skipped"):
+        return None, None, f"{fr['skipped']}; the incumbent stays", decision
+    failed = [
+        f"{label}: {e['status']} ({e['reason']})"
+        for label, e in entries.items()
+        if e["status"] != "ok"
+    ]
+    if failed:
+        decision["failed_in_final_round"] = failed
+    if not timed:
+        why = "; ".join(failed) or "none timed"
+        return (
+            None,
+            None,
+            f"no finalist passed the final round ({why}); the incumbent stays",
+            decision,
+        )
+    pg, entry = min(timed, key=lambda item: (item[1]["best_s"], item[0]))
+    att = per_pg[pg][-1]
+    strategy = att.generation["strategy"]
+    decision["challenger"] = {
+        "label": f"pg{pg}",
+        "best_s": entry["best_s"],
+        "gflops": entry["gflops"],
+    }
+    if inc is None or inc["status"] != "ok":
+        why = inc["reason"] if inc else "not in the round"
+        record = _from_round(att, entry, fr, path, pg, best_source)
+        return (
+            record,
+            att.directory / source_name,
+            f"pg{pg} ({strategy}) is the fastest finalist; the incumbent could not be re-timed "
+            f"({why})",
+            decision,
+        )
+    margin = max(MIN_MARGIN, _round_noise(entry), _round_noise(inc))
+    gain = inc["best_s"] / entry["best_s"] - 1.0
+    decision.update(
+        incumbent={"best_s": inc["best_s"], "gflops": inc["gflops"]},
+        gain=round(gain, 6),
+        margin=round(margin, 6),
+        reference_gflops=fr["reference"]["gflops"],
+    )
+    side = (
+        f"side by side in the final round ({fr['rounds']} interleaved rounds): "
+        f"{entry['gflops']:.2f} vs {inc['gflops']:.2f} GFLOP/s, reference "
+        f"{fr['reference']['gflops']:.2f}"
+    )
+    if gain > margin:
+        record = _from_round(att, entry, fr, path, pg, best_source)
+        return (
+            record,
+            att.directory / source_name,
+            f"pg{pg} ({strategy}) is {gain * 100:.1f}% faster than the incumbent {side}, "
+            f"above the noise margin of {margin * 100:.1f}%",
+            decision,
+        )
+    return (
+        None,
+        None,
+        f"fastest finalist pg{pg} ({strategy}) gains {gain * 100:.1f}% {side}, not above the "
+        f"noise margin of {margin * 100:.1f}%; the incumbent stays",
+        decision,
+    )
 
 
 def select_iteration(
     kernel: str,
     iteration: int,
-    final_dirs: list[Path],
+    final_jsons: list[Path],
     previous: Path | None,
     out_dir: Path,
     source_name: str,
+    final_round: Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``out_dir/best.json`` and ``out_dir/best/<source_name>``; return the record."""
-    per_pg = []
-    for d in final_dirs:
-        pg = int(d.parent.name.removeprefix("pg"))
-        per_pg.append((pg, attempts_of(d)))
-    rows = [candidate_row(iteration, pg, atts) for pg, atts in per_pg]
-    valid = [(pg, atts[-1]) for pg, atts in per_pg if atts[-1].ok]
+    """Write ``out_dir/best.json`` and ``out_dir/best/<source_name>``; return the record.
+
+    ``final_jsons`` are the PGs' ``final.json``; ``final_round`` is the iteration's
+    side-by-side re-timing (required after the baseline).
+    """
+    per_pg: dict[int, list[Attempt]] = {}
+    for f in final_jsons:
+        fin = read_json(f, "pg_final")
+        per_pg[int(fin["pg"])] = attempts_of(Path(fin["evaluation"]).parent)
+    rows = [candidate_row(iteration, pg, atts) for pg, atts in sorted(per_pg.items())]
+    valid = [(pg, atts[-1]) for pg, atts in sorted(per_pg.items()) if atts[-1].ok]
     valid.sort(key=lambda item: (item[1].evaluation["timing"]["best_s"], item[0]))
     prev = read_json(previous, "best") if previous else None
     history = list(prev["history"]) if prev else []
     history += [
-        {k: r[k] for k in ("iteration", "pg", "strategy", "attempts", "status", "reason")}
+        {
+            k: r[k]
+            for k in (
+                "iteration",
+                "pg",
+                "strategy",
+                "strategy_description",
+                "attempts",
+                "status",
+                "reason",
+                "reference_gflops",
+            )
+        }
         | {"gflops": r["gflops"], "pct_of_reference": r["pct_of_reference"]}
         for r in rows
         if iteration > 0
     ]
     best_dir = out_dir / "best"
     best_source = best_dir / source_name
+    decision: dict[str, Any] = {"decided_by": "baseline"}
     if prev is None:
         if not valid:
             why = "; ".join(f"pg{r['pg']}: {r['status']}: {r['reason']}" for r in rows)
@@ -133,33 +289,22 @@ def select_iteration(
         src = att.directory / source_name
         machine = att.evaluation["provenance"]
     else:
+        if final_round is None:
+            raise SelectionError(
+                f"{kernel} iteration {iteration}: selection needs the final round's "
+                "side-by-side figures (final_round.json)"
+            )
         inc = prev["selected"]
         machine = prev["machine"]
-        src = Path(prev["source"])
-        selected, changed = dict(inc), False
-        if not valid:
-            reason = f"no valid candidate in iteration {iteration}; the incumbent stays"
-        else:
-            pg, att = valid[0]
-            t_new = att.evaluation["timing"]["best_s"]
-            margin = max(MIN_MARGIN, _noise(att.evaluation), inc.get("noise", 0.0))
-            gain = inc["best_s"] / t_new - 1.0
-            if gain > margin:
-                selected = selected_record(att, iteration, pg, best_source)
-                changed = True
-                src = att.directory / source_name
-                reason = (
-                    f"pg{pg} ({att.generation['strategy']}) is {gain * 100:.1f}% faster than "
-                    f"the incumbent, above the noise margin of {margin * 100:.1f}%"
-                )
-            else:
-                reason = (
-                    f"fastest candidate pg{pg} ({att.generation['strategy']}) gains "
-                    f"{gain * 100:.1f}%, not above the noise margin of {margin * 100:.1f}%; "
-                    f"the incumbent stays"
-                )
-        if not changed:
+        fr = read_json(final_round, "final_round")
+        new, new_src, reason, decision = _decide(
+            iteration, per_pg, fr, final_round, best_source, source_name
+        )
+        if new is None:
+            selected, changed, src = dict(inc), False, Path(prev["source"])
             selected["source"] = str(best_source)
+        else:
+            selected, changed, src = new, True, new_src
     best_dir.mkdir(parents=True, exist_ok=True)
     tmp = best_source.with_suffix(".tmp")
     shutil.copyfile(src, tmp)
@@ -170,6 +315,7 @@ def select_iteration(
         "selected": selected,
         "changed": changed,
         "reason": reason,
+        "decision": decision,
         "candidates": rows,
         "machine": {
             "host": machine.get("host"),
@@ -179,6 +325,7 @@ def select_iteration(
         "history": history,
         "source": str(best_source),
         "source_sha256": hashlib.sha256(best_source.read_bytes()).hexdigest(),
+        "step": step_record(),
     }
     write_json(out_dir / "best.json", record, "best")
     return record

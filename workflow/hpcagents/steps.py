@@ -16,8 +16,11 @@ from .agents import BuildInfo, Previous, fit_pg, pg_messages, run_pg, run_pm
 from .artifacts import read_json, write_json
 from .config import CampaignConfig
 from .evaluate import BuildConfig, EvalConfig, evaluate_source, failed_generation_record
+from .finalround import final_round
 from .kernelspec import load_kernel
 from .llm import pool_from_env
+from .select import attempts_of, finalists
+from .steptime import step_record
 
 
 def _sha(path: Path) -> str:
@@ -63,6 +66,7 @@ def baseline(cfg: CampaignConfig, kernel_name: str, out_dir: Path) -> None:
             "source": str(out),
             "source_sha256": _sha(out),
             "llm": None,
+            "step": step_record(),
         },
         "generation",
     )
@@ -85,6 +89,7 @@ def plan(cfg: CampaignConfig, kernel_name: str, iteration: int, best_json: Path,
         max_reasks=cfg.llm.max_reasks,
         budget=pool.prompt_budget(iteration),
     )
+    record["step"] = step_record()
     write_json(out, record, "plan")
 
 
@@ -166,6 +171,7 @@ def generate(
             "source": str(source_out),
             "source_sha256": _sha(source_out),
             "context": context,
+            "step": step_record(),
         }
     )
     write_json(out_dir / "generation.json", record, "generation")
@@ -199,5 +205,90 @@ def evaluate_attempt(cfg: CampaignConfig, kernel_name: str, attempt_dir: Path) -
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    record["step"] = step_record()
     write_json(attempt_dir / "evaluation.json", record, "evaluation")
+    return record
+
+
+def eval_config(cfg: CampaignConfig) -> EvalConfig:
+    return EvalConfig(
+        repeats=cfg.repeats,
+        warmup=cfg.warmup,
+        timeout_s=cfg.timeout_s,
+        bench_size=cfg.bench_size,
+        blas=cfg.blas,
+        threads=cfg.threads,
+    )
+
+
+def pg_final(kernel_name: str, evaluation_json: Path, out: Path) -> dict[str, Any]:
+    """Record which attempt ends this PG's chain (the rule's input function chose it)."""
+    final_dir = evaluation_json.parent
+    attempts = attempts_of(final_dir)
+    last = attempts[-1]
+    record = {
+        "kernel": kernel_name,
+        "iteration": int(last.generation["iteration"]),
+        "pg": int(last.generation["pg"]),
+        "attempt": int(last.generation["attempt"]),
+        "attempts": len(attempts),
+        "status": last.evaluation["status"],
+        "evaluation": str(evaluation_json),
+        "step": step_record(),
+    }
+    write_json(out, record, "pg_final")
+    return record
+
+
+def final_round_step(
+    cfg: CampaignConfig,
+    kernel_name: str,
+    iteration: int,
+    finals: list[Path],
+    previous: Path,
+    out: Path,
+) -> dict[str, Any]:
+    """Re-time the iteration's finalists and the incumbent side by side (one exclusive job).
+
+    The finalists are the ``cfg.finalists`` valid candidates with the highest % of the
+    reference measured in their own run (a figure normalised by the reference timed beside
+    it, so less sensitive to drift than raw GFLOP/s); the incumbent is the previous best.
+    """
+    kernel = load_kernel(kernel_name)
+    prev = read_json(previous, "best")
+    chosen = finalists([read_json(f, "pg_final") for f in finals], cfg.finalists)
+    contenders = [("incumbent", Path(prev["source"]))] + [
+        (f"pg{c['pg']}", Path(c["evaluation"]).parent / kernel.source) for c in chosen
+    ]
+    why = [
+        {"label": "incumbent", "why": f"the best of iteration {iteration - 1}"},
+        *(
+            {
+                "label": f"pg{c['pg']}",
+                "why": f"valid; {c['pct_of_reference']:.1f}% of the reference in its own run",
+            }
+            for c in chosen
+        ),
+    ]
+    if not chosen:
+        record = {
+            "kernel": kernel.name,
+            "case": {},
+            "flops": 0.0,
+            "rounds": max(1, cfg.repeats),
+            "reference": None,
+            "contenders": [],
+            "provenance": None,
+            "skipped": f"no valid candidate in iteration {iteration}: nothing to re-time",
+        }
+    else:
+        work = Path(tempfile.mkdtemp(prefix=".final-round-", dir=out.parent))
+        try:
+            record = final_round(
+                kernel, contenders, work, BuildConfig(cfg.cc, cfg.cflags), eval_config(cfg)
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    record.update(iteration=iteration, finalists=why, step=step_record())
+    write_json(out, record, "final_round")
     return record

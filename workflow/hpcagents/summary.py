@@ -11,6 +11,7 @@ from typing import Any
 
 from .artifacts import read_json, write_json, write_text_atomic
 from .config import CampaignConfig
+from .timeline import iteration_timing
 
 
 def _llm_calls(kernel_dir: Path, iteration: int) -> list[dict[str, Any]]:
@@ -65,7 +66,11 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
             "tokens": sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls),
             "plan_origin": read_json(plan, "plan")["origin"] if plan.is_file() else "baseline",
             "reason": best["reason"],
+            "decided_by": (best.get("decision") or {}).get("decided_by"),
         }
+        # How the iteration ran: wall time vs the critical path through its DAG, LLM
+        # requests in flight, server busy fractions (from the artifacts' own stamps).
+        row.update(iteration_timing(kernel_dir / f"iter{i}") or {})
         rows.append(row)
         for key in ("attempts", "repairs", "repairs_succeeded", "llm_calls"):
             totals[key] += row[key]
@@ -122,11 +127,22 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
     return summary
 
 
+def _fig(value: float | None, width: int, digits: int) -> str:
+    return f"{value:>{width}.{digits}f}" if isinstance(value, int | float) else f"{'-':>{width}}"
+
+
+def _inflight(row: dict[str, Any]) -> str:
+    if not row.get("llm_requests"):
+        return "-"
+    return f"{row['llm_inflight_max']} / {row['llm_inflight_mean']:.1f}"
+
+
 def table(summary: dict[str, Any]) -> str:
     """The per-iteration table the demo prints."""
     head = (
         f"{'iter':>4}  {'GFLOP/s':>8}  {'% ref':>6}  {'winner':<28} {'valid':>5}  "
-        f"{'attempts':>8}  {'repairs ok/all':>14}  {'tokens':>7}"
+        f"{'attempts':>8}  {'repairs ok/all':>14}  {'tokens':>7}  {'wall s':>7}  "
+        f"{'crit s':>7}  {'w/crit':>6}  {'in flight':>9}"
     )
     lines = [head, "-" * len(head)]
     for r in summary["rows"]:
@@ -135,13 +151,21 @@ def table(summary: dict[str, Any]) -> str:
         lines.append(
             f"{r['iteration']:>4}  {r['gflops']:>8.2f}  {r['pct_of_reference']:>6.1f}  "
             f"{winner[:28]:<28} {r['valid']:>2}/{r['candidates']:<2}  {r['attempts']:>8}  "
-            f"{r['repairs_succeeded']:>6}/{r['repairs']:<7}  {r['tokens']:>7}"
+            f"{r['repairs_succeeded']:>6}/{r['repairs']:<7}  {r['tokens']:>7}  "
+            f"{_fig(r.get('wall_s'), 7, 1)}  {_fig(r.get('critical_path_s'), 7, 1)}  "
+            f"{_fig(r.get('wall_over_critical'), 6, 2)}  "
+            f"{_inflight(r):>9}"
         )
     stand_in = any(s["stand_in"] for s in summary["llm_servers"])
     lines.append(
         f"{summary['kernel']}: {summary['baseline']['gflops']:.2f} -> "
         f"{summary['final']['gflops']:.2f} GFLOP/s, speedup x{summary['speedup']:.2f} over the "
         f"baseline, {summary['final']['pct_of_reference']:.1f}% of {summary['build']['blas']}"
+    )
+    lines.append(
+        "wall s: the iteration's wall time; crit s: its critical path (plan + the slowest "
+        "PG's generate/evaluate chain + final round + select); in flight: LLM requests in "
+        "flight, max / mean while any"
     )
     if stand_in:
         lines.append(

@@ -58,16 +58,22 @@ def repair_inputs(wildcards):
     ]
 
 
-def final_evaluation(kernel, i, j):
-    """Walk the attempts of one PG through the checkpoint: the first that passed, or the
-    last one allowed. An attempt after a passed one is never asked for, so no job (and no
-    Slurm submission) exists for a repair that is not needed."""
+def pg_final_inputs(wildcards):
+    """The final evaluation of ONE PG, walking its attempts through the checkpoint: the
+    first that passed, or the last one allowed.
+
+    Each PG has its own ``pg_final`` job whose input function raises its own incomplete-
+    checkpoint exception, so every PG's chain advances on its own and all N first attempts
+    are in the DAG as soon as the plan is (a walk over all PGs in one input function
+    would stop at the first unfinished PG and serialise them). An attempt after a passed
+    one is never asked for, so no job exists for a repair that is not needed."""
+    kernel, i, j = wildcards.kernel, int(wildcards.i), wildcards.j
     a = 0
     while True:
-        path = checkpoints.evaluate.get(
-            kernel=kernel, i=str(i), j=str(j), a=str(a)
-        ).output[0]
-        if int(i) == 0 or a >= MAX_REPAIRS:
+        path = checkpoints.evaluate.get(kernel=kernel, i=str(i), j=j, a=str(a)).output[
+            0
+        ]
+        if i == 0 or a >= MAX_REPAIRS:
             return path
         with open(path) as fh:
             if json.load(fh)["status"] == "ok":
@@ -75,10 +81,17 @@ def final_evaluation(kernel, i, j):
         a += 1
 
 
-def select_candidates(wildcards):
+def pg_finals(wildcards):
+    """One final.json per PG of the iteration (pg0 alone for the baseline)."""
     i = int(wildcards.i)
     pgs = [0] if i == 0 else range(1, CFG.pgs + 1)
-    return [final_evaluation(wildcards.kernel, i, j) for j in pgs]
+    return [f"results/{wildcards.kernel}/iter{i}/pg{j}/final.json" for j in pgs]
+
+
+def final_round_input(wildcards):
+    """The side-by-side re-timing of the finalists; the baseline (iteration 0) has none."""
+    i = int(wildcards.i)
+    return [f"results/{wildcards.kernel}/iter{i}/final_round.json"] if i > 0 else []
 
 
 def all_bests(wildcards):

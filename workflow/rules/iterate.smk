@@ -1,13 +1,17 @@
-# One iteration: plan -> generate (N PGs) -> evaluate -> repair -> select.
-# LLM steps are local rules (the LLM servers are reachable from where Snakemake runs),
-# capped by the global resource llm_slots; evaluation is an ordinary job (Slurm-able),
-# serialised locally by timing_slots so two timings never share the cores.
+# One iteration: plan -> N x (generate -> evaluate -> repair ...) -> pg_final per PG
+# -> final_round (finalists and incumbent re-timed side by side) -> select.
+# LLM steps are local rules (the LLM servers are reachable from where Snakemake runs)
+# that take no core (threads: 0: they wait on HTTP), capped only by the global resource
+# llm_slots and the servers' own max_concurrency; evaluations and the final round are
+# ordinary jobs (Slurm-able), serialised locally by timing_slots so two timings never
+# share the cores.
 
 
 localrules:
     baseline,
     plan,
     generate,
+    pg_final,
     select,
 
 
@@ -35,6 +39,7 @@ rule plan:
         "results/{kernel}/logs/iter{i}/plan.log",
     wildcard_constraints:
         i="[1-9][0-9]*",
+    threads: 0
     resources:
         llm_slots=1,
     params:
@@ -56,6 +61,7 @@ rule generate:
         "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.generate.log",
     wildcard_constraints:
         i="[1-9][0-9]*",
+    threads: 0
     resources:
         llm_slots=1,
     params:
@@ -89,21 +95,60 @@ checkpoint evaluate:
         " > {log} 2>&1"
 
 
+rule pg_final:
+    input:
+        pg_final_inputs,
+    output:
+        "results/{kernel}/iter{i}/pg{j}/final.json",
+    log:
+        "results/{kernel}/logs/iter{i}/pg{j}.final.log",
+    threads: 0
+    params:
+        cmd=step("pg-final"),
+    shell:
+        "{params.cmd} --kernel {wildcards.kernel} --evaluation {input}"
+        " --out {output} > {log} 2>&1"
+
+
+rule final_round:
+    input:
+        finals=pg_finals,
+        previous=previous_best,
+    output:
+        "results/{kernel}/iter{i}/final_round.json",
+    log:
+        "results/{kernel}/logs/iter{i}/final_round.log",
+    wildcard_constraints:
+        i="[1-9][0-9]*",
+    resources:
+        timing_slots=1,
+    params:
+        cmd=step("final-round"),
+    shell:
+        "{params.cmd} --kernel {wildcards.kernel} --iteration {wildcards.i}"
+        " --finals {input.finals} --previous {input.previous} --out {output} > {log} 2>&1"
+
+
 rule select:
     input:
-        candidates=select_candidates,
+        finals=pg_finals,
+        final_round=final_round_input,
         previous=previous_best,
     output:
         best="results/{kernel}/iter{i}/best.json",
         source="results/{kernel}/iter{i}/best/{kernel}.c",
     log:
         "results/{kernel}/logs/iter{i}/select.log",
+    threads: 0
     params:
         cmd=step("select"),
         previous=lambda wc, input: (
             f"--previous {input.previous}" if input.previous else ""
         ),
+        final_round=lambda wc, input: (
+            f"--final-round {input.final_round}" if input.final_round else ""
+        ),
     shell:
-        "{params.cmd} --kernel {wildcards.kernel}"
-        " --iteration {wildcards.i} --candidates {input.candidates} {params.previous}"
+        "{params.cmd} --kernel {wildcards.kernel} --iteration {wildcards.i}"
+        " --finals {input.finals} {params.previous} {params.final_round}"
         " --out-dir results/{wildcards.kernel}/iter{wildcards.i} > {log} 2>&1"
