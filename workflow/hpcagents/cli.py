@@ -133,6 +133,12 @@ def _cmd_scripted(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .run import run_campaign
+
+    return run_campaign(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -166,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
             "scripted-model",
             _cmd_scripted,
             "serve the scripted model (a stand-in for an LLM, not a model) over HTTP",
+        )
+    )
+    from .run import add_arguments as add_run_arguments
+
+    add_run_arguments(
+        add(
+            "run",
+            _cmd_run,
+            "start or resume the campaign of this directory (same command after a kill)",
         )
     )
     p = add("demo", _cmd_demo, "run the demo campaign on the scripted model (local executor)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -28,22 +29,27 @@ def load_campaign(config: dict[str, Any]) -> CampaignConfig:
     return cfg
 
 
-def write_effective_config(cfg: CampaignConfig, path: Path | str) -> None:
-    """Write the validated config for the steps, only when its content changed.
+def write_effective_config(cfg: CampaignConfig, state_dir: Path | str) -> str:
+    """Write the validated config for the steps; return its path.
 
-    Rewriting an unchanged file would be harmless for the rules (it is not an input) but
-    would race between the main process and remote jobs that parse the Snakefile too.
+    The file is named by a hash of its content and written once (atomically): a running
+    campaign's jobs carry that path in their command lines, and no later parse of the
+    Snakefile with another config (a dry run, a status query, a second campaign in the
+    same checkout) can change the file they read. Remote jobs that parse the Snakefile
+    again find it already there and leave it alone.
     """
     from .artifacts import write_text_atomic
 
-    path = Path(path)
     text = json.dumps(cfg.raw, indent=2, sort_keys=True) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = Path(state_dir) / f"config-{digest}.json"
     try:
         if path.read_text() == text:
-            return
+            return str(path)
     except FileNotFoundError:
         pass
     write_text_atomic(path, text)
+    return str(path)
 
 
 def check_servers_or_die(cfg: CampaignConfig) -> None:

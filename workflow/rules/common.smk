@@ -15,10 +15,12 @@ from hpcagents.workflow_support import (
 CFG = load_campaign(config)
 KERNELS = list(CFG.kernels)
 MAX_REPAIRS = CFG.max_repairs
-# The effective (validated, overridden) config the steps read. It is deliberately not an
-# input of any rule, so changing e.g. the number of iterations never reruns LLM calls.
-EFFECTIVE = "results/.hpcagents/config.json"
-write_effective_config(CFG, EFFECTIVE)
+# The effective (validated, overridden) config the steps read, named by its content
+# (results/.hpcagents/config-<hash>.json) and never rewritten: a dry run or a second
+# campaign with another config writes another file, so nothing can change what a
+# running campaign's jobs read. It is deliberately not an input of any rule, so
+# changing e.g. the number of iterations never reruns LLM calls.
+EFFECTIVE = write_effective_config(CFG, "results/.hpcagents")
 
 
 def step(name):
