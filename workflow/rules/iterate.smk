@@ -85,6 +85,11 @@ checkpoint evaluate:
         "results/{kernel}/iter{i}/pg{j}/attempt{a}/evaluation.json",
     log:
         "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.evaluate.log",
+    # On a cluster, the evaluations of one attempt round of one iteration are ONE
+    # submission (profiles/slurm: group-components), run one after another on one
+    # exclusive node (timing_slots has local scope there); locally groups are ignored.
+    group:
+        "evaluations_{kernel}_{i}_{a}"
     resources:
         timing_slots=1,
     params:
