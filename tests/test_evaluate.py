@@ -1,4 +1,4 @@
-"""The evaluation harness: real gcc, real MKL, every failure a status with a reason."""
+"""The generic judge on dgemm: real gcc, real MKL, every failure a status with a reason."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def test_baseline_is_ok_with_figures_measured_side_by_side(tmp_path):
     t, r = rec["timing"], rec["reference"]
     assert t["gflops"] > 0 and r["gflops"] > 0 and len(t["runs_s"]) == 2
     assert rec["pct_of_reference"] == pytest.approx(100 * t["gflops"] / r["gflops"], rel=1e-3)
-    assert r["blas"] == "mkl" and "MKL" in r["version"]
+    assert r["name"] == "mkl" and "MKL" in r["version"]
+    assert t["case"] == {"m": 128, "n": 128, "k": 128, "alpha": 1.0, "beta": 0.0}
     prov = rec["provenance"]
     assert prov["cflags"] == ["-O3", "-march=native", "-fopenmp"] and prov["compiler"]
     assert len(rec["validation"]["cases"]) == len(KERNEL.cases)
@@ -88,7 +89,8 @@ def test_ignoring_beta_is_wrong_answer_naming_the_case(tmp_path):
     assert rec["timing"] is None and rec["reference"] is None
     case = rec["validation"]["cases"][2]
     assert case["status"] == "wrong_answer" and case["wrong"] > 0
-    assert set(case["first_bad"]) == {"i", "j", "got", "want", "bound"}
+    assert set(case["first_bad"]) == {"array", "index", "got", "want", "bound"}
+    assert case["first_bad"]["array"] == "C" and len(case["first_bad"]["index"]) == 2
     assert rec["validation"]["cases"][0]["status"] == "ok"  # beta == 0 there
 
 
@@ -147,6 +149,7 @@ def test_modifying_an_input_is_rejected(tmp_path):
     rec = evaluate(tmp_path, code)
     assert rec["status"] == "wrong_answer" and "modified its input" in rec["reason"]
     assert rec["validation"]["cases"][0]["inputs_modified"] is True
+    assert rec["validation"]["cases"][0]["modified_inputs"] == ["A"]
 
 
 def test_single_precision_accumulation_exceeds_the_tolerance(tmp_path):
@@ -193,7 +196,7 @@ def test_openblas_is_an_alternative_reference(tmp_path):
         EvalConfig(repeats=2, warmup=1, timeout_s=60, bench_size=128, blas="openblas"),
     )
     assert rec["status"] == "ok", rec["reason"]
-    assert rec["reference"]["blas"] == "openblas" and "OpenBLAS" in rec["reference"]["version"]
+    assert rec["reference"]["name"] == "openblas" and "OpenBLAS" in rec["reference"]["version"]
     assert rec["provenance"]["blas"] == "openblas" and rec["reference"]["gflops"] > 0
 
 

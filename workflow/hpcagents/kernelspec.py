@@ -423,14 +423,12 @@ def _build(raw: dict[str, Any], path: Path, name: str) -> KernelSpec:
     function, sig = parse_signature(raw["signature"])
     if function != raw["function"]:
         raise KernelError(
-            f"{where}: key 'function' is '{raw['function']}' but the signature defines "
-            f"'{function}'"
+            f"{where}: key 'function' is '{raw['function']}' but the signature defines '{function}'"
         )
     params = _params(raw, where)
     _check_against_signature(params, sig, where)
     params = [
-        Param(**{**p.__dict__, "ctype": ctype})
-        for p, (ctype, _) in zip(params, sig, strict=True)
+        Param(**{**p.__dict__, "ctype": ctype}) for p, (ctype, _) in zip(params, sig, strict=True)
     ]
     tol = raw["tolerance"]
     tolerance = Tolerance(
