@@ -260,3 +260,130 @@ def test_cli_evaluate_baseline_variant_and_wrong_file(tmp_path):
         if rec["status"] == "ok":
             assert "GFLOP/s" in proc.stdout and "% of reference" in proc.stdout
     assert statuses == ["ok", "ok", "wrong_answer"]
+
+
+STENCIL_YAML = {
+    "name": "jacobi",
+    "title": "3-D 7-point Jacobi sweep",
+    "description": "v[interior] = w0*u + w1*(sum of the 6 neighbours); the halo is input only",
+    "function": "jacobi",
+    "signature": "void jacobi(int nz, int ny, int nx, double w0, double w1, const double *u,"
+    " double *v)",
+    "source": "jacobi.c",
+    "parameters": [
+        {"name": "nz", "kind": "size"},
+        {"name": "ny", "kind": "size"},
+        {"name": "nx", "kind": "size"},
+        {"name": "w0", "kind": "scalar", "type": "double"},
+        {"name": "w1", "kind": "scalar", "type": "double"},
+        {"name": "u", "kind": "array", "type": "double", "intent": "in",
+         "shape": ["nz + 2", "ny + 2", "nx + 2"], "halo": 1},
+        {"name": "v", "kind": "array", "type": "double", "intent": "out",
+         "shape": ["nz + 2", "ny + 2", "nx + 2"], "halo": 1},
+    ],
+    "reference": {"file": "original.c", "describe": "the original loop nest"},
+    "tolerance": {"model": "error_bound", "factor": 4, "terms": 7},
+    "flops": "8*nz*ny*nx",
+    "bytes": "16*nz*ny*nx",
+    "cases": [{"nz": 1, "ny": 1, "nx": 1, "w0": 0.5, "w1": 0.25},
+              {"nz": 5, "ny": 7, "nx": 3, "w0": -0.5, "w1": 0.125}],
+    "bench": {"nz": 24, "ny": 24, "nx": 24, "w0": 0.4, "w1": 0.1},
+    "fallback_strategies": [{"name": "simd", "description": "vectorise the x loop"}],
+}  # fmt: skip
+JACOBI = """
+void jacobi(int nz, int ny, int nx, double w0, double w1, const double *u, double *v)
+{
+    long sy = nx + 2, sz = (long)(ny + 2) * (nx + 2);
+    for (int z = 1; z <= nz; z++)
+        for (int y = 1; y <= ny; y++)
+            for (int x = LO; x <= nx; x++) {
+                long i = z * sz + y * sy + x;
+                v[i] = w0 * u[i] + w1 * (u[i - 1] + u[i + 1] + u[i - sy] + u[i + sy]
+                                         + u[i - sz] + u[i + sz]);
+            }
+}
+"""
+SPMV_YAML = {
+    "name": "spmv",
+    "title": "CSR sparse matrix-vector product",
+    "description": "y = A x, A in CSR form",
+    "function": "spmv",
+    "signature": "void spmv(int n, const int *row_ptr, const int *col_idx, const double *val,"
+    " const double *x, double *y)",
+    "source": "spmv.c",
+    "sparse": {"A": {"rows": "n", "cols": "n", "density": 0.05}},
+    "parameters": [
+        {"name": "n", "kind": "size"},
+        {"name": "row_ptr", "kind": "array", "type": "int", "intent": "in", "shape": ["n + 1"],
+         "generator": {"kind": "csr", "matrix": "A", "part": "row_ptr"}},
+        {"name": "col_idx", "kind": "array", "type": "int", "intent": "in", "shape": ["A_nnz"],
+         "generator": {"kind": "csr", "matrix": "A", "part": "col_idx"}},
+        {"name": "val", "kind": "array", "type": "double", "intent": "in", "shape": ["A_nnz"],
+         "generator": {"kind": "csr", "matrix": "A", "part": "values"}},
+        {"name": "x", "kind": "array", "type": "double", "intent": "in", "shape": ["n"]},
+        {"name": "y", "kind": "array", "type": "double", "intent": "out", "shape": ["n"]},
+    ],
+    "reference": {"file": "original.c"},
+    "tolerance": {"model": "error_bound", "factor": 4, "terms": "A_nnz / max(n, 1) + 2"},
+    "flops": "2*A_nnz",
+    "bytes": "12*A_nnz + 16*n",
+    "cases": [{"n": 1}, {"n": 37}, {"n": 0}],
+    "bench": {"n": 2000},
+    "fallback_strategies": [{"name": "simd", "description": "vectorise"}],
+}  # fmt: skip
+SPMV = """
+void spmv(int n, const int *row_ptr, const int *col_idx, const double *val, const double *x,
+          double *y)
+{
+    for (int i = 0; i < n - SKIP; i++) {
+        double s = 0.0;
+        for (int p = row_ptr[i]; p < row_ptr[i + 1]; p++) s += val[p] * x[col_idx[p]];
+        y[i] = s;
+    }
+}
+"""
+
+
+def make_kernel(tmp_path: Path, raw: dict, reference: str, baseline: str):
+    import yaml
+    from hpcagents.kernelspec import load_kernel as load
+
+    d = tmp_path / "kernels" / raw["name"]
+    d.mkdir(parents=True)
+    (d / "kernel.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (d / "original.c").write_text(reference)
+    (d / raw["source"]).write_text(baseline)
+    return load(raw["name"], tmp_path / "kernels")
+
+
+def test_a_stencil_with_a_halo_and_a_reference_file_needs_no_python(tmp_path):
+    kernel = make_kernel(
+        tmp_path, STENCIL_YAML, JACOBI.replace("LO", "1"), JACOBI.replace("LO", "1")
+    )
+    cfg = EvalConfig(repeats=2, warmup=1, timeout_s=60)
+    src = kernel.directory / "jacobi.c"
+    rec = evaluate_source(kernel, src, tmp_path / "ok", BuildConfig(), cfg)
+    validate(rec, "evaluation")
+    assert rec["status"] == "ok", rec["reason"]
+    assert rec["reference"]["name"] == "original.c" and rec["timing"]["case"]["nz"] == 24
+    assert rec["timing"]["flops"] == 8 * 24**3
+    # writing the halo (x from 0) is caught, named, and the element is 3-D
+    bad = tmp_path / "bad.c"
+    bad.write_text(JACOBI.replace("x = LO; x <= nx", "x = 1; x <= nx + 1").replace("LO", "1"))
+    rec = evaluate_source(kernel, bad, tmp_path / "bad", BuildConfig(), cfg)
+    assert rec["status"] == "wrong_answer"
+    assert "v's padding" in rec["reason"] and "halo of 1 cell" in rec["reason"]
+
+
+def test_a_csr_kernel_gets_generated_sparse_inputs(tmp_path):
+    kernel = make_kernel(tmp_path, SPMV_YAML, SPMV.replace("SKIP", "0"), SPMV.replace("SKIP", "0"))
+    cfg = EvalConfig(repeats=2, warmup=1, timeout_s=60)
+    rec = evaluate_source(kernel, kernel.directory / "spmv.c", tmp_path / "a", BuildConfig(), cfg)
+    assert rec["status"] == "ok", rec["reason"]
+    assert rec["timing"]["flops"] == 2 * 2000 * 100
+    bad = tmp_path / "bad.c"
+    bad.write_text(SPMV.replace("SKIP", "1"))
+    rec = evaluate_source(kernel, bad, tmp_path / "b", BuildConfig(), cfg)
+    assert rec["status"] == "wrong_answer"
+    assert rec["reason"].startswith("case n=1: 1 of 1 elements wrong; first y[0] = nan")
+    assert "y holds NaN on entry: this element was not written" in rec["reason"]
