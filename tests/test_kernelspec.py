@@ -77,6 +77,7 @@ def test_a_parameter_that_differs_from_the_signature_is_named(tmp_path):
     kdir = copy_kernel(tmp_path / "b", lambda raw: raw["parameters"][3].update(type="float"))
     with pytest.raises(KernelError, match=r"parameter 4 'alpha'.*float.*'double alpha'"):
         load_kernel("dgemm", kdir)
+
     def drop_ldc(raw):
         raw["parameters"].pop()
         raw["parameters"][-1].pop("ld")
