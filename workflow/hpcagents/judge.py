@@ -230,10 +230,15 @@ def build_candidate(
         symbols: ScreenResult = screen_symbols(workdir / "candidate.o", kernel.function)
         if not symbols.ok:
             return BuildResult(False, symbols.status, symbols.reason, comp)
-    # 4. link with the trusted runner and the generated stub (nothing else of the judge)
-    shutil.copyfile(RUNNER_C, workdir / "runner.c")
-    (workdir / "stub.c").write_text(stub_source(kernel))
-    link = [cc, *cflags, "runner.c", "stub.c", "candidate.o", "-lm", "-o", "runner"]
+    # 4. link with the trusted runner and the generated stub (nothing else of the judge),
+    # compiled once by the trusted side and cached
+    try:
+        trusted = runner_objects(kernel, cc, cflags)
+    except JudgeError as exc:
+        return BuildResult(False, "harness_error", str(exc), comp)
+    for obj in trusted:
+        shutil.copyfile(obj, workdir / obj.name)
+    link = [cc, *cflags, *(o.name for o in trusted), "candidate.o", "-lm", "-o", "runner"]
     rc, lout = sandboxed(link)
     if rc != 0:
         comp["output"] = _truncate(out + lout)
@@ -241,7 +246,7 @@ def build_candidate(
         return BuildResult(
             False, "link_error", f"linking with the runner failed: {first_error(lout)}", comp
         )
-    for f in ("candidate.i", "runner.c", "stub.c"):
+    for f in ("candidate.i", *(o.name for o in trusted)):
         (workdir / f).unlink(missing_ok=True)
     return BuildResult(True, "ok", "", comp, workdir / "runner")
 
@@ -249,6 +254,40 @@ def build_candidate(
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "hpcagents" / "reference"
+
+
+def _cached(key_parts: list[str], prefix: str) -> Path:
+    key = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:24]
+    try:
+        cache = _cache_dir() / f"{prefix}-{key}"
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        cache = Path(tempfile.mkdtemp(prefix="hpca-cache-"))
+    return cache
+
+
+def runner_objects(kernel: KernelSpec, cc: str, cflags: tuple[str, ...]) -> list[Path]:
+    """runner.o and the kernel's stub.o, compiled by the trusted side (cached by content)."""
+    stub = stub_source(kernel)
+    cache = _cached([RUNNER_C.read_text(), stub, cc, *cflags], f"runner-{kernel.name}")
+    objs = [cache / "hpca_runner.o", cache / "hpca_stub.o"]
+    if all(o.is_file() for o in objs):
+        return objs
+    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
+    (tmp / "hpca_stub.c").write_text(stub)
+    for src, obj in ((RUNNER_C, objs[0]), (tmp / "hpca_stub.c", objs[1])):
+        out = subprocess.run(
+            [cc, *cflags, "-c", str(src), "-o", str(tmp / obj.name)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if out.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise JudgeError(f"the runner does not build: {first_error(out.stderr)}")
+        os.replace(tmp / obj.name, obj)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return objs
 
 
 def build_reference(
