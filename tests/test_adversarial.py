@@ -445,3 +445,19 @@ def test_work_left_running_after_the_call_is_caught_by_the_judge(tmp_path):
     finally:
         runner.close()
     assert reason is not None and "outside the timed call" in reason
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["new_digraph_include", "new_macro_include", "new_import_directive", "new_continued_include"],
+)
+def test_without_bubblewrap_a_host_file_still_does_not_reach_the_record(tmp_path, name):
+    """The second line of defence: the include gate on the preprocessor's own list of
+    opened files, and only the candidate's own diagnostics kept."""
+    code, status, word = ATTACKS[name]
+    src = tmp_path / "cand.c"
+    src.write_text(code + "\n")
+    cfg = EvalConfig(repeats=1, warmup=0, timeout_s=20, bench_size=32, sandbox=False)
+    rec = evaluate_source(KERNEL, src, tmp_path / "work", BuildConfig(), cfg)
+    assert rec["status"] == status and word in rec["reason"], rec["reason"]
+    assert "root:" not in json.dumps(rec)

@@ -39,7 +39,7 @@ import numpy as np
 
 from .blas import BlasInfo
 from .kernelspec import ELEMENT_TYPES, Case, KernelSpec, Param, evaluate_expression
-from .sandbox import Limits, run_untrusted, start_untrusted
+from .sandbox import Limits, bwrap_status, run_untrusted, start_untrusted
 from .screen import (
     ScreenResult,
     defined_globals,
@@ -148,6 +148,28 @@ def system_include_dirs(cc: str) -> list[str]:
     return _SYSTEM_DIRS[cc]
 
 
+def own_diagnostics(output: str, name: str, system_dirs: list[str]) -> str:
+    """Compiler diagnostics about the candidate's own file and system headers only.
+
+    The sandbox already hides host files from the compiler; this is the second line (for
+    the rlimits fallback): a diagnostic quoting any other file is dropped, so no file's
+    content can reach the record and the repair prompt through the compiler's output.
+    """
+    kept, keep = [], True
+    for line in output.splitlines():
+        if re.match(r"^\.+ /", line):
+            continue  # -H list of opened files
+        m = re.match(r"^(?:In file included from |\s+from )?([^:\s][^:]*):(\d+)(?::\d+)?[:,]", line)
+        if m:
+            path = m.group(1)
+            keep = path == name or any(path.startswith(d.rstrip("/") + "/") for d in system_dirs)
+        elif not line.startswith(" "):
+            keep = not re.match(r"^\S+: ", line) or line.startswith(("cc1:", "gcc:", f"{name}:"))
+        if keep:
+            kept.append(line)
+    return "\n".join(kept)
+
+
 def _compile_env(workdir: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C", "TMPDIR": "/tmp"}
 
@@ -185,7 +207,7 @@ def build_candidate(
     pre = [cc, *cflags, "-E", "-H", name, "-o", "candidate.i"]
     rc, out = sandboxed(pre)
     opened = [ln for ln in out.splitlines() if re.match(r"^\.+ /", ln)]
-    diagnostics = "\n".join(ln for ln in out.splitlines() if not re.match(r"^\.+ /", ln))
+    diagnostics = own_diagnostics(out, name, system_include_dirs(cc))
     if rc != 0:
         comp = {
             "command": pre,
@@ -217,8 +239,9 @@ def build_candidate(
     comp = {
         "command": cmd,
         "returncode": rc if rc is not None else -1,
-        "output": _truncate(out),
+        "output": _truncate(own_diagnostics(out, name, system_include_dirs(cc))),
         "seconds": round(time.monotonic() - t0, 3),
+        "sandbox": "bubblewrap" if use_bwrap and bwrap_status()[0] else "rlimits",
     }
     if rc != 0:
         why = "the compiler timed out" if rc is None else "the candidate does not compile"
