@@ -387,3 +387,79 @@ def test_a_csr_kernel_gets_generated_sparse_inputs(tmp_path):
     assert rec["status"] == "wrong_answer"
     assert rec["reason"].startswith("case n=1: 1 of 1 elements wrong; first y[0] = nan")
     assert "y holds NaN on entry: this element was not written" in rec["reason"]
+
+
+def test_generators_make_what_they_promise(tmp_path):
+    import numpy as np
+    from hpcagents import judge
+
+    raw = {
+        **SPMV_YAML,
+        "name": "gens",
+        "function": "gens",
+        "source": "gens.c",
+        "signature": "void gens(int n, const int *row_ptr, const int *col_idx, const double *val,"
+        " const double *x, double *y, const double *S, const float *P, const double *K)",
+        "parameters": [
+            *SPMV_YAML["parameters"],
+            {"name": "S", "kind": "array", "type": "double", "intent": "in",
+             "shape": ["n", "n"], "generator": "spd"},
+            {"name": "P", "kind": "array", "type": "float", "intent": "in",
+             "shape": ["n"], "generator": "uniform_positive"},
+            {"name": "K", "kind": "array", "type": "double", "intent": "in",
+             "shape": ["n"], "generator": {"kind": "constant", "value": 2.5}},
+        ],
+    }  # fmt: skip
+    kernel = make_kernel(tmp_path, raw, "void gens(void) {}\n", "void gens(void) {}\n")
+    lay = judge.plan(kernel, kernel.cases[1])
+    data = judge.generate_inputs(kernel, lay, np.random.default_rng(3))
+    s = data["S"]
+    assert np.array_equal(s, s.T) and np.all(np.linalg.eigvalsh(s) > 0)
+    assert data["P"].dtype == np.float32 and np.all(data["P"] > 0)
+    assert np.all(data["K"] == 2.5)
+    rp, ci = data["row_ptr"], data["col_idx"]
+    assert rp.dtype == np.int32 and rp[0] == 0 and rp[-1] == len(ci) == lay.names["A_nnz"]
+    for i in range(37):
+        row = ci[rp[i] : rp[i + 1]]
+        assert np.all(np.diff(row) > 0) and row.min() >= 0 and row.max() < 37
+    # fresh inputs on every call: never the same twice, nor a power-of-two rescale
+    again = judge.generate_inputs(kernel, lay, np.random.default_rng(4))
+    ratio = again["x"] / data["x"]
+    assert not np.all(ratio == ratio[0])
+
+
+def test_single_precision_with_a_relative_tolerance(tmp_path):
+    raw = {
+        "name": "saxpy",
+        "title": "y = a x + y in single precision",
+        "description": "y[i] = a * x[i] + y[i]",
+        "function": "saxpy",
+        "signature": "void saxpy(long n, float a, const float *x, float *y)",
+        "source": "saxpy.c",
+        "parameters": [
+            {"name": "n", "kind": "size"},
+            {"name": "a", "kind": "scalar", "type": "float"},
+            {"name": "x", "kind": "array", "type": "float", "intent": "in", "shape": ["n"]},
+            {"name": "y", "kind": "array", "type": "float", "intent": "inout", "shape": ["n"]},
+        ],
+        "reference": {"file": "original.c"},
+        "tolerance": {"model": "relative", "rtol": 1e-6, "atol": 1e-6},
+        "flops": "2*n",
+        "bytes": "12*n",
+        "cases": [{"n": 1, "a": 0.5}, {"n": 1001, "a": -2.0}],
+        "bench": {"n": 100000, "a": 1.5},
+        "fallback_strategies": [{"name": "simd", "description": "vectorise"}],
+    }
+    code = (
+        "void saxpy(long n, float a, const float *x, float *y)\n"
+        "{ for (long i = 0; i < n; i++) y[i] = a * x[i] + y[i]; }\n"
+    )
+    kernel = make_kernel(tmp_path, raw, code, code)
+    cfg = EvalConfig(repeats=2, warmup=1, timeout_s=60)
+    rec = evaluate_source(kernel, kernel.directory / "saxpy.c", tmp_path / "a", BuildConfig(), cfg)
+    assert rec["status"] == "ok", rec["reason"]
+    assert rec["validation"]["tolerance"] == {"model": "relative", "rtol": 1e-6, "atol": 1e-6}
+    bad = tmp_path / "bad.c"
+    bad.write_text(code.replace("a * x[i] + y[i]", "a * x[i] + y[i] * 1.001f"))
+    rec = evaluate_source(kernel, bad, tmp_path / "b", BuildConfig(), cfg)
+    assert rec["status"] == "wrong_answer" and "first y[0]" in rec["reason"]
