@@ -160,6 +160,11 @@ NEW_ATTACKS = {
         "forbidden_code",
         "include",
     ),
+    "includes_itself": (
+        "#define SELF __FILE__\n#include SELF\n" + SIG + " { }",
+        "forbidden_code",
+        "include",
+    ),
     "include_of_a_visible_file": (
         "#define F </proc/self/environ>\n#include F\n" + SIG + " { }",
         "forbidden_code",

@@ -157,7 +157,7 @@ def own_diagnostics(output: str, name: str, system_dirs: list[str]) -> str:
     """
     kept, keep = [], True
     for line in output.splitlines():
-        if re.match(r"^\.+ /", line):
+        if re.match(r"^\.+ \S", line):
             continue  # -H list of opened files
         m = re.match(r"^(?:In file included from |\s+from )?([^:\s][^:]*):(\d+)(?::\d+)?[:,]", line)
         if m:
@@ -206,8 +206,11 @@ def build_candidate(
     # 1. preprocess: the list of files opened (-H) and the candidate's expanded lines
     pre = [cc, *cflags, "-E", "-H", name, "-o", "candidate.i"]
     rc, out = sandboxed(pre)
-    opened = [ln for ln in out.splitlines() if re.match(r"^\.+ /", ln)]
+    opened = [ln for ln in out.splitlines() if re.match(r"^\.+ \S", ln)]
     diagnostics = own_diagnostics(out, name, system_include_dirs(cc))
+    inc = screen_includes(opened, system_include_dirs(cc))
+    if not inc.ok:
+        return BuildResult(False, inc.status, inc.reason, None)
     if rc != 0:
         comp = {
             "command": pre,
@@ -226,9 +229,6 @@ def build_candidate(
             )
         why = "the preprocessor timed out" if rc is None else "the candidate does not compile"
         return BuildResult(False, "compile_error", f"{why}: {first_error(diagnostics)}", comp)
-    inc = screen_includes(opened, system_include_dirs(cc))
-    if not inc.ok:
-        return BuildResult(False, inc.status, inc.reason, None)
     pp = screen_preprocessed((workdir / "candidate.i").read_text(errors="replace"), name)
     if not pp.ok:
         return BuildResult(False, pp.status, pp.reason, None)
