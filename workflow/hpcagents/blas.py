@@ -1,4 +1,5 @@
-"""Locate the reference BLAS a library reference (e.g. dgemm's adapter) links: Intel MKL (PyPI wheels) or OpenBLAS (Debian)."""
+"""Locate the BLAS a library reference (e.g. dgemm's adapter) links: Intel MKL (PyPI
+wheels) or OpenBLAS (Debian)."""
 
 from __future__ import annotations
 
