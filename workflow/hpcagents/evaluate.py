@@ -312,10 +312,16 @@ def evaluate_source(
         phase = "timing"
         lay = judge.plan(kernel, bench)
         runs, ref_runs = [], []
+        quiet_from = None
         for r in range(-cfg.warmup, cfg.repeats):
             data = judge.generate_inputs(kernel, lay, rng)
-            t_ref, want, mag = reference.run(lay, data, time.monotonic() + cfg.timeout_s)
+            t_ref, want = reference.timed(lay, data, time.monotonic() + cfg.timeout_s)
             t, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
+            if r < 0:
+                continue  # warmup: untimed, and on inputs no later call sees
+            if r == cfg.repeats - 1:
+                quiet_from = judge.quiet_start(cand)  # the checks below run in the window
+            mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
             c = judge.check_call(kernel, lay, image, after, got, want, mag)
             if c.reference_nonfinite:
                 return fail(
@@ -325,11 +331,7 @@ def evaluate_source(
                     compile=comp,
                 )
             if not c.ok:
-                label = (
-                    f"bench {bench.label()} (timed run {r + 1})"
-                    if r >= 0
-                    else (f"bench {bench.label()} (warmup run)")
-                )
+                label = f"bench {bench.label()} (timed run {r + 1})"
                 return fail(
                     "wrong_answer",
                     judge.check_reason(kernel, lay, c, label)
@@ -337,10 +339,9 @@ def evaluate_source(
                     compile=comp,
                     validation=validation,
                 )
-            if r >= 0:
-                runs.append(t)
-                ref_runs.append(t_ref)
-        quiet = judge.check_quiet(cand, threads)
+            runs.append(t)
+            ref_runs.append(t_ref)
+        quiet = judge.check_quiet(cand, threads, quiet_from)
         if quiet:
             return fail("wrong_answer", quiet, compile=comp, validation=validation)
     except judge.RunnerFault as exc:

@@ -149,11 +149,11 @@ def final_round(
                 ["reference" if w is None else entries[w]["label"] for w in order]
             )
             got: dict[int, tuple[float, Any, Any, Any]] = {}
-            want = mag = None
+            want = None
             for who in order:
                 deadline = time.monotonic() + cfg.timeout_s
                 if who is None:
-                    t_ref, want, mag = reference.run(lay, data, deadline)
+                    t_ref, want = reference.timed(lay, data, deadline)
                     continue
                 try:
                     got[who] = judge.candidate_call(kernel, runners[who], lay, data, deadline)
@@ -165,6 +165,9 @@ def final_round(
                     )
                     entries[who].update(status=exc.status, reason=f"{reason} (final round)")
                     runners.pop(who).close()
+            if r < 0:
+                continue  # warmup rounds: untimed, on inputs no later round sees
+            mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
             for who, (t, image, after, out) in got.items():
                 c = judge.check_call(kernel, lay, image, after, out, want, mag)
                 if c.reference_nonfinite:
@@ -175,10 +178,9 @@ def final_round(
                         status="wrong_answer", reason=judge.check_reason(kernel, lay, c, label)
                     )
                     runners.pop(who).close()
-                elif r >= 0:
+                else:
                     entries[who]["runs_s"].append(t)
-            if r >= 0:
-                ref_runs.append(t_ref)
+            ref_runs.append(t_ref)
         for who in list(runners):
             quiet = judge.check_quiet(runners[who], threads)
             if quiet:

@@ -322,23 +322,17 @@ def build_reference(
     """
     ref_src = kernel.directory / kernel.reference.file
     stub = stub_source(kernel)
-    key = hashlib.sha256(
-        "\0".join(
-            [
-                ref_src.read_text(),
-                stub,
-                RUNNER_C.read_text(),
-                cc,
-                *cflags,
-                *(blas.compile_args + blas.link_args if blas else ()),
-            ]
-        ).encode()
-    ).hexdigest()[:24]
-    try:
-        cache = _cache_dir() / f"{kernel.name}-{key}"
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        cache = Path(tempfile.mkdtemp(prefix="hpca-ref-"))
+    cache = _cached(
+        [
+            ref_src.read_text(),
+            stub,
+            RUNNER_C.read_text(),
+            cc,
+            *cflags,
+            *(blas.compile_args + blas.link_args if blas else ()),
+        ],
+        kernel.name,
+    )
     exe = cache / "reference-runner"
     if exe.is_file():
         return exe
@@ -413,8 +407,6 @@ def plan(kernel: KernelSpec, case: Case) -> Layout:
             continue
         shape = tuple(max(0, int(evaluate_expression(e, names))) for e in p.shape)
         alloc = shape[:-1] + (int(names[p.ld]),) if p.ld else shape
-        if p.ld and 0 in shape[:-1]:
-            alloc = shape[:-1] + (int(names[p.ld]),)
         lay = ArrayLayout(p, np.dtype(ELEMENT_TYPES[p.type][1]), shape, alloc, offset, p.shape[-1])
         arrays[p.name] = lay
         offset += lay.nbytes + GUARD_BYTES
@@ -982,24 +974,31 @@ class Reference:
     kernel: KernelSpec
     runner: Runner
 
-    def run(self, lay: Layout, data: dict, deadline: float, magnitude: bool = True):
+    def timed(self, lay: Layout, data: dict, deadline: float) -> tuple[float, dict]:
+        """The reference on clean inputs, timed like the candidate: (seconds, outputs)."""
         fill_reference(self.runner.arena, self.kernel, lay, data, absolute=False)
         try:
             t = self.runner.call(deadline)
             self.runner.settle()
         except RunnerFault as exc:
             raise JudgeError(f"the reference failed: {exc.reason}") from None
-        want = read_outputs(self.runner.arena, lay)
-        mag = None
-        if magnitude and self.kernel.tolerance.model == "error_bound":
-            fill_reference(self.runner.arena, self.kernel, lay, data, absolute=True)
-            try:
-                self.runner.call(deadline)
-                self.runner.settle()
-            except RunnerFault as exc:
-                raise JudgeError(f"the reference failed: {exc.reason}") from None
-            mag = read_outputs(self.runner.arena, lay)
-        return t, want, mag
+        return t, read_outputs(self.runner.arena, lay)
+
+    def magnitude(self, lay: Layout, data: dict, deadline: float) -> dict | None:
+        """The reference on |inputs| (the error bound's magnitude); None for other models."""
+        if self.kernel.tolerance.model != "error_bound":
+            return None
+        fill_reference(self.runner.arena, self.kernel, lay, data, absolute=True)
+        try:
+            self.runner.call(deadline)
+            self.runner.settle()
+        except RunnerFault as exc:
+            raise JudgeError(f"the reference failed: {exc.reason}") from None
+        return read_outputs(self.runner.arena, lay)
+
+    def run(self, lay: Layout, data: dict, deadline: float):
+        t, want = self.timed(lay, data, deadline)
+        return t, want, self.magnitude(lay, data, deadline)
 
 
 def candidate_call(
@@ -1018,10 +1017,23 @@ def arena_size(kernel: KernelSpec, cases: list[Case]) -> int:
     return max(plan(kernel, c).size for c in cases)
 
 
-def check_quiet(runner: Runner, threads: int) -> str | None:
-    """Fail a candidate whose process keeps computing while it is idle."""
+def quiet_start(runner: Runner) -> tuple[float, float]:
+    """Open the quiet window once the runner has stopped spinning: (cpu, time)."""
     runner.settle()
-    used = runner.quiet_cpu()
+    return runner.cpu(), time.monotonic()
+
+
+def check_quiet(
+    runner: Runner, threads: int, start: tuple[float, float] | None = None
+) -> str | None:
+    """Fail a candidate whose process keeps computing while it is idle.
+
+    The window opens at ``start`` (the judge checks outputs meanwhile) and lasts at least
+    QUIET_WINDOW_S; the runner's CPU time comes from /proc.
+    """
+    cpu0, t0 = start or quiet_start(runner)
+    time.sleep(max(0.0, QUIET_WINDOW_S - (time.monotonic() - t0)))
+    used = runner.cpu() - cpu0
     # After settle() an honest runner is blocked in read(): ~0 CPU. What is left of an
     # OpenMP worker's spin (a few ms of CPU at most, per thread) is allowed.
     allowed = 0.01 * threads + 0.01
