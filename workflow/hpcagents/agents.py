@@ -44,6 +44,7 @@ def _kernel_values(kernel: KernelSpec, build: BuildInfo) -> dict[str, Any]:
         "kernel": kernel.name,
         "title": kernel.title,
         "description": kernel.description.strip(),
+        "function": kernel.function,
         "signature": " ".join(kernel.signature.split()),
         "constraints": "\n".join(f"- {c}" for c in kernel.constraints),
         "cpu_model": build.cpu_model,
