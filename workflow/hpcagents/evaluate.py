@@ -32,7 +32,6 @@ from .blas import BlasInfo, BlasNotFound, find_blas
 from .kernelspec import KernelError, KernelSpec, load_kernel
 from .sandbox import Limits
 
-MAX_OUTPUT = 8000
 FAILED_STATUSES = (
     "compile_error",
     "link_error",
@@ -87,12 +86,6 @@ def _compiler_version(cc: str) -> str:
         return out.stdout.splitlines()[0] if out.stdout else cc
     except (OSError, subprocess.TimeoutExpired):
         return f"{cc} (not runnable)"
-
-
-def _truncate(text: str, limit: int = MAX_OUTPUT) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[... {len(text) - limit} more characters cut]"
 
 
 def _sha(path: Path) -> str:

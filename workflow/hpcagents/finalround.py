@@ -10,7 +10,6 @@ contender that fails a check gets its status and reason and no figure.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import shutil
 import statistics
@@ -22,16 +21,9 @@ import numpy as np
 
 from . import judge
 from .blas import BlasInfo, BlasNotFound, find_blas
-from .evaluate import BuildConfig, EvalConfig, _cores, _provenance, _record_reference
+from .evaluate import BuildConfig, EvalConfig, _cores, _provenance, _record_reference, _sha
 from .kernelspec import KernelSpec
 from .sandbox import Limits
-
-
-def _sha(path: Path) -> str:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return ""
 
 
 def _figures(runs: list[float], flops: float) -> dict[str, Any]:
