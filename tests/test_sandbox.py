@@ -118,3 +118,24 @@ def test_read_only_library_dirs_under_tmp_stay_visible(probe, tmp_path):
         ro_dirs=[lib],
     )
     assert not (lib / "new.so").exists()
+
+
+@needs_bwrap
+def test_a_long_running_sandboxed_process_talks_over_pipes_and_sees_only_its_dirs(tmp_path):
+    """The judge's runner: stdin/stdout pipes, its work dir and its arena dir writable."""
+    from hpcagents.sandbox import start_untrusted
+
+    work, arena, other = tmp_path / "work", tmp_path / "arena", tmp_path / "other"
+    for d in (work, arena, other):
+        d.mkdir()
+    script = (
+        f"read line; echo ok > {arena}/a; echo no > {other}/b 2>/dev/null; "
+        "cat /etc/passwd >/dev/null 2>&1 && echo passwd-visible; echo got-$line"
+    )
+    proc, info = start_untrusted(
+        ["/bin/sh", "-c", script], work, {"PATH": "/usr/bin:/bin"}, Limits(), rw_dirs=[arena]
+    )
+    out, _ = proc.communicate(b"hello\n", timeout=30)
+    assert info["kind"] == "bubblewrap"
+    assert out.decode().strip() == "got-hello"
+    assert (arena / "a").read_text() == "ok\n" and not (other / "b").exists()

@@ -44,6 +44,7 @@ def _kernel_values(kernel: KernelSpec, build: BuildInfo) -> dict[str, Any]:
         "kernel": kernel.name,
         "title": kernel.title,
         "description": kernel.description.strip(),
+        "function": kernel.function,
         "signature": " ".join(kernel.signature.split()),
         "constraints": "\n".join(f"- {c}" for c in kernel.constraints),
         "cpu_model": build.cpu_model,
@@ -56,10 +57,10 @@ def _kernel_values(kernel: KernelSpec, build: BuildInfo) -> dict[str, Any]:
 def performance_line(selected: dict[str, Any]) -> str:
     """One line the agents read: GFLOP/s, % of the reference, at which size."""
     bench = selected.get("bench") or {}
-    size = "x".join(str(bench.get(d, "?")) for d in ("m", "n", "k"))
+    size = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in bench.items())
     return (
         f"{selected['gflops']:.2f} GFLOP/s at {size}, "
-        f"{selected['pct_of_reference']:.1f}% of the reference library "
+        f"{selected['pct_of_reference']:.1f}% of the reference "
         f"({selected['reference_gflops']:.2f} GFLOP/s measured in the same run)"
     )
 

@@ -1,4 +1,5 @@
-"""Locate the reference BLAS the harness links: Intel MKL (PyPI wheels) or OpenBLAS (Debian)."""
+"""Locate the BLAS a library reference (e.g. dgemm's adapter) links: Intel MKL (PyPI
+wheels) or OpenBLAS (Debian)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class BlasInfo:
     version: str
     compile_args: tuple[str, ...]  # -D macro selecting the header + -I include dir
     link_args: tuple[str, ...]  # the library by real path + rpath: no LD_LIBRARY_PATH needed
-    env: dict[str, str] = field(default_factory=dict)  # runtime environment of the harness
+    env: dict[str, str] = field(default_factory=dict)  # runtime environment of the reference runner
     lib_dirs: list[Path] = field(default_factory=list)  # read-only inside the sandbox
     include_dir: Path | None = None
     header: str = "cblas.h"

@@ -1,4 +1,5 @@
-"""Compile → validate → time one candidate against the kernel's reference library.
+"""Compile → validate → time one candidate against the kernel's reference, with the
+generic judge (:mod:`hpcagents.judge`): the candidate runs in a process of its own.
 
 Errors are values: every candidate fault ends as a record with a status and a reason,
 never as an exception. The reason is what the repair prompt feeds back to the PG, so it
@@ -9,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import math
 import os
 import platform
 import secrets
-import signal
+import shutil
 import socket
 import statistics
 import subprocess
@@ -25,13 +24,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from . import judge
 from .artifacts import write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
-from .kernelspec import Case, KernelError, KernelSpec, load_kernel
-from .sandbox import Limits, run_untrusted
-from .screen import screen_source, screen_symbols
+from .kernelspec import KernelError, KernelSpec, load_kernel
+from .sandbox import Limits
 
-MAX_OUTPUT = 8000
 FAILED_STATUSES = (
     "compile_error",
     "link_error",
@@ -86,12 +86,6 @@ def _compiler_version(cc: str) -> str:
         return out.stdout.splitlines()[0] if out.stdout else cc
     except (OSError, subprocess.TimeoutExpired):
         return f"{cc} (not runnable)"
-
-
-def _truncate(text: str, limit: int = MAX_OUTPUT) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[... {len(text) - limit} more characters cut]"
 
 
 def _sha(path: Path) -> str:
@@ -180,147 +174,25 @@ def _provenance(
     }
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
-    """Run in its own process group; on timeout the whole group is killed. None = timeout."""
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        text=True,
-        errors="replace",
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        return None, out or ""
-
-
-def case_reason(case: dict[str, Any], label: str) -> str:
-    """The verdict for one failed case, precise enough to repair from."""
-    parts = []
-    if case["wrong"]:
-        bad = case["first_bad"]
-        got, want, bound = bad["got"], bad["want"], bad["bound"]
-        got, want = float(got), float(want)
-        err = abs(got - want)
-        hint = ""
-        if not math.isfinite(got):
-            hint = f" ({_nan_hint(case)})"
-        parts.append(
-            f"{case['wrong']} of {case['checked']} elements wrong; first C[{bad['i']}][{bad['j']}]"
-            f" = {got:.17g} vs reference {want:.17g} (|err| {err:.2e} > bound "
-            f"{float(bound):.2e}){hint}"
-        )
-    if case.get("padding_overwritten"):
-        parts.append(
-            f"wrote {case['padding_overwritten']} element(s) of C's padding "
-            f"(columns n..ldc-1 of each row must not be touched; ldc={case['ldc']})"
-        )
-    if case.get("inputs_modified"):
-        parts.append("modified its input A or B (they are read-only)")
-    return f"case {label}: " + "; ".join(parts)
-
-
-def _nan_hint(case: dict[str, Any]) -> str:
-    """Why a kernel may have produced NaN/Inf: what the harness poisoned for this case."""
-    poisoned = []
-    if _parse_num(case.get("beta", 0.0)) == 0.0:
-        poisoned.append(
-            "C holds NaN on entry because beta == 0: this element was not written, "
-            "or C was read although beta == 0"
-        )
-    if _parse_num(case.get("alpha", 1.0)) == 0.0:
-        poisoned.append("A and B hold NaN because alpha == 0, so they must not be read")
-    if case.get("pad"):
-        poisoned.append(
-            "the padding columns of A (k..lda-1) and B (n..ldb-1) hold NaN and must not be read"
-        )
-    return "non-finite result; " + ("; ".join(poisoned) if poisoned else "overflow or NaN")
-
-
-def _parse_num(x: Any) -> float:
-    """The harness writes non-finite numbers as strings ("inf", "nan")."""
-    return float(x)
-
-
-class BuildFailed(Exception):
-    """A candidate that did not become a runnable harness: status, reason, compile record."""
-
-    def __init__(self, status: str, reason: str, compile: dict[str, Any] | None = None) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.compile = status, reason, compile
-
-
-def build_harness(
-    kernel: KernelSpec, source: Path, workdir: Path, build: BuildConfig, blas: BlasInfo
-) -> tuple[Path, dict[str, Any]]:
-    """Screen, compile, screen the object, link with the harness: ``(executable, compile
-    record)``, or :class:`BuildFailed` naming the gate that rejected the source."""
-    if not source.is_file() or not source.read_text(errors="replace").strip():
-        raise BuildFailed("no_code", f"{source} is missing or empty")
-    screened = screen_source(source.read_text(errors="replace"))
-    if not screened.ok:
-        raise BuildFailed(screened.status, screened.reason)
-    obj = workdir / "candidate.o"
-    cmd = [build.cc, *build.cflags, "-c", str(source.resolve()), "-o", str(obj)]
-    t0 = time.monotonic()
-    rc, out = _run(cmd, workdir, dict(os.environ), timeout=120)
-    comp = {
-        "command": cmd,
-        "returncode": rc if rc is not None else -1,
-        "output": _truncate(out),
-        "seconds": round(time.monotonic() - t0, 3),
-    }
-    if rc != 0:
-        why = "the compiler timed out" if rc is None else "the candidate does not compile"
-        raise BuildFailed("compile_error", f"{why}: {_first_error(out)}", comp)
-    symbols = screen_symbols(obj)
-    if not symbols.ok:
-        raise BuildFailed(symbols.status, symbols.reason, comp)
-    exe = workdir / "harness"
-    link = [
-        build.cc,
-        *build.cflags,
-        *blas.compile_args,
-        str(kernel.directory / kernel.harness),
-        str(obj),
-        *blas.link_args,
-        "-lm",
-        "-o",
-        str(exe),
-    ]
-    rc, lout = _run(link, workdir, dict(os.environ), timeout=120)
-    if rc != 0:
-        comp["output"] = _truncate(out + lout)
-        comp["link_command"] = link
-        raise BuildFailed(
-            "link_error", f"linking with the harness failed: {_first_error(lout)}", comp
-        )
-    return exe, comp
-
-
-def harness_env(blas: BlasInfo, workdir: Path, threads: int) -> dict[str, str]:
-    """The harness's whole environment: nothing of the host's but what it needs."""
+def _record_reference(kernel: KernelSpec, blas: BlasInfo | None, build: BuildConfig) -> dict:
+    ref = kernel.reference
+    if ref.library == "blas" and blas is not None:
+        return {"name": blas.name, "version": blas.version}
+    sha = _sha(kernel.directory / ref.file)[:12]
     return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(workdir),
-        "LANG": "C",
-        **blas.env,
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": str(threads),
-        "OMP_PROC_BIND": "close",
-        "OMP_PLACES": "cores",
-        "MALLOC_ARENA_MAX": "4",
-        # glibc fills every fresh allocation with bytes 0x7f (N ^ 0xff): an uninitialised
-        # double then reads as ~1e306, so kernels that use uninitialised memory fail.
-        "MALLOC_PERTURB_": "128",
+        "name": ref.file,
+        "version": f"{ref.file} (sha256 {sha}) built with {build.cc} {' '.join(build.cflags)}",
+    }
+
+
+def _stats(runs: list[float], flops: float) -> dict[str, Any]:
+    best = min(runs)
+    return {
+        "runs_s": runs,
+        "best_s": best,
+        "median_s": statistics.median(runs),
+        "spread": max(runs) / best if best else 0.0,
+        "gflops": flops / best / 1e9 if best else 0.0,
     }
 
 
@@ -334,10 +206,12 @@ def evaluate_source(
 ) -> dict[str, Any]:
     """Screen, compile, validate and time ``source``; return the evaluation record.
 
-    Gates in order, each a status with a reason: source screen (``forbidden_code``),
-    compile (``compile_error``), symbol allowlist (``forbidden_symbol``), link
-    (``link_error``), then one sandboxed run of the harness (``crash``, ``timeout``,
-    ``wrong_answer``) that validates and, only if every case passed, times.
+    Gates in order, each a status with a reason: source screens (``forbidden_code``),
+    compile in the sandbox (``compile_error``), object screen (``forbidden_symbol``), link
+    with the generic runner (``link_error``); then the judge calls the kernel in its own
+    sandboxed process, once per validation case and warmup + repeats times at the bench
+    size, each call on fresh inputs and checked against the reference run in another
+    process (``wrong_answer``, ``crash``, ``timeout``).
     """
     started = time.time()
     source = Path(source)
@@ -345,11 +219,13 @@ def evaluate_source(
     workdir.mkdir(parents=True, exist_ok=True)
     threads = cfg.threads or _cores()
     sandbox_info: dict[str, Any] | None = None
-    try:
-        blas: BlasInfo | None = find_blas(cfg.blas)
-    except BlasNotFound as exc:
-        blas = None
-        blas_error = str(exc)
+    blas: BlasInfo | None = None
+    blas_error = ""
+    if kernel.reference.library == "blas":
+        try:
+            blas = find_blas(cfg.blas)
+        except BlasNotFound as exc:
+            blas_error = str(exc)
 
     def prov() -> dict[str, Any]:
         return {**_provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
@@ -357,197 +233,172 @@ def evaluate_source(
     def fail(status: str, reason: str, **parts: Any) -> dict[str, Any]:
         return _record(kernel, source, status, reason, provenance=prov(), **parts)
 
-    if blas is None:
+    if kernel.reference.library == "blas" and blas is None:
         return fail("harness_error", blas_error)
+    if not source.is_file() or not source.read_text(errors="replace").strip():
+        return fail("no_code", f"{source} is missing or empty")
+    built = judge.build_candidate(
+        kernel, source, workdir / "cand", build.cc, build.cflags, use_bwrap=cfg.sandbox
+    )
+    comp = built.compile
+    if not built.ok:
+        return fail(built.status, built.reason, compile=comp)
     try:
-        exe, comp = build_harness(kernel, source, workdir, build, blas)
-    except BuildFailed as failed:
-        return fail(failed.status, failed.reason, compile=failed.compile)
+        ref_exe = judge.build_reference(kernel, build.cc, build.cflags, blas)
+    except judge.JudgeError as exc:
+        return fail("harness_error", str(exc), compile=comp)
 
     seed = seed if seed is not None else secrets.randbits(31)
-    bench = kernel.bench
-    if cfg.bench_size:
-        bench = Case(cfg.bench_size, cfg.bench_size, cfg.bench_size, bench.alpha, bench.beta)
-    result_path = workdir / "result.json"
-    result_path.unlink(missing_ok=True)
-    args = [
-        str(exe),
-        "--out",
-        str(result_path),
-        "--seed",
-        str(seed),
-        "--tol",
-        repr(kernel.tolerance_factor),
-        "--repeats",
-        str(cfg.repeats),
-        "--warmup",
-        str(cfg.warmup),
-        "--bench",
-        f"{bench.m},{bench.n},{bench.k},{bench.alpha!r},{bench.beta!r}",
-    ]
-    for c in kernel.cases:
-        args += ["--case", f"{c.m},{c.n},{c.k},{c.alpha!r},{c.beta!r},{c.pad}"]
-    env = harness_env(blas, workdir, threads)
-    nonce = secrets.token_hex(16)
+    rng = np.random.default_rng(seed)
+    bench = kernel.bench_case(cfg.bench_size)
+    size = judge.arena_size(kernel, [*kernel.cases, bench])
+    env = judge.runner_env(threads, blas, workdir)
     limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb)
-    run = run_untrusted(
-        args,
-        workdir,
-        env,
-        cfg.timeout_s,
-        limits,
-        blas.lib_dirs,
-        stdin_text=nonce + "\n",
-        use_bwrap=cfg.sandbox,
-    )
-    sandbox_info = run.sandbox
-    rc, run_out = run.returncode, run.output
-    tail = f"; output: {run_out[-500:]}" if run_out.strip() else ""
-    if rc is None:
-        return fail(
-            "timeout",
-            f"the run did not finish within {cfg.timeout_s:g} s (validation + timing)",
-            compile=comp,
+    ro = list(blas.lib_dirs) if blas else []
+    (workdir / "ref").mkdir(exist_ok=True)
+    ref_exe = Path(shutil.copy2(ref_exe, workdir / "ref" / "reference-runner"))
+    cand = ref = None
+    try:
+        cand = judge.Runner(
+            built.exe, workdir / "cand", size, env, limits, [], cfg.sandbox, "candidate"
         )
-    if rc > 128 and run.sandbox["kind"] == "bubblewrap" and not result_path.is_file():
-        rc = 128 - rc  # bwrap reports a child killed by signal N as exit code 128 + N
-    if rc < 0:
-        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
-        hint = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)"}.get(name, "")
-        return fail(
-            "crash",
-            f"the kernel crashed with signal {name}{hint} during validation or timing",
-            compile=comp,
+        ref_limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb + 4096)
+        ref = judge.Runner(
+            ref_exe, workdir / "ref", size, env, ref_limits, ro, cfg.sandbox, "reference"
         )
-    if rc != 0 or not result_path.is_file():
-        if rc == 127 and "error while loading shared libraries" in run_out:
-            # the dynamic loader could not start the harness: the environment, not the kernel
+        sandbox_info = {**cand.sandbox, "timeout_s": cfg.timeout_s}
+        reference = judge.Reference(kernel, ref)
+        deadline = time.monotonic() + cfg.timeout_s
+        phase = "validation"
+        cases, failures = [], []
+        for case in kernel.cases:
+            lay = judge.plan(kernel, case)
+            data = judge.generate_inputs(kernel, lay, rng)
+            _, want, mag = reference.run(lay, data, time.monotonic() + cfg.timeout_s)
+            _, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
+            c = judge.check_call(kernel, lay, image, after, got, want, mag)
+            if c.reference_nonfinite:
+                return fail(
+                    "harness_error",
+                    f"the reference {kernel.reference.describe} produced NaN/Inf in case "
+                    f"{case.label()}: the reference is faulty, not the kernel",
+                    compile=comp,
+                )
+            rec = {"case": dict(case.values), "label": case.label(), **c.record()}
+            rec["ld"] = {p.ld: int(lay.names[p.ld]) for p in kernel.parameters if p.ld}
+            cases.append(rec)
+            if not c.ok:
+                failures.append((case.label(), judge.check_reason(kernel, lay, c, case.label())))
+        validation = {
+            "seed": seed,
+            "tolerance": _tolerance_record(kernel),
+            "passed": not failures,
+            "cases": cases,
+        }
+        if failures:
+            more = ""
+            if len(failures) > 1:
+                others = [label for label, _ in failures[1:]]
+                shown = "; ".join(others[:3]) + ("; ..." if len(others) > 3 else "")
+                more = f" (+{len(others)} more failing case(s): {shown})"
+            return fail("wrong_answer", failures[0][1] + more, compile=comp, validation=validation)
+        phase = "timing"
+        lay = judge.plan(kernel, bench)
+        runs, ref_runs = [], []
+        quiet_from = None
+        for r in range(-cfg.warmup, cfg.repeats):
+            data = judge.generate_inputs(kernel, lay, rng)
+            t_ref, want = reference.timed(lay, data, time.monotonic() + cfg.timeout_s)
+            t, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
+            if r < 0:
+                continue  # warmup: untimed, and on inputs no later call sees
+            if r == cfg.repeats - 1:
+                quiet_from = judge.quiet_start(cand)  # the checks below run in the window
+            mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
+            c = judge.check_call(kernel, lay, image, after, got, want, mag)
+            if c.reference_nonfinite:
+                return fail(
+                    "harness_error",
+                    f"the reference {kernel.reference.describe} produced NaN/Inf at the bench "
+                    "size: the reference is faulty, not the kernel",
+                    compile=comp,
+                )
+            if not c.ok:
+                label = f"bench {bench.label()} (timed run {r + 1})"
+                return fail(
+                    "wrong_answer",
+                    judge.check_reason(kernel, lay, c, label)
+                    + " (the output of every timed call is checked, on fresh inputs each call)",
+                    compile=comp,
+                    validation=validation,
+                )
+            runs.append(t)
+            ref_runs.append(t_ref)
+        quiet = judge.check_quiet(cand, threads, quiet_from)
+        if quiet:
+            return fail("wrong_answer", quiet, compile=comp, validation=validation)
+    except judge.RunnerFault as exc:
+        where = "validation or timing" if phase == "validation" else "timing"
+        if exc.status == "timeout":
             return fail(
-                "harness_error",
-                f"the harness could not be loaded (reference library {blas.name}){tail}",
+                "timeout",
+                f"the run did not finish within {cfg.timeout_s:g} s (validation + timing)",
                 compile=comp,
             )
-        if "out of memory" in run_out:
-            return fail(
-                "crash", f"the run exceeded the memory limit of {cfg.memory_mb} MB", compile=comp
-            )
-        return fail(
-            "crash", f"the harness exited with code {rc} without a result{tail}", compile=comp
-        )
-    try:
-        res = json.loads(result_path.read_text())
-    except ValueError as exc:
-        return fail("harness_error", f"unreadable harness result: {exc}", compile=comp)
-    if res.get("nonce") != nonce:
-        return fail(
-            "harness_error",
-            "the result file does not carry this run's nonce: it was not written by the harness",
-            compile=comp,
-        )
-    return _verdict(kernel, source, res, seed, comp, blas, fail, prov)
-
-
-def _verdict(kernel, source, res, seed, comp, blas, fail, prov) -> dict[str, Any]:  # noqa: ANN001
-    """Turn the harness's raw figures into the record: failures first, then timings."""
-    cases, failures = [], []
-    ref_faults = [
-        f"case {spec_case.label()}"
-        for spec_case, case in zip(kernel.cases, res["cases"], strict=True)
-        if case.get("reference_nonfinite")
-    ]
-    if res.get("timing") and res["timing"].get("reference_nonfinite"):
-        ref_faults.append("the bench size")
-    if ref_faults:
-        return fail(
-            "harness_error",
-            f"the reference {blas.name} produced NaN/Inf in {', '.join(ref_faults)}: "
-            "the reference library is faulty, not the kernel",
-            compile=comp,
-        )
-    for spec_case, case in zip(kernel.cases, res["cases"], strict=True):
-        case["status"] = "ok" if case["ok"] else "wrong_answer"
-        # non-finite figures stay as the harness wrote them ("inf", "nan"): strict JSON
-        if not case["ok"]:
-            failures.append((spec_case.label(), case_reason(case, spec_case.label())))
-        cases.append(case)
-    validation = {
-        "seed": seed,
-        "tolerance_factor": kernel.tolerance_factor,
-        "passed": not failures,
-        "cases": cases,
-    }
-    if failures:
-        more = ""
-        if len(failures) > 1:
-            others = [label for label, _ in failures[1:]]
-            shown = "; ".join(others[:3]) + ("; ..." if len(others) > 3 else "")
-            more = f" (+{len(others)} more failing case(s): {shown})"
-        failures = [reason for _, reason in failures]
-        return fail("wrong_answer", failures[0] + more, compile=comp, validation=validation)
-    t = res["timing"]
-    flops = kernel.flops(t["m"], t["n"], t["k"])
-    runs, ref_runs = t["runs_s"], t["reference_runs_s"]
-    best, ref_best = min(runs), min(ref_runs)
+        reason = exc.reason
+        if "signal" in reason:
+            reason += f" during {where}"
+        return fail("crash", reason, compile=comp)
+    except judge.JudgeError as exc:
+        return fail("harness_error", str(exc), compile=comp)
+    finally:
+        for runner in (cand, ref):
+            if runner is not None:
+                runner.close()
+    flops = kernel.flops(bench)
     timing = {
-        "m": t["m"],
-        "n": t["n"],
-        "k": t["k"],
+        "case": dict(bench.values),
         "flops": flops,
-        "warmup": t["warmup"],
-        "repeats": t["repeats"],
-        "runs_s": runs,
-        "best_s": best,
-        "median_s": statistics.median(runs),
-        "spread": max(runs) / best if best else 0.0,
-        "gflops": flops / best / 1e9 if best else 0.0,
+        "warmup": cfg.warmup,
+        "repeats": cfg.repeats,
+        **_stats(runs, flops),
         "output_checked": True,
+        "idle_cpu_s": round(cand.idle_cpu_s, 4),
     }
-    reference = {
-        "blas": blas.name,
-        "version": blas.version,
-        "runs_s": ref_runs,
-        "best_s": ref_best,
-        "gflops": flops / ref_best / 1e9 if ref_best else 0.0,
-    }
-    if not t["outputs_ok"]:
-        bad = {**t, "ldc": t["n"]}
-        label = f"bench m={t['m']} n={t['n']} k={t['k']} (timed run {t['bad_run'] + 1})"
-        return fail(
-            "wrong_answer",
-            case_reason(bad, label) + " (the output of every timed "
-            "call is checked, with B rescaled between calls)",
-            compile=comp,
-            validation=validation,
-        )
-    pct = 100.0 * timing["gflops"] / reference["gflops"] if reference["gflops"] else 0.0
+    reference_rec = {**_record_reference(kernel, blas, build), **_stats(ref_runs, flops)}
+    reference_rec.pop("spread")
+    pct = 100.0 * timing["gflops"] / reference_rec["gflops"] if reference_rec["gflops"] else 0.0
     return _record(
         kernel,
         source,
         "ok",
-        f"valid; {timing['gflops']:.2f} GFLOP/s = {pct:.1f}% of {blas.name} "
-        f"({reference['gflops']:.2f} GFLOP/s) at {t['m']}x{t['n']}x{t['k']}",
+        f"valid; {timing['gflops']:.2f} GFLOP/s = {pct:.1f}% of {reference_rec['name']} "
+        f"({reference_rec['gflops']:.2f} GFLOP/s) at {bench.label()}",
         compile=comp,
         validation=validation,
         timing=timing,
-        reference=reference,
+        reference=reference_rec,
         pct_of_reference=round(pct, 3),
         provenance=prov(),
     )
 
 
-def _first_error(output: str) -> str:
-    for line in output.splitlines():
-        if "error" in line.lower():
-            return line.strip()[:300]
-    lines = [line for line in output.splitlines() if line.strip()]
-    return lines[0][:300] if lines else "(no output)"
+def _tolerance_record(kernel: KernelSpec) -> dict[str, Any]:
+    t = kernel.tolerance
+    if t.model == "error_bound":
+        return {"model": t.model, "factor": t.factor, "terms": t.terms}
+    return {"model": t.model, "rtol": t.rtol, "atol": t.atol}
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", required=True, help="kernel name (folder under kernels/)")
     parser.add_argument("--source", required=True, help="the C file to evaluate")
     parser.add_argument("--out", help="write the evaluation JSON here (atomically)")
-    parser.add_argument("--bench-size", type=int, help="time at m=n=k=N instead of kernel.yaml's")
+    parser.add_argument(
+        "--bench-size",
+        type=int,
+        help="time with every size parameter = N instead of kernel.yaml's bench",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -559,7 +410,6 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import shutil
     import tempfile
 
     try:
@@ -599,6 +449,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"candidate: {t['gflops']:.3f} GFLOP/s (best of {t['repeats']}: {t['best_s']:.6f} s,"
             f" spread x{t['spread']:.3f})"
         )
-        print(f"reference: {r['gflops']:.3f} GFLOP/s ({r['version']})")
+        print(f"reference: {r['gflops']:.3f} GFLOP/s ({r['name']}: {r['version']})")
         print(f"% of reference: {rec['pct_of_reference']:.2f}")
     return 0

@@ -1,48 +1,32 @@
-"""The final round: finalists and the incumbent re-timed side by side, interleaved.
+"""The final round: the best candidates and the incumbent re-timed side by side.
 
-Why: each attempt is timed in its own job, minutes apart from the others, on a machine
-whose speed drifts (other tenants, turbo, thermal state). Figures taken that way cannot
-decide between two kernels: a slow kernel timed on a quiet machine beats a fast one timed
-under load. So selection never compares figures from different jobs. The best few valid
-candidates and the incumbent are rebuilt and timed again in ONE exclusive job, in rounds:
-every round times every contender once, each right after a fresh timing of the reference,
-in an order rotated from round to round, and every timed output is checked again. A
-disturbance then hits all contenders alike, and the reference timed beside each one shows
-how much the machine moved.
+Selection must compare figures taken together, not minutes apart on a machine whose
+speed drifts. Here every contender and the reference run in their own sandboxed
+processes, started once; each round draws fresh inputs at the bench size and times the
+reference and every contender one after another, in an order rotated each round so no
+one always runs first (cold) or last. Every output of every round is checked; a
+contender that fails a check gets its status and reason and no figure.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
+import shutil
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from .blas import BlasNotFound, find_blas
-from .evaluate import (
-    BuildConfig,
-    BuildFailed,
-    EvalConfig,
-    _cores,
-    _provenance,
-    build_harness,
-    harness_env,
-)
-from .kernelspec import Case, KernelSpec
-from .sandbox import Limits, run_untrusted
+import numpy as np
+
+from . import judge
+from .blas import BlasInfo, BlasNotFound, find_blas
+from .evaluate import BuildConfig, EvalConfig, _cores, _provenance, _record_reference, _sha
+from .kernelspec import KernelSpec
+from .sandbox import Limits
 
 
-def _sha(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
-
-
-def _stats(runs: list[float], flops: float) -> dict[str, Any]:
+def _figures(runs: list[float], flops: float) -> dict[str, Any]:
     best = min(runs)
     return {
         "runs_s": runs,
@@ -60,135 +44,156 @@ def final_round(
     cfg: EvalConfig,
     rounds: int | None = None,
 ) -> dict[str, Any]:
-    """Time ``contenders`` (label, source) and the reference interleaved; return the record.
-
-    A contender that fails to build, crashes or gives a wrong output in any timed call
-    gets that status and reason and no figure; the others go on.
-    """
+    """Build every contender (label, source) in the sandbox, then time them interleaved
+    with the reference for ``rounds`` rounds (default ``cfg.repeats``) after
+    ``cfg.warmup`` untimed ones. Returns the final_round.json record (see its schema)."""
     started = time.time()
-    rounds = rounds or cfg.repeats
     workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    rounds = rounds or cfg.repeats
     threads = cfg.threads or _cores()
-    bench = kernel.bench
-    if cfg.bench_size:
-        bench = Case(cfg.bench_size, cfg.bench_size, cfg.bench_size, bench.alpha, bench.beta)
-    flops = kernel.flops(bench.m, bench.n, bench.k)
+    bench = kernel.bench_case(cfg.bench_size)
+    flops = kernel.flops(bench)
+    lay = judge.plan(kernel, bench)
+    blas: BlasInfo | None = None
     entries: list[dict[str, Any]] = []
-    try:
-        blas = find_blas(cfg.blas)
-    except BlasNotFound as exc:
-        blas = None
-        blas_error = str(exc)
-    exes: dict[str, Path] = {}
-    for index, (label, source) in enumerate(contenders):
-        entry: dict[str, Any] = {
-            "label": label,
-            "source": str(source),
-            "source_sha256": _sha(Path(source)),
-            "status": "ok",
-            "reason": "",
-            "runs_s": [],
-        }
-        entries.append(entry)
-        if blas is None:
-            entry.update(status="harness_error", reason=blas_error)
-            continue
-        build_dir = workdir / f"contender{index}"
-        build_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            exes[label], _ = build_harness(kernel, Path(source), build_dir, build, blas)
-        except BuildFailed as failed:
-            entry.update(status=failed.status, reason=failed.reason)
-    reference_runs: list[float] = []
-    sandbox_info: dict[str, Any] | None = None
-    limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb)
-    for r in range(rounds):
-        live = [e for e in entries if e["status"] == "ok"]
-        if not live:
-            break
-        shift = r % len(live)
-        for entry in live[shift:] + live[:shift]:
-            exe = exes[entry["label"]]
-            result = exe.parent / "result.json"
-            result.unlink(missing_ok=True)
-            nonce = secrets.token_hex(16)
-            args = [
-                str(exe),
-                "--out",
-                str(result),
-                "--seed",
-                str(secrets.randbits(31)),  # fresh inputs in every call
-                "--tol",
-                repr(kernel.tolerance_factor),
-                "--repeats",
-                "1",
-                "--warmup",
-                str(cfg.warmup),
-                "--bench",
-                f"{bench.m},{bench.n},{bench.k},{bench.alpha!r},{bench.beta!r}",
-            ]
-            assert blas is not None
-            run = run_untrusted(
-                args,
-                exe.parent,
-                harness_env(blas, exe.parent, threads),
-                cfg.timeout_s,
-                limits,
-                blas.lib_dirs,
-                stdin_text=nonce + "\n",
-                use_bwrap=cfg.sandbox,
-            )
-            sandbox_info = run.sandbox
-            if run.returncode is None:
-                entry.update(status="timeout", reason=f"round {r + 1}: no result in time")
-                continue
-            try:
-                res = json.loads(result.read_text())
-            except (OSError, ValueError):
-                entry.update(
-                    status="crash",
-                    reason=f"round {r + 1}: the run exited with code {run.returncode} "
-                    "without a result",
-                )
-                continue
-            timing = res.get("timing") or {}
-            if res.get("nonce") != nonce or not timing:
-                entry.update(
-                    status="harness_error", reason=f"round {r + 1}: no valid timing result"
-                )
-                continue
-            if not timing["outputs_ok"]:
-                entry.update(
-                    status="wrong_answer",
-                    reason=f"round {r + 1}: the timed call's output is wrong",
-                )
-                continue
-            entry["runs_s"].append(float(timing["runs_s"][0]))
-            reference_runs.append(float(timing["reference_runs_s"][0]))
-    reference = _stats(reference_runs, flops) if reference_runs else None
-    for entry in entries:
-        if entry["status"] == "ok" and entry["runs_s"]:
-            entry.update(_stats(entry["runs_s"], flops))
-            entry["pct_of_reference"] = (
-                round(100.0 * entry["gflops"] / reference["gflops"], 3)
-                if reference and reference["gflops"]
-                else None
-            )
-        else:
-            entry.pop("runs_s", None)
-            if entry["status"] == "ok":
-                entry.update(status="harness_error", reason="never timed")
-    return {
+    for label, source in contenders:
+        entries.append(
+            {
+                "label": label,
+                "source": str(source),
+                "source_sha256": _sha(source),
+                "status": "ok",
+                "reason": "",
+                "runs_s": [],
+                "best_s": None,
+                "median_s": None,
+                "gflops": None,
+                "pct_of_reference": None,
+            }
+        )
+    record: dict[str, Any] = {
         "kernel": kernel.name,
-        "case": {"m": bench.m, "n": bench.n, "k": bench.k, "alpha": bench.alpha, "beta": 0.0},
+        "case": dict(bench.values),
         "flops": flops,
         "rounds": rounds,
-        "order": "interleaved: each round times every contender once, each right after the "
-        "reference, in an order rotated every round",
-        "reference": reference and {**reference, "name": cfg.blas},
+        "warmup": cfg.warmup,
+        "status": "ok",
+        "reason": "",
+        "order": [],
+        "reference": None,
         "contenders": entries,
-        "provenance": {
-            **_provenance(build, blas, threads, started, cfg),
-            "sandbox": sandbox_info,
-        },
     }
+
+    def finish(status: str = "ok", reason: str = "") -> dict[str, Any]:
+        record["status"], record["reason"] = status, reason
+        record["provenance"] = {
+            **_provenance(build, blas, threads, started, cfg),
+            "sandbox": sandbox,
+        }
+        return record
+
+    sandbox: dict[str, Any] | None = None
+    if kernel.reference.library == "blas":
+        try:
+            blas = find_blas(cfg.blas)
+        except BlasNotFound as exc:
+            return finish("harness_error", str(exc))
+    try:
+        ref_exe = judge.build_reference(kernel, build.cc, build.cflags, blas)
+    except judge.JudgeError as exc:
+        return finish("harness_error", str(exc))
+    env = judge.runner_env(threads, blas, workdir)
+    limits = Limits(cpu_s=int(cfg.timeout_s * threads * (rounds + 2)) + 30, memory_mb=cfg.memory_mb)
+    runners: dict[int, judge.Runner] = {}
+    ref_runner = None
+    rng = np.random.default_rng(secrets.randbits(63))
+    try:
+        for i, ((_, source), entry) in enumerate(zip(contenders, entries, strict=True)):
+            if not Path(source).is_file():
+                entry.update(status="no_code", reason=f"{source} is missing")
+                continue
+            built = judge.build_candidate(
+                kernel, Path(source), workdir / f"c{i}", build.cc, build.cflags, cfg.sandbox
+            )
+            if not built.ok:
+                entry.update(status=built.status, reason=built.reason)
+                continue
+            runners[i] = judge.Runner(
+                built.exe, workdir / f"c{i}", lay.size, env, limits, [], cfg.sandbox, f"c{i}"
+            )
+            sandbox = runners[i].sandbox
+        (workdir / "ref").mkdir(exist_ok=True)
+        exe = Path(shutil.copy2(ref_exe, workdir / "ref" / "reference-runner"))
+        ref_limits = Limits(cpu_s=limits.cpu_s, memory_mb=cfg.memory_mb + 4096)
+        ro = list(blas.lib_dirs) if blas else []
+        ref_runner = judge.Runner(
+            exe, workdir / "ref", lay.size, env, ref_limits, ro, cfg.sandbox, "ref"
+        )
+        reference = judge.Reference(kernel, ref_runner)
+        ref_runs: list[float] = []
+        for r in range(-cfg.warmup, rounds):
+            data = judge.generate_inputs(kernel, lay, rng)
+            order: list[int | None] = [None, *sorted(runners)]
+            shift = (r + cfg.warmup) % len(order)
+            order = order[shift:] + order[:shift]
+            record["order"].append(
+                ["reference" if w is None else entries[w]["label"] for w in order]
+            )
+            got: dict[int, tuple[float, Any, Any, Any]] = {}
+            want = None
+            for who in order:
+                deadline = time.monotonic() + cfg.timeout_s
+                if who is None:
+                    t_ref, want = reference.timed(lay, data, deadline)
+                    continue
+                try:
+                    got[who] = judge.candidate_call(kernel, runners[who], lay, data, deadline)
+                except judge.RunnerFault as exc:
+                    reason = (
+                        f"the call did not finish within {cfg.timeout_s:g} s"
+                        if exc.status == "timeout"
+                        else exc.reason
+                    )
+                    entries[who].update(status=exc.status, reason=f"{reason} (final round)")
+                    runners.pop(who).close()
+            if r < 0:
+                continue  # warmup rounds: untimed, on inputs no later round sees
+            mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
+            for who, (t, image, after, out) in got.items():
+                c = judge.check_call(kernel, lay, image, after, out, want, mag)
+                if c.reference_nonfinite:
+                    return finish("harness_error", "the reference produced NaN/Inf")
+                if not c.ok:
+                    label = f"bench {bench.label()} (final round {r + 1})"
+                    entries[who].update(
+                        status="wrong_answer", reason=judge.check_reason(kernel, lay, c, label)
+                    )
+                    runners.pop(who).close()
+                else:
+                    entries[who]["runs_s"].append(t)
+            ref_runs.append(t_ref)
+        for who in list(runners):
+            quiet = judge.check_quiet(runners[who], threads)
+            if quiet:
+                entries[who].update(status="wrong_answer", reason=quiet)
+                runners.pop(who).close()
+    except judge.JudgeError as exc:
+        return finish("harness_error", str(exc))
+    finally:
+        for runner in [*runners.values(), ref_runner]:
+            if runner is not None:
+                runner.close()
+    record["reference"] = {**_record_reference(kernel, blas, build), **_figures(ref_runs, flops)}
+    ref_gflops = record["reference"]["gflops"]
+    for entry in entries:
+        if entry["status"] != "ok":
+            entry["runs_s"] = []
+            continue
+        entry.update(_figures(entry["runs_s"], flops))
+        entry["pct_of_reference"] = 100.0 * entry["gflops"] / ref_gflops if ref_gflops else 0.0
+        entry["reason"] = (
+            f"valid in every round; {entry['gflops']:.2f} GFLOP/s = "
+            f"{entry['pct_of_reference']:.1f}% of the reference, side by side"
+        )
+    return finish()

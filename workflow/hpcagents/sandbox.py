@@ -1,4 +1,5 @@
-"""Run untrusted executables: bubblewrap when it works, rlimits always, a wall-clock timeout.
+"""Run untrusted programs (the compiler on candidate code, the candidate's runner):
+bubblewrap when it works, rlimits always, a wall-clock timeout.
 
 Inside bubblewrap the candidate sees a read-only system (``/usr`` and the reference
 library's directory), an empty ``/tmp``, no network (a new network namespace with only
@@ -67,7 +68,11 @@ def _system_binds() -> list[str]:
     return args
 
 
-def bwrap_command(cmd: list[str], workdir: Path, ro_dirs: list[Path]) -> list[str]:
+def bwrap_command(
+    cmd: list[str], workdir: Path, ro_dirs: list[Path], rw_dirs: list[Path] | None = None
+) -> list[str]:
+    """The bwrap command line: read-only system, private /tmp, ``workdir`` (+ ``rw_dirs``)
+    writable, no network, no other process, nothing else of the host."""
     workdir = workdir.resolve()
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
     args += _system_binds()
@@ -77,6 +82,9 @@ def bwrap_command(cmd: list[str], workdir: Path, ro_dirs: list[Path]) -> list[st
         real = Path(d).resolve()
         if real.exists() and not str(workdir).startswith(str(real) + "/"):
             args += ["--ro-bind", str(real), str(real)]
+    for d in rw_dirs or []:
+        real = Path(d).resolve()
+        args += ["--bind", str(real), str(real)]
     args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     return args + ["--", *cmd]
 
@@ -97,6 +105,55 @@ class RunResult:
     sandbox: dict[str, Any]
 
 
+def sandbox_info(workdir: Path, limits: Limits, timeout_s: float, use_bwrap: bool) -> dict:
+    """What the record says about the confinement of a run (never silent about rlimits)."""
+    ok, why = bwrap_status() if use_bwrap else (False, "bubblewrap disabled by the caller")
+    return {
+        "kind": "bubblewrap" if ok else "rlimits",
+        "reason": "" if ok else why,
+        "network": "none (new network namespace)" if ok else "host network (no sandbox)",
+        "writable": [str(workdir.resolve())] if ok else ["whole file system (no sandbox)"],
+        "limits": asdict(limits),
+        "timeout_s": timeout_s,
+    }
+
+
+def start_untrusted(
+    cmd: list[str],
+    workdir: Path,
+    env: dict[str, str],
+    limits: Limits,
+    ro_dirs: list[Path] | None = None,
+    rw_dirs: list[Path] | None = None,
+    use_bwrap: bool = True,
+    stderr_path: Path | None = None,
+) -> tuple[subprocess.Popen, dict[str, Any]]:
+    """Start ``cmd`` confined like :func:`run_untrusted` and leave it running, its stdin and
+    stdout as binary pipes (the judge's command channel); stderr goes to ``stderr_path``."""
+    info = sandbox_info(workdir, limits, 0.0, use_bwrap)
+    info.pop("timeout_s")
+    full = (
+        bwrap_command(cmd, workdir, ro_dirs or [], rw_dirs) if info["kind"] == "bubblewrap" else cmd
+    )
+    err = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(
+            full,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+            bufsize=0,
+            preexec_fn=lambda: _apply_limits(limits),  # noqa: PLW1509 - no threads here
+        )
+    finally:
+        if stderr_path:
+            err.close()
+    return proc, info
+
+
 def run_untrusted(
     cmd: list[str],
     workdir: Path,
@@ -109,15 +166,8 @@ def run_untrusted(
 ) -> RunResult:
     """Run ``cmd`` confined to ``workdir``; kill its whole process group at the timeout."""
     limits = limits or Limits()
-    ok, why = bwrap_status() if use_bwrap else (False, "bubblewrap disabled by the caller")
-    info: dict[str, Any] = {
-        "kind": "bubblewrap" if ok else "rlimits",
-        "reason": "" if ok else why,
-        "network": "none (new network namespace)" if ok else "host network (no sandbox)",
-        "writable": [str(workdir.resolve())] if ok else ["whole file system (no sandbox)"],
-        "limits": asdict(limits),
-        "timeout_s": timeout_s,
-    }
+    info = sandbox_info(workdir, limits, timeout_s, use_bwrap)
+    ok = info["kind"] == "bubblewrap"
     full = bwrap_command(cmd, workdir, ro_dirs or []) if ok else cmd
     proc = subprocess.Popen(
         full,

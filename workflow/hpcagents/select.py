@@ -103,7 +103,7 @@ def selected_record(att: Attempt, iteration: int, pg: int, source: Path) -> dict
         "noise": round(_noise(ev), 6),
         "pct_of_reference": ev["pct_of_reference"],
         "reference_gflops": ref["gflops"],
-        "bench": {"m": timing["m"], "n": timing["n"], "k": timing["k"]},
+        "bench": dict(timing["case"]),
         "evaluation": str(att.directory / "evaluation.json"),
         "source": str(source),
     }
@@ -171,6 +171,9 @@ def _decide(
     decision: dict[str, Any] = {"decided_by": "final_round", "final_round": str(path)}
     if fr.get("skipped"):
         return None, None, f"{fr['skipped']}; the incumbent stays", decision
+    if fr.get("status") == "harness_error":
+        reason = f"the final round could not time anything ({fr['reason']}); the incumbent stays"
+        return None, None, reason, decision
     failed = [
         f"{label}: {e['status']} ({e['reason']})"
         for label, e in entries.items()

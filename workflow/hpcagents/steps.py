@@ -276,6 +276,8 @@ def final_round_step(
             "case": {},
             "flops": 0.0,
             "rounds": max(1, cfg.repeats),
+            "status": "ok",
+            "reason": "nothing to re-time",
             "reference": None,
             "contenders": [],
             "provenance": None,
