@@ -347,6 +347,20 @@ def machine_model(
         return model
 
 
+def model_for_host(
+    cache_dir: Path, host: str | None, cc: str, cflags: tuple[str, ...], threads: int
+) -> MachineModel | None:
+    """The model of ``host``, the node that times the kernels.
+
+    On that node it is measured if not cached yet; from another node (the one that talks
+    to the LLM servers, under Slurm) only a model that node already cached is used: a
+    login node's figures would describe the wrong machine.
+    """
+    if host is None or host == socket.gethostname():
+        return machine_model(cache_dir, cc, cflags, threads)
+    return find_cached(cache_dir, host, cc, cflags, threads)
+
+
 # ---------------------------------------------------------------- measuring
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from .config import CampaignConfig
 from .evaluate import BuildConfig, EvalConfig, evaluate_source, failed_generation_record
 from .kernelspec import load_kernel
 from .llm import pool_from_env
+from .machine import DEFAULT_CACHE_DIR, MachineError, model_for_host, usable_cores
 
 
 def _sha(path: Path) -> str:
@@ -29,13 +31,29 @@ def request_seed(cfg: CampaignConfig, iteration: int, pg: int, attempt: int) -> 
     return cfg.seed * 1_000_003 + iteration * 10_007 + pg * 101 + attempt
 
 
-def build_info(cfg: CampaignConfig, best: dict[str, Any]) -> BuildInfo:
-    machine = best.get("machine") or {}
+def build_info(
+    cfg: CampaignConfig, best: dict[str, Any], cache_dir: Path = DEFAULT_CACHE_DIR
+) -> BuildInfo:
+    """The machine the agents are told about: the node that timed the incumbent.
+
+    Its measured model comes from the machine cache (measured here when this is that
+    node); without one the prompts carry only the CPU string and core count.
+    """
+    seen = best.get("machine") or {}
+    cores = int(seen.get("cores") or 0)
+    threads = cfg.threads or cores or usable_cores()
+    try:
+        model = model_for_host(cache_dir, seen.get("host"), cfg.cc, cfg.cflags, threads)
+    except MachineError as exc:
+        print(f"hpcagents: warning: no machine model: {exc}", file=sys.stderr)
+        model = None
     return BuildInfo(
         cc=cfg.cc,
         cflags=cfg.cflags,
-        cpu_model=str(machine.get("cpu_model") or "unknown CPU"),
-        cores=int(machine.get("cores") or 0),
+        cpu_model=str(seen.get("cpu_model") or "unknown CPU"),
+        cores=cores,
+        threads=threads,
+        machine=model.to_dict() if model else None,
     )
 
 
@@ -130,11 +148,13 @@ def generate(
         )
     best_source = Path(best["source"]).read_text()
     pool = pool_from_env(cfg.llm)
+    build = build_info(cfg, best)
+    siblings = [s for s in plan_rec["strategies"] if s["name"] != strategy["name"]]
     messages, context = fit_pg(
         pool.prompt_budget(pg),
         lambda chars: pg_messages(
             kernel,
-            build_info(cfg, best),
+            build,
             iteration,
             pg,
             attempt,
@@ -143,6 +163,7 @@ def generate(
             best_source,
             previous,
             max_error_chars=chars,
+            siblings=siblings,
         ),
     )
     source_out = out_dir / kernel.source
