@@ -41,6 +41,9 @@ def test_threads_and_flags_are_part_of_the_key(tmp_path):
     assert len({one.key, two.key, serial.key}) == 3
     assert len(list(tmp_path.glob("*.json"))) == 3
     assert one.threads == 1 and two.threads == 2
+    # with threads, the one-thread figure is measured too: a busy node shows as poor scaling
+    assert two.peak["single_thread_gflops"] > 0 and two.peak["scaling"] > 0
+    assert ("warning" in two.peak) == (two.peak["scaling"] < machine.MIN_SCALING)
     # without -fopenmp the benchmark cannot use threads, and the model says so
     assert machine_model(tmp_path, "gcc", ("-O2",), 2, settings=QUICK).threads == 1
 
