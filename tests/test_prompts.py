@@ -210,3 +210,42 @@ def test_the_schema_sent_with_the_pm_request_has_n_items(tmp_path, start_scripte
     assert schemas, "the request was not recorded"
     items = schemas[0]["properties"]["strategies"]
     assert items["minItems"] == 3 and items["maxItems"] == 3
+
+
+def test_spec_facts_read_the_parameter_list_form_of_a_spec():
+    """The kernel spec is moving to a generic parameter list (kernels/README.md): the same
+    reader gives its tolerance and poisoned memory, for a stencil-like kernel too."""
+    from types import SimpleNamespace as NS
+
+    class Case(dict):
+        def label(self) -> str:
+            return " ".join(f"{k}={v}" for k, v in self.items())
+
+    def array(name, intent, **kw):
+        fields = {"ld": None, "halo": 0, "poison_when": None} | kw
+        return NS(name=name, kind="array", intent=intent, **fields)
+
+    spec = NS(
+        tolerance=NS(model="error_bound", factor=4.0, terms="7", rtol=0.0, atol=0.0),
+        parameters=(
+            NS(name="n", kind="size"),
+            array("u", "in", halo=1),
+            array("v", "out", halo=1),
+            array("w", "inout", ld="ldw", poison_when="beta == 0"),
+            NS(name="ldw", kind="ld"),
+        ),
+        cases=(Case(n=7, beta=0.0, pad=2), Case(n=1, beta=1.0, pad=0)),
+    )
+    facts = spec_facts(spec)
+    assert facts["tolerance"].startswith("elementwise |out - ref| <= 4 x (7) x eps")
+    assert facts["poison"] == [
+        "u is read-only: it is compared bitwise after every call",
+        "v holds NaN on entry: write every element, never read it",
+        "the 1-cell halo of v must not be written",
+        "w holds NaN on entry when beta == 0: it must not be read then",
+        "the padding of w (from its last extent up to ldw) must not be written",
+        "a write past the end of any array is detected (a guard zone follows each)",
+    ]
+    assert facts["cases"] == ["n=7 beta=0.0 pad=2", "n=1 beta=1.0 pad=0"]
+    relative = NS(**{**vars(spec), "tolerance": NS(model="relative", rtol=1e-12, atol=1e-300)})
+    assert spec_facts(relative)["tolerance"] == "elementwise |out - ref| <= 1e-12 * |ref| + 1e-300"

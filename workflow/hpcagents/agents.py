@@ -104,10 +104,7 @@ def spec_facts(kernel: KernelSpec) -> dict[str, Any]:
     """
     tol = getattr(kernel, "tolerance", None)
     if tol is not None and getattr(tol, "model", "") == "relative":
-        tolerance = (
-            f"elementwise |out - ref| <= {tol.atol:g} + {tol.rtol:g} * |ref| against the "
-            f"reference ({_reference_name(kernel)})"
-        )
+        tolerance = f"elementwise |out - ref| <= {tol.rtol:g} * |ref| + {tol.atol:g}"
     else:
         factor = getattr(tol, "factor", None) or getattr(kernel, "tolerance_factor", 4)
         terms = getattr(tol, "terms", None)
@@ -121,43 +118,50 @@ def spec_facts(kernel: KernelSpec) -> dict[str, Any]:
     poison: list[str] = []
     params = getattr(kernel, "parameters", None)
     cases = list(kernel.cases)
+    padded = any(_case_value(c, "pad", 0) for c in cases)
     if params:
         for p in params:
             if getattr(p, "kind", "") != "array":
                 continue
+            if p.intent == "out":
+                poison.append(f"{p.name} holds NaN on entry: write every element, never read it")
             if p.poison_when:
                 poison.append(
                     f"{p.name} holds NaN on entry when {p.poison_when}: it must not be read then"
                 )
-            if p.ld and any(c.get("pad", 0) for c in cases):
-                if p.intent == "in":
-                    poison.append(
-                        f"the padding of {p.name} (between its last extent and {p.ld}) holds "
-                        "NaN: never read it"
-                    )
-                else:
-                    poison.append(
-                        f"the padding of {p.name} (between its last extent and {p.ld}) holds "
-                        "a sentinel that must not be overwritten"
-                    )
+            if p.intent == "in":
+                poison.append(f"{p.name} is read-only: it is compared bitwise after every call")
+            if p.ld and padded:
+                poison.append(
+                    f"the padding of {p.name} (from its last extent up to {p.ld}) "
+                    + ("holds NaN: never read it" if p.intent == "in" else "must not be written")
+                )
             if p.halo and p.intent != "in":
                 poison.append(f"the {p.halo}-cell halo of {p.name} must not be written")
+        poison.append("a write past the end of any array is detected (a guard zone follows each)")
     else:
-        get = lambda c, k, d=None: getattr(c, k, d)  # noqa: E731 - older Case objects
-        if any(get(c, "beta", 1) == 0 for c in cases):
+        # the spec before the parameter list: dgemm-shaped cases (alpha, beta, pad)
+        if any(_case_value(c, "beta", 1) == 0 for c in cases):
             poison.append("the output holds NaN on entry when beta == 0: it must not be read")
-        if any(get(c, "alpha", 1) == 0 for c in cases):
+        if any(_case_value(c, "alpha", 1) == 0 for c in cases):
             poison.append("the inputs hold NaN when alpha == 0: they must not be read")
-        if any(get(c, "pad", 0) for c in cases):
+        if padded:
             poison.append(
                 "the padding of every input (beyond each row, up to its leading dimension) "
-                "holds NaN, and the output's padding a sentinel that must not be overwritten"
+                "holds NaN, and the output's padding must not be written"
             )
     return {
         "tolerance": tolerance,
         "poison": poison,
         "cases": [c.label() for c in cases],
     }
+
+
+def _case_value(case: Any, key: str, default: Any) -> Any:
+    """A case's value: cases are mappings in the parameter-list spec, objects before."""
+    if hasattr(case, "get"):
+        return case.get(key, default)
+    return getattr(case, key, default)
 
 
 def _reference_name(kernel: KernelSpec) -> str:
