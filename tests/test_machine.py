@@ -164,3 +164,25 @@ def test_the_machine_command_prints_the_model(tmp_path):
     data = json.loads(out.stdout)
     assert data["threads"] == 1 and data["peak_gflops"] > 0 and data["bandwidth_gbs"] > 0
     assert list(tmp_path.glob("*.json"))
+
+
+def test_the_agents_are_told_the_model_of_the_node_that_timed_the_kernels(tmp_path):
+    import dataclasses
+    import socket
+
+    from hpcagents.config import load_config
+    from hpcagents.steps import build_info
+
+    cfg = dataclasses.replace(
+        load_config(REPO_DIR / "config" / "config.yaml"), cflags=FLAGS, threads=1
+    )
+    model = machine_model(tmp_path, cfg.cc, FLAGS, 1, settings=QUICK)
+    here = {"machine": {"host": socket.gethostname(), "cpu_model": "X", "cores": 2}}
+    before = machine.measure_count
+    build = build_info(cfg, here, tmp_path)
+    assert build.machine == model.to_dict() and build.threads == 1
+    # timed on another node (under Slurm): only what that node cached, never this one's
+    there = {"machine": {"host": "compute-17", "cpu_model": "X", "cores": 64}}
+    build = build_info(cfg, there, tmp_path)
+    assert build.machine is None and build.cpu_model == "X" and build.cores == 64
+    assert machine.measure_count == before

@@ -110,7 +110,7 @@ def _cmd_scripted(args: argparse.Namespace) -> int:
 def _cmd_machine(args: argparse.Namespace) -> int:
     import json
 
-    from .machine import MachineError, describe, machine_model, usable_cores
+    from .machine import MachineError, default_cache_dir, describe, machine_model, usable_cores
 
     cc, cflags, threads = "gcc", ("-O3", "-march=native", "-fopenmp"), None
     if args.config:
@@ -120,7 +120,8 @@ def _cmd_machine(args: argparse.Namespace) -> int:
     cflags = tuple(args.cflags.split()) if args.cflags is not None else cflags
     threads = args.threads or threads or usable_cores()
     try:
-        model = machine_model(Path(args.cache_dir), cc, cflags, threads, refresh=args.refresh)
+        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+        model = machine_model(cache_dir, cc, cflags, threads, refresh=args.refresh)
     except MachineError as exc:
         print(f"hpcagents: error: {exc}", file=sys.stderr)
         return 2
@@ -179,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cc", help="compiler (default gcc, or the config's build.cc)")
     p.add_argument("--cflags", help="flags as one string (default -O3 -march=native -fopenmp)")
     p.add_argument("--threads", type=int, help="OpenMP threads (default: all usable cores)")
-    p.add_argument("--cache-dir", default="results/.hpcagents/machine")
+    p.add_argument(
+        "--cache-dir",
+        help="default results/.hpcagents/machine (or $HPCAGENTS_MACHINE_CACHE)",
+    )
     p.add_argument("--refresh", action="store_true", help="measure again, replacing the cache")
     p.add_argument("--json", action="store_true", help="print the model as JSON")
 

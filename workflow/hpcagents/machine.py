@@ -38,8 +38,11 @@ from typing import Any
 from .artifacts import ArtifactError, read_json, write_json
 
 BENCH_DIR = Path(__file__).resolve().parent / "bench_c"
-#: Relative to the campaign's working directory, beside the effective config.
+#: Relative to the campaign's working directory, beside the effective config, so the
+#: figures the prompts quoted stay with the campaign (and an exact replay finds them).
 DEFAULT_CACHE_DIR = Path("results/.hpcagents/machine")
+#: Overrides the cache dir (e.g. one cache for every test campaign of a session).
+CACHE_ENV = "HPCAGENTS_MACHINE_CACHE"
 SOURCES = ("fma_peak.c", "stream_triad.c")
 
 #: How many times a model was measured in this process (tests read it: a cached call
@@ -260,6 +263,10 @@ def compiler_isa(cc: str, cflags: Sequence[str]) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- the cache
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
 
 
 def _sources_sha() -> str:

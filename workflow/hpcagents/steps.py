@@ -19,7 +19,7 @@ from .config import CampaignConfig
 from .evaluate import BuildConfig, EvalConfig, evaluate_source, failed_generation_record
 from .kernelspec import load_kernel
 from .llm import pool_from_env
-from .machine import DEFAULT_CACHE_DIR, MachineError, model_for_host, usable_cores
+from .machine import MachineError, default_cache_dir, model_for_host, usable_cores
 
 
 def _sha(path: Path) -> str:
@@ -32,7 +32,7 @@ def request_seed(cfg: CampaignConfig, iteration: int, pg: int, attempt: int) -> 
 
 
 def build_info(
-    cfg: CampaignConfig, best: dict[str, Any], cache_dir: Path = DEFAULT_CACHE_DIR
+    cfg: CampaignConfig, best: dict[str, Any], cache_dir: Path | None = None
 ) -> BuildInfo:
     """The machine the agents are told about: the node that timed the incumbent.
 
@@ -43,7 +43,9 @@ def build_info(
     cores = int(seen.get("cores") or 0)
     threads = cfg.threads or cores or usable_cores()
     try:
-        model = model_for_host(cache_dir, seen.get("host"), cfg.cc, cfg.cflags, threads)
+        model = model_for_host(
+            cache_dir or default_cache_dir(), seen.get("host"), cfg.cc, cfg.cflags, threads
+        )
     except MachineError as exc:
         print(f"hpcagents: warning: no machine model: {exc}", file=sys.stderr)
         model = None
