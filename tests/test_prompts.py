@@ -156,7 +156,9 @@ def test_pm_history_carries_descriptions_reference_figures_and_roofline():
         "49.00 GFLOP/s = 72.0% of the reference (68.10 GFLOP/s in the same run), "
         "41.7% of the roofline; 1 attempt(s)"
     ) in text
-    assert "= 40.0% of the reference (175.00 GFLOP/s in the same run)" in text
+    # a row without its own roofline figure gets one from the incumbent's attainable rate
+    row = "= 40.0% of the reference (175.00 GFLOP/s in the same run), 59.6% of the roofline"
+    assert row in text  # 70 of 117.5 GFLOP/s
     # an old row without the new fields still reads
     assert "asm_kernel: FAILED (forbidden_code: line 12: 'asm'" in text
 
@@ -184,6 +186,8 @@ def test_prompt_without_a_machine_model_says_only_what_is_known():
     text = fit_pm(KERNEL, bare, 3, 4, BEST, SOURCE, None)[0][-1]["content"]
     assert "CPU: test CPU, 2 cores." in text and "Compiler: gcc; flags" in text
     assert "ISA features" not in text and "Roofline" not in text
+    assert "41.7% of the roofline" in text  # a row's own figure stays
+    assert "59.6% of the roofline" not in text  # none is computed without a machine model
 
 
 def test_plan_schema_asks_for_exactly_n_strategies():

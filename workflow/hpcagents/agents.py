@@ -218,20 +218,27 @@ def _bench_work(kernel: KernelSpec, selected: Mapping[str, Any]) -> tuple[float,
     return None
 
 
-def roofline_line(kernel: KernelSpec, selected: Mapping[str, Any], build: BuildInfo) -> str:
-    """Where the incumbent sits under the roofline, or "" when it is not known.
+def incumbent_roofline(
+    kernel: KernelSpec, selected: Mapping[str, Any], build: BuildInfo
+) -> dict[str, Any] | None:
+    """The incumbent's roofline record: best.json's own (``roofline``) when it has one,
+    else computed from the kernel's flops/bytes and the measured machine model."""
+    if selected.get("roofline"):
+        return dict(selected["roofline"])
+    if not (build.machine and selected.get("best_s")):
+        return None
+    work = _bench_work(kernel, selected)
+    if not work:
+        return None
+    try:
+        return roofline(work[0], work[1], float(selected["best_s"]), build.machine)
+    except (ValueError, KeyError, TypeError):
+        return None
 
-    best.json's own figure (``roofline`` / ``pct_of_roofline``) wins; otherwise it is
-    computed here from the kernel's flops/bytes and the measured machine model.
-    """
-    r = selected.get("roofline")
-    if not r and build.machine and selected.get("best_s"):
-        work = _bench_work(kernel, selected)
-        if work:
-            try:
-                r = roofline(work[0], work[1], float(selected["best_s"]), build.machine)
-            except (ValueError, KeyError, TypeError):
-                r = None
+
+def roofline_line(kernel: KernelSpec, selected: Mapping[str, Any], build: BuildInfo) -> str:
+    """Where the incumbent sits under the roofline, or "" when it is not known."""
+    r = incumbent_roofline(kernel, selected, build)
     if r:
         return (
             f"Roofline: arithmetic intensity {r['arithmetic_intensity']:.2f} flop/byte, "
@@ -258,12 +265,16 @@ def _one_line(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
-def history_text(history: list[dict[str, Any]], limit: int = 40) -> str:
+def history_text(
+    history: list[dict[str, Any]], limit: int = 40, attainable_gflops: float | None = None
+) -> str:
     """The tried strategies and outcomes, newest last; the oldest are cut past ``limit``.
 
     Each row says what the strategy was (its description), what it reached, against
     which reference figure (a % alone hides that the reference itself moves between
-    runs) and, when known, how close to the roofline.
+    runs) and, when known, how close to the roofline: the row's own ``pct_of_roofline``,
+    else its GFLOP/s over ``attainable_gflops`` (every row of a campaign is timed at the
+    same bench size, so the incumbent's attainable figure holds for all of them).
     """
     if not history:
         return "Nothing yet: this is the first iteration after the baseline."
@@ -278,8 +289,11 @@ def history_text(history: list[dict[str, Any]], limit: int = 40) -> str:
                 outcome += f" = {h['pct_of_reference']:.1f}% of the reference"
                 if h.get("reference_gflops"):
                     outcome += f" ({h['reference_gflops']:.2f} GFLOP/s in the same run)"
-            if h.get("pct_of_roofline") is not None:
-                outcome += f", {h['pct_of_roofline']:.1f}% of the roofline"
+            pct_roof = h.get("pct_of_roofline")
+            if pct_roof is None and attainable_gflops:
+                pct_roof = 100.0 * h["gflops"] / attainable_gflops
+            if pct_roof is not None:
+                outcome += f", {pct_roof:.1f}% of the roofline"
         else:
             outcome = f"FAILED ({h['status']}: {_one_line(h['reason'], 160)})"
         what = h["strategy"]
@@ -350,6 +364,7 @@ def pm_messages(
     history_limit: int = 40,
 ) -> list[dict[str, str]]:
     sel = best["selected"]
+    roof = incumbent_roofline(kernel, sel, build)
     user = render(
         "pm",
         **_kernel_values(kernel, build),
@@ -360,7 +375,11 @@ def pm_messages(
         best_performance=performance_line(sel),
         best_roofline=roofline_line(kernel, sel, build),
         best_source=source.rstrip(),
-        history=history_text(best.get("history", []), history_limit),
+        history=history_text(
+            best.get("history", []),
+            history_limit,
+            roof["attainable_gflops"] if roof else None,
+        ),
     )
     return [
         {"role": "system", "content": render("pm_system")},
