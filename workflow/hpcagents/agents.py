@@ -53,8 +53,9 @@ def machine_text(build: BuildInfo) -> str:
     """The machine section: CPU, threads, ISA, caches, compiler, measured limits.
 
     Everything here was measured or read on the node that times the kernels; what is not
-    known is left out rather than guessed (a model that assumes AVX2 on an AVX-512 machine
-    loses half its speed, one told a wrong cache size tiles for the wrong cache).
+    known is left out rather than guessed (a model that assumes AVX2 on a CPU with two
+    512-bit FMA units loses half its speed; one told a wrong cache size tiles for the
+    wrong cache).
     """
     m = build.machine or {}
     threads = build.threads or int(m.get("threads") or 0)
