@@ -139,6 +139,9 @@ def _assert_machine_and_rules(text: str) -> None:
 
 def test_pm_prompt_describes_the_machine_the_rules_and_the_incumbent():
     text = _pm_text()
+    context = fit_pm(KERNEL, BUILD, 3, 4, BEST, SOURCE, None)[1]
+    assert context["machine"]["host"] == "node17"  # plan.json names the model it quoted
+    assert context["machine"]["peak_gflops"] == 117.5
     _assert_machine_and_rules(text)
     # the scripted model's header lines stay
     for header in ("[hpcagents:pm]", "Kernel: dgemm", "Iteration: 3", "Strategies wanted: 4"):

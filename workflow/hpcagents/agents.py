@@ -96,6 +96,14 @@ def machine_text(build: BuildInfo) -> str:
     return "\n".join(lines)
 
 
+def machine_provenance(build: BuildInfo) -> dict[str, Any] | None:
+    """Which measured model the prompt quoted (the cache file's key), for plan.json."""
+    m = build.machine
+    if not m:
+        return None
+    return {k: m.get(k) for k in ("host", "key", "measured_at", "peak_gflops", "bandwidth_gbs")}
+
+
 def spec_facts(kernel: KernelSpec) -> dict[str, Any]:
     """Tolerance, poisoned memory and validation cases, read from the kernel spec.
 
@@ -352,6 +360,7 @@ def fit_pm(
         "estimated_tokens": estimate_tokens(messages),
         "history_entries_cut": max(0, total - limit),
         "fits": budget is None or estimate_tokens(messages) <= budget,
+        "machine": machine_provenance(build),
     }
 
 
