@@ -197,6 +197,7 @@ def _kernel_values(kernel: KernelSpec, build: BuildInfo) -> dict[str, Any]:
         "kernel": kernel.name,
         "title": kernel.title,
         "description": kernel.description.strip(),
+        "function": kernel.function,
         "signature": " ".join(kernel.signature.split()),
         "constraints": "\n".join(f"- {c}" for c in kernel.constraints),
         "cpu_model": build.cpu_model,
@@ -209,7 +210,10 @@ def _kernel_values(kernel: KernelSpec, build: BuildInfo) -> dict[str, Any]:
 
 
 def _size_label(bench: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in bench.items()) or "the bench size"
+    return (
+        " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in bench.items())
+        or "the bench size"
+    )
 
 
 def _bench_work(kernel: KernelSpec, selected: Mapping[str, Any]) -> tuple[float, float] | None:
@@ -264,7 +268,7 @@ def performance_line(selected: dict[str, Any]) -> str:
     size = _size_label(selected.get("bench") or {})
     return (
         f"{selected['gflops']:.2f} GFLOP/s at {size}, "
-        f"{selected['pct_of_reference']:.1f}% of the reference library "
+        f"{selected['pct_of_reference']:.1f}% of the reference "
         f"({selected['reference_gflops']:.2f} GFLOP/s measured in the same run)"
     )
 
