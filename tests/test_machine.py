@@ -186,3 +186,26 @@ def test_the_agents_are_told_the_model_of_the_node_that_timed_the_kernels(tmp_pa
     build = build_info(cfg, there, tmp_path)
     assert build.machine is None and build.cpu_model == "X" and build.cores == 64
     assert machine.measure_count == before
+
+
+def test_cache_sizes_from_lscpu_where_sysfs_has_none(tmp_path):
+    data = {
+        "caches": [
+            {"name": "L1d", "one-size": "49152", "all-size": "3145728", "type": "Data", "level": 1},
+            {
+                "name": "L3",
+                "one-size": "62914560",
+                "all-size": "125829120",
+                "type": "Unified",
+                "level": 3,
+            },
+        ]
+    }
+    assert machine.caches_from_lscpu(data, 128) == (
+        {"level": 1, "type": "Data", "size_kib": 48, "shared_by": 2},
+        {"level": 3, "type": "Unified", "size_kib": 61440, "shared_by": 64},
+    )
+    # a cpu dir without cache entries (tmp_path) falls back to lscpu: the same levels
+    fallback, sysfs = machine.caches(tmp_path), machine.caches()
+    assert {c["level"] for c in fallback} == {c["level"] for c in sysfs}
+    assert machine.last_level_cache_bytes() > 0

@@ -212,7 +212,39 @@ def caches(cpu_dir: Path = Path("/sys/devices/system/cpu")) -> tuple[dict[str, A
         except (OSError, ValueError):
             continue
         out.append({"level": level, "type": kind, "size_kib": size, "shared_by": shared})
+    return tuple(out) or _lscpu_caches()
+
+
+def caches_from_lscpu(data: Mapping[str, Any], cpus: int) -> tuple[dict[str, Any], ...]:
+    """Cache levels from ``lscpu -J -C -B`` (where sysfs has no cache directory):
+    instances = all-size / one-size, each shared by cpus / instances CPUs."""
+    out = []
+    for c in data.get("caches", []):
+        try:
+            one, total = int(c["one-size"]), int(c["all-size"])
+            level = int(c["level"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        instances = max(1, total // one) if one else 1
+        out.append(
+            {
+                "level": level,
+                "type": str(c.get("type", "Unified")),
+                "size_kib": one // 1024,
+                "shared_by": max(1, cpus // instances),
+            }
+        )
     return tuple(out)
+
+
+def _lscpu_caches() -> tuple[dict[str, Any], ...]:
+    try:
+        out = subprocess.run(
+            ["lscpu", "-J", "-C", "-B"], capture_output=True, text=True, timeout=30
+        )
+        return caches_from_lscpu(json.loads(out.stdout), os.cpu_count() or 1)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return ()
 
 
 def last_level_cache_bytes(cpu_dir: Path = Path("/sys/devices/system/cpu")) -> int:
@@ -232,6 +264,15 @@ def last_level_cache_bytes(cpu_dir: Path = Path("/sys/devices/system/cpu")) -> i
             top, instances = level, {}
         if level == top:
             instances[shared] = size
+    if not instances:  # no sysfs cache directories: lscpu's view, all instances together
+        levels = _lscpu_caches()
+        top = max((c["level"] for c in levels), default=0)
+        cpus = os.cpu_count() or 1
+        return sum(
+            c["size_kib"] * 1024 * max(1, cpus // c["shared_by"])
+            for c in levels
+            if c["level"] == top and c["type"] != "Instruction"
+        )
     return sum(instances.values())
 
 
