@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,13 @@ import pytest
 import yaml
 from hpcagents.artifacts import REPO_DIR
 from hpcagents.scripted import serve
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_machine_model_per_session(tmp_path_factory) -> None:
+    """Every test campaign runs on this host with the same compiler, flags and threads:
+    the machine model is measured once for the session, not once per campaign."""
+    os.environ.setdefault("HPCAGENTS_MACHINE_CACHE", str(tmp_path_factory.mktemp("machine")))
 
 
 @pytest.fixture

@@ -9,9 +9,11 @@ loop feeds back.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -21,6 +23,7 @@ from .artifacts import PROMPT_DIR, ArtifactError, load_schema, validate, write_t
 from .extract import extract_code, extract_json
 from .kernelspec import KernelSpec
 from .llm import LLMPool, prompt_hash
+from .machine import cache_label, roofline
 
 
 def render(name: str, **values: Any) -> str:
@@ -31,12 +34,162 @@ def render(name: str, **values: Any) -> str:
 
 @dataclass(frozen=True)
 class BuildInfo:
-    """What the agents are told about the machine and the fixed build."""
+    """What the agents are told about the machine and the fixed build.
+
+    ``machine`` is the measured machine model (``MachineModel.to_dict()``) of the node
+    that times the kernels, or None when it could not be measured there; ``threads`` is
+    the OpenMP thread count every evaluation sets (0: unknown).
+    """
 
     cc: str
     cflags: tuple[str, ...]
     cpu_model: str
     cores: int
+    threads: int = 0
+    machine: Mapping[str, Any] | None = None
+
+
+def machine_text(build: BuildInfo) -> str:
+    """The machine section: CPU, threads, ISA, caches, compiler, measured limits.
+
+    Everything here was measured or read on the node that times the kernels; what is not
+    known is left out rather than guessed (a model that assumes AVX2 on a CPU with two
+    512-bit FMA units loses half its speed; one told a wrong cache size tiles for the
+    wrong cache).
+    """
+    m = build.machine or {}
+    threads = build.threads or int(m.get("threads") or 0)
+    cores = int(m.get("cores") or build.cores or 0)
+    cpu = m.get("cpu_model") or build.cpu_model
+    lines = [f"CPU: {cpu}" + (f", {cores} cores" if cores else "") + "."]
+    if threads:
+        lines.append(
+            f"Threads: the kernel runs with exactly {threads} OpenMP thread(s): "
+            f"OMP_NUM_THREADS={threads} is set (OMP_PROC_BIND=close, OMP_PLACES=cores) for "
+            "every validation and timed call, and for the reference."
+        )
+    if m.get("isa"):
+        lines.append(f"ISA features of the CPU: {' '.join(m['isa'])}.")
+    peak = m.get("peak") or {}
+    if m.get("compiler_isa"):
+        bits = peak.get("vector_bits")
+        widest = f" (widest double vector: {bits} bits = {bits // 64} doubles)" if bits else ""
+        lines.append(
+            f"The fixed flags let the compiler use: {' '.join(m['compiler_isa'])}{widest}."
+        )
+    if m.get("caches"):
+        lines.append(f"Caches: {', '.join(cache_label(c) for c in m['caches'])}.")
+    version = m.get("cc_version")
+    lines.append(
+        f"Compiler: {build.cc}"
+        + (f', version "{version}"' if version else "")
+        + f"; flags (fixed, never changed): {' '.join(build.cflags)}"
+    )
+    if m.get("peak_gflops") and m.get("bandwidth_gbs"):
+        ridge = float(m["peak_gflops"]) / float(m["bandwidth_gbs"])
+        lines.append(
+            f"Measured limits with these flags and {m.get('threads')} thread(s): peak "
+            f"{float(m['peak_gflops']):.1f} GFLOP/s in double precision (FMA micro-benchmark), "
+            f"memory bandwidth {float(m['bandwidth_gbs']):.1f} GB/s (STREAM triad). A kernel "
+            f"below {ridge:.2f} flop/byte is memory-bound, above it compute-bound."
+        )
+    return "\n".join(lines)
+
+
+def machine_provenance(build: BuildInfo) -> dict[str, Any] | None:
+    """Which measured model the prompt quoted (the cache file's key), for plan.json."""
+    m = build.machine
+    if not m:
+        return None
+    return {k: m.get(k) for k in ("host", "key", "measured_at", "peak_gflops", "bandwidth_gbs")}
+
+
+def spec_facts(kernel: KernelSpec) -> dict[str, Any]:
+    """Tolerance, poisoned memory and validation cases, read from the kernel spec.
+
+    The one place that knows the spec's shape. It reads both forms: the parameter list
+    (``kernel.tolerance``, ``kernel.parameters`` with ``poison_when``/``ld``/``halo``)
+    and the older dgemm-shaped one (``tolerance_factor``, cases with alpha/beta/pad).
+    """
+    tol = getattr(kernel, "tolerance", None)
+    if tol is not None and getattr(tol, "model", "") == "relative":
+        tolerance = f"elementwise |out - ref| <= {tol.rtol:g} * |ref| + {tol.atol:g}"
+    else:
+        factor = getattr(tol, "factor", None) or getattr(kernel, "tolerance_factor", 4)
+        terms = getattr(tol, "terms", None)
+        tolerance = (
+            f"elementwise |out - ref| <= {float(factor):g} x "
+            + (f"({terms})" if terms and terms != "1" else "(the number of terms summed)")
+            + " x eps x (the reference computed on absolute values): the forward-error "
+            "bound of any summation order, so reordering, blocking and FMA pass and "
+            "single-precision arithmetic does not"
+        )
+    poison: list[str] = []
+    params = getattr(kernel, "parameters", None)
+    cases = list(kernel.cases)
+    padded = any(_case_value(c, "pad", 0) for c in cases)
+    if params:
+        for p in params:
+            if getattr(p, "kind", "") != "array":
+                continue
+            if p.intent == "out":
+                poison.append(f"{p.name} holds NaN on entry: write every element, never read it")
+            if p.poison_when:
+                poison.append(
+                    f"{p.name} holds NaN on entry when {p.poison_when}: it must not be read then"
+                )
+            if p.intent == "in":
+                poison.append(f"{p.name} is read-only: it is compared bitwise after every call")
+            if p.ld and padded:
+                poison.append(
+                    f"the padding of {p.name} (from its last extent up to {p.ld}) "
+                    + ("holds NaN: never read it" if p.intent == "in" else "must not be written")
+                )
+            if p.halo and p.intent != "in":
+                poison.append(f"the {p.halo}-cell halo of {p.name} must not be written")
+        poison.append("a write past the end of any array is detected (a guard zone follows each)")
+    else:
+        # the spec before the parameter list: dgemm-shaped cases (alpha, beta, pad)
+        if any(_case_value(c, "beta", 1) == 0 for c in cases):
+            poison.append("the output holds NaN on entry when beta == 0: it must not be read")
+        if any(_case_value(c, "alpha", 1) == 0 for c in cases):
+            poison.append("the inputs hold NaN when alpha == 0: they must not be read")
+        if padded:
+            poison.append(
+                "the padding of every input (beyond each row, up to its leading dimension) "
+                "holds NaN, and the output's padding must not be written"
+            )
+    return {
+        "tolerance": tolerance,
+        "poison": poison,
+        "cases": [c.label() for c in cases],
+    }
+
+
+def _case_value(case: Any, key: str, default: Any) -> Any:
+    """A case's value: cases are mappings in the parameter-list spec, objects before."""
+    if hasattr(case, "get"):
+        return case.get(key, default)
+    return getattr(case, key, default)
+
+
+def _reference_name(kernel: KernelSpec) -> str:
+    ref = kernel.reference
+    return str(getattr(ref, "describe", ref))
+
+
+def rules_text(kernel: KernelSpec) -> str:
+    """The rules the evaluation enforces, so a model does not spend a repair learning them."""
+    facts = spec_facts(kernel)
+    poison = "\n".join(f"  - {p}" for p in facts["poison"]) or "  - (nothing poisoned)"
+    return render(
+        "rules",
+        function=kernel.function,
+        tolerance=facts["tolerance"],
+        poison=poison,
+        cases="; ".join(facts["cases"]),
+        reference=_reference_name(kernel),
+    ).strip()
 
 
 def _kernel_values(kernel: KernelSpec, build: BuildInfo) -> dict[str, Any]:
@@ -51,13 +204,68 @@ def _kernel_values(kernel: KernelSpec, build: BuildInfo) -> dict[str, Any]:
         "cores": build.cores,
         "cc": build.cc,
         "cflags": " ".join(build.cflags),
+        "machine": machine_text(build),
+        "rules": rules_text(kernel),
     }
+
+
+def _size_label(bench: Mapping[str, Any]) -> str:
+    return (
+        " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in bench.items())
+        or "the bench size"
+    )
+
+
+def _bench_work(kernel: KernelSpec, selected: Mapping[str, Any]) -> tuple[float, float] | None:
+    """Flops and bytes of the incumbent's timed call, from the kernel's expressions.
+
+    Works with a spec whose ``flops``/``bytes`` take the case as a mapping, and with the
+    older ones that take m, n, k; None when neither fits what best.json recorded.
+    """
+    bench = dict(selected.get("bench") or {})
+    for call in (lambda f: f(bench), lambda f: f(*(bench[d] for d in ("m", "n", "k")))):
+        try:
+            return float(call(kernel.flops)), float(call(kernel.bytes))
+        except Exception:  # noqa: BLE001 - a spec shape this reader does not know
+            continue
+    return None
+
+
+def incumbent_roofline(
+    kernel: KernelSpec, selected: Mapping[str, Any], build: BuildInfo
+) -> dict[str, Any] | None:
+    """The incumbent's roofline record: best.json's own (``roofline``) when it has one,
+    else computed from the kernel's flops/bytes and the measured machine model."""
+    if selected.get("roofline"):
+        return dict(selected["roofline"])
+    if not (build.machine and selected.get("best_s")):
+        return None
+    work = _bench_work(kernel, selected)
+    if not work:
+        return None
+    try:
+        return roofline(work[0], work[1], float(selected["best_s"]), build.machine)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def roofline_line(kernel: KernelSpec, selected: Mapping[str, Any], build: BuildInfo) -> str:
+    """Where the incumbent sits under the roofline, or "" when it is not known."""
+    r = incumbent_roofline(kernel, selected, build)
+    if r:
+        return (
+            f"Roofline: arithmetic intensity {r['arithmetic_intensity']:.2f} flop/byte, "
+            f"{r['bound']}-bound; attainable {r['attainable_gflops']:.1f} GFLOP/s; the current "
+            f"best reaches {r['pct_of_roofline']:.1f}% of it."
+        )
+    if selected.get("pct_of_roofline") is not None:
+        return f"Roofline: the current best reaches {selected['pct_of_roofline']:.1f}% of it."
+    return ""
 
 
 def performance_line(selected: dict[str, Any]) -> str:
     """One line the agents read: GFLOP/s, % of the reference, at which size."""
-    bench = selected.get("bench") or {}
-    size = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in bench.items())
+    size = _size_label(selected.get("bench") or {})
     return (
         f"{selected['gflops']:.2f} GFLOP/s at {size}, "
         f"{selected['pct_of_reference']:.1f}% of the reference "
@@ -65,8 +273,22 @@ def performance_line(selected: dict[str, Any]) -> str:
     )
 
 
-def history_text(history: list[dict[str, Any]], limit: int = 40) -> str:
-    """The tried strategies and outcomes, newest last; the oldest are cut past ``limit``."""
+def _one_line(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def history_text(
+    history: list[dict[str, Any]], limit: int = 40, attainable_gflops: float | None = None
+) -> str:
+    """The tried strategies and outcomes, newest last; the oldest are cut past ``limit``.
+
+    Each row says what the strategy was (its description), what it reached, against
+    which reference figure (a % alone hides that the reference itself moves between
+    runs) and, when known, how close to the roofline: the row's own ``pct_of_roofline``,
+    else its GFLOP/s over ``attainable_gflops`` (every row of a campaign is timed at the
+    same bench size, so the incumbent's attainable figure holds for all of them).
+    """
     if not history:
         return "Nothing yet: this is the first iteration after the baseline."
     lines = []
@@ -75,16 +297,41 @@ def history_text(history: list[dict[str, Any]], limit: int = 40) -> str:
         lines.append(f"({cut} older entries omitted)")
     for h in history[cut:] if limit > 0 else []:
         if h["status"] == "ok":
-            outcome = (
-                f"valid, {h['gflops']:.2f} GFLOP/s ({h['pct_of_reference']:.1f}% of reference)"
-            )
+            outcome = f"valid, {h['gflops']:.2f} GFLOP/s"
+            if h.get("pct_of_reference") is not None:
+                outcome += f" = {h['pct_of_reference']:.1f}% of the reference"
+                if h.get("reference_gflops"):
+                    outcome += f" ({h['reference_gflops']:.2f} GFLOP/s in the same run)"
+            pct_roof = h.get("pct_of_roofline")
+            if pct_roof is None and attainable_gflops:
+                pct_roof = 100.0 * h["gflops"] / attainable_gflops
+            if pct_roof is not None:
+                outcome += f", {pct_roof:.1f}% of the roofline"
         else:
-            outcome = f"FAILED ({h['status']}: {h['reason'][:160]})"
+            outcome = f"FAILED ({h['status']}: {_one_line(h['reason'], 160)})"
+        what = h["strategy"]
+        if h.get("strategy_description"):
+            what += f" ({_one_line(h['strategy_description'], 240)})"
         lines.append(
-            f"- iteration {h['iteration']}, PG {h['pg']}: {h['strategy']}: {outcome} "
-            f"after {h['attempts']} attempt(s)"
+            f"- iteration {h['iteration']}, PG {h['pg']}: {what}: {outcome}; "
+            f"{h['attempts']} attempt(s)"
         )
     return "\n".join(lines)
+
+
+def siblings_text(siblings: Sequence[Mapping[str, str]]) -> str:
+    """The other PGs' strategies of this iteration, one line each."""
+    if not siblings:
+        return "(you are the only programmer in this iteration)"
+    return "\n".join(f"- {s['name']}: {_one_line(s.get('description', ''), 200)}" for s in siblings)
+
+
+def plan_schema(n: int) -> dict[str, Any]:
+    """The PM answer schema sent with ``response_format``: exactly ``n`` strategies."""
+    schema = copy.deepcopy(load_schema("pm_answer"))
+    schema["properties"]["strategies"]["minItems"] = n
+    schema["properties"]["strategies"]["maxItems"] = n
+    return schema
 
 
 def estimate_tokens(messages: list[dict[str, str]]) -> int:
@@ -117,6 +364,7 @@ def fit_pm(
         "estimated_tokens": estimate_tokens(messages),
         "history_entries_cut": max(0, total - limit),
         "fits": budget is None or estimate_tokens(messages) <= budget,
+        "machine": machine_provenance(build),
     }
 
 
@@ -130,6 +378,7 @@ def pm_messages(
     history_limit: int = 40,
 ) -> list[dict[str, str]]:
     sel = best["selected"]
+    roof = incumbent_roofline(kernel, sel, build)
     user = render(
         "pm",
         **_kernel_values(kernel, build),
@@ -138,8 +387,13 @@ def pm_messages(
         best_iteration=sel["iteration"],
         best_strategy=sel["strategy"],
         best_performance=performance_line(sel),
+        best_roofline=roofline_line(kernel, sel, build),
         best_source=source.rstrip(),
-        history=history_text(best.get("history", []), history_limit),
+        history=history_text(
+            best.get("history", []),
+            history_limit,
+            roof["attainable_gflops"] if roof else None,
+        ),
     )
     return [
         {"role": "system", "content": render("pm_system")},
@@ -189,9 +443,7 @@ def run_pm(
     calls: list[dict[str, Any]] = []
     errors: list[str] = []
     for ask in range(max_reasks + 1):
-        result = pool.chat(
-            messages, index=iteration, seed=seed + ask, json_schema=load_schema("pm_answer")
-        )
+        result = pool.chat(messages, index=iteration, seed=seed + ask, json_schema=plan_schema(n))
         calls.append({**result.record(), "prompt_sha256": prompt_hash(messages)})
         try:
             strategies = check_plan(extract_json(result.text), n)
@@ -264,7 +516,14 @@ def pg_messages(
     best_source: str,
     previous: Previous | None,
     max_error_chars: int = 6000,
+    *,
+    siblings: Sequence[Mapping[str, str]] = (),
 ) -> list[dict[str, str]]:
+    """PG messages: a first attempt (``pg.txt``) or a repair (``repair.txt``).
+
+    ``siblings`` are the other strategies of this iteration, so a PG knows what its
+    teammates cover and does not drift into their work.
+    """
     common = {
         **_kernel_values(kernel, build),
         "iteration": iteration,
@@ -278,7 +537,9 @@ def pg_messages(
             "pg",
             **common,
             best_performance=performance_line(best["selected"]),
+            best_roofline=roofline_line(kernel, best["selected"], build),
             best_source=best_source.rstrip(),
+            siblings=siblings_text(siblings),
         )
     else:
         error = previous.error

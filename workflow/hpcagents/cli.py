@@ -139,6 +139,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_campaign(args)
 
 
+def _cmd_machine(args: argparse.Namespace) -> int:
+    import json
+
+    from .machine import MachineError, default_cache_dir, describe, machine_model, usable_cores
+
+    cc, cflags, threads = "gcc", ("-O3", "-march=native", "-fopenmp"), None
+    if args.config:
+        cfg = _cfg(args)
+        cc, cflags, threads = cfg.cc, cfg.cflags, cfg.threads
+    cc = args.cc or cc
+    cflags = tuple(args.cflags.split()) if args.cflags is not None else cflags
+    threads = args.threads or threads or usable_cores()
+    try:
+        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+        model = machine_model(cache_dir, cc, cflags, threads, refresh=args.refresh)
+    except MachineError as exc:
+        print(f"hpcagents: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(model.to_dict(), indent=2) if args.json else describe(model))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -189,6 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=float, default=0.2, help="scripted model latency (s)")
     p.add_argument("--cores", default="all")
     p.add_argument("snakemake_args", nargs="*", help="extra snakemake arguments (after --)")
+
+    p = add(
+        "machine",
+        _cmd_machine,
+        "measure (once, then cached) peak FP64 FLOP/s and STREAM bandwidth of this host",
+    )
+    p.add_argument("--config", help="take cc, cflags and threads from this campaign config")
+    p.add_argument("--cc", help="compiler (default gcc, or the config's build.cc)")
+    p.add_argument("--cflags", help="flags as one string (default -O3 -march=native -fopenmp)")
+    p.add_argument("--threads", type=int, help="OpenMP threads (default: all usable cores)")
+    p.add_argument(
+        "--cache-dir",
+        help="default results/.hpcagents/machine (or $HPCAGENTS_MACHINE_CACHE)",
+    )
+    p.add_argument("--refresh", action="store_true", help="measure again, replacing the cache")
+    p.add_argument("--json", action="store_true", help="print the model as JSON")
 
     p = add("check-config", _cmd_check_config, "validate a config file")
     p.add_argument("--config", required=True)

@@ -102,6 +102,8 @@ def selected_record(att: Attempt, iteration: int, pg: int, source: Path) -> dict
         "median_s": timing["median_s"],
         "noise": round(_noise(ev), 6),
         "pct_of_reference": ev["pct_of_reference"],
+        "pct_of_roofline": ev.get("pct_of_roofline"),
+        "roofline": ev.get("roofline"),
         "reference_gflops": ref["gflops"],
         "bench": dict(timing["case"]),
         "evaluation": str(att.directory / "evaluation.json"),
@@ -125,6 +127,7 @@ def candidate_row(iteration: int, pg: int, attempts: list[Attempt]) -> dict[str,
         "reason": ev.get("reason", ""),
         "gflops": timing.get("gflops"),
         "pct_of_reference": ev.get("pct_of_reference"),
+        "pct_of_roofline": ev.get("pct_of_roofline"),
         "reference_gflops": (ev.get("reference") or {}).get("gflops"),
         "evaluation": str(final.directory / "evaluation.json"),
     }
@@ -144,6 +147,8 @@ def _from_round(
         "median_s": entry["median_s"],
         "noise": round(_round_noise(entry), 6),
         "pct_of_reference": entry["pct_of_reference"],
+        "pct_of_roofline": entry.get("pct_of_roofline"),
+        "roofline": entry.get("roofline"),
         "reference_gflops": fr["reference"]["gflops"],
         "bench": fr["case"],
         "evaluation": str(att.directory / "evaluation.json"),
@@ -273,6 +278,7 @@ def select_iteration(
                 "status",
                 "reason",
                 "reference_gflops",
+                "pct_of_roofline",
             )
         }
         | {"gflops": r["gflops"], "pct_of_reference": r["pct_of_reference"]}

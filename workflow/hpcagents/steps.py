@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,16 @@ from .artifacts import read_json, write_json
 from .config import CampaignConfig
 from .evaluate import BuildConfig, EvalConfig, evaluate_source, failed_generation_record
 from .finalround import final_round
-from .kernelspec import load_kernel
+from .kernelspec import KernelSpec, load_kernel
 from .llm import pool_from_env
+from .machine import (
+    MachineError,
+    default_cache_dir,
+    machine_model,
+    model_for_host,
+    roofline,
+    usable_cores,
+)
 from .select import attempts_of, finalists
 from .steptime import step_record
 
@@ -32,13 +41,31 @@ def request_seed(cfg: CampaignConfig, iteration: int, pg: int, attempt: int) -> 
     return cfg.seed * 1_000_003 + iteration * 10_007 + pg * 101 + attempt
 
 
-def build_info(cfg: CampaignConfig, best: dict[str, Any]) -> BuildInfo:
-    machine = best.get("machine") or {}
+def build_info(
+    cfg: CampaignConfig, best: dict[str, Any], cache_dir: Path | None = None
+) -> BuildInfo:
+    """The machine the agents are told about: the node that timed the incumbent.
+
+    Its measured model comes from the machine cache (measured here when this is that
+    node); without one the prompts carry only the CPU string and core count.
+    """
+    seen = best.get("machine") or {}
+    cores = int(seen.get("cores") or 0)
+    threads = cfg.threads or cores or usable_cores()
+    try:
+        model = model_for_host(
+            cache_dir or default_cache_dir(), seen.get("host"), cfg.cc, cfg.cflags, threads
+        )
+    except MachineError as exc:
+        print(f"hpcagents: warning: no machine model: {exc}", file=sys.stderr)
+        model = None
     return BuildInfo(
         cc=cfg.cc,
         cflags=cfg.cflags,
-        cpu_model=str(machine.get("cpu_model") or "unknown CPU"),
-        cores=int(machine.get("cores") or 0),
+        cpu_model=str(seen.get("cpu_model") or "unknown CPU"),
+        cores=cores,
+        threads=threads,
+        machine=model.to_dict() if model else None,
     )
 
 
@@ -135,11 +162,13 @@ def generate(
         )
     best_source = Path(best["source"]).read_text()
     pool = pool_from_env(cfg.llm)
+    build = build_info(cfg, best)
+    siblings = [s for s in plan_rec["strategies"] if s["name"] != strategy["name"]]
     messages, context = fit_pg(
         pool.prompt_budget(pg),
         lambda chars: pg_messages(
             kernel,
-            build_info(cfg, best),
+            build,
             iteration,
             pg,
             attempt,
@@ -148,6 +177,7 @@ def generate(
             best_source,
             previous,
             max_error_chars=chars,
+            siblings=siblings,
         ),
     )
     source_out = out_dir / kernel.source
@@ -190,24 +220,34 @@ def evaluate_attempt(cfg: CampaignConfig, kernel_name: str, attempt_dir: Path) -
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=attempt_dir))
         try:
             record = evaluate_source(
-                kernel,
-                source,
-                work,
-                BuildConfig(cc=cfg.cc, cflags=cfg.cflags),
-                EvalConfig(
-                    repeats=cfg.repeats,
-                    warmup=cfg.warmup,
-                    timeout_s=cfg.timeout_s,
-                    bench_size=cfg.bench_size,
-                    blas=cfg.blas,
-                    threads=cfg.threads,
-                ),
+                kernel, source, work, BuildConfig(cc=cfg.cc, cflags=cfg.cflags), eval_config(cfg)
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    if record["status"] == "ok":
+        figure = roofline_of(cfg, kernel, record["timing"]["best_s"])
+        record["roofline"] = figure
+        record["pct_of_roofline"] = figure["pct_of_roofline"] if figure else None
     record["step"] = step_record()
     write_json(attempt_dir / "evaluation.json", record, "evaluation")
     return record
+
+
+def roofline_of(cfg: CampaignConfig, kernel: KernelSpec, best_s: float) -> dict[str, Any] | None:
+    """Where a timed kernel sits under this host's measured roofline (None if unmeasurable).
+
+    The machine model is measured once per host, flags and thread count, here where the
+    evaluation runs (the timing slot locally, the exclusive node under Slurm), and cached.
+    """
+    case = kernel.bench_case(cfg.bench_size)
+    try:
+        model = machine_model(
+            default_cache_dir(), cfg.cc, cfg.cflags, cfg.threads or usable_cores()
+        )
+        return roofline(kernel.flops(case), kernel.bytes(case), best_s, model)
+    except (MachineError, ValueError) as exc:
+        print(f"no roofline figure: {exc}")
+        return None
 
 
 def eval_config(cfg: CampaignConfig) -> EvalConfig:
@@ -291,6 +331,11 @@ def final_round_step(
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    for entry in record["contenders"]:
+        if entry["status"] == "ok" and entry.get("best_s"):
+            figure = roofline_of(cfg, kernel, entry["best_s"])
+            entry["roofline"] = figure
+            entry["pct_of_roofline"] = figure["pct_of_roofline"] if figure else None
     record.update(iteration=iteration, finalists=why, step=step_record())
     write_json(out, record, "final_round")
     return record

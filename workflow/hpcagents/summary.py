@@ -53,6 +53,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
             "iteration": i,
             "gflops": sel["gflops"],
             "pct_of_reference": sel["pct_of_reference"],
+            "pct_of_roofline": sel.get("pct_of_roofline"),
             "changed": best["changed"],
             "winner_pg": sel["pg"],
             "winner_strategy": sel["strategy"],
@@ -87,6 +88,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
             "strategy": sel["strategy"],
             "gflops": sel["gflops"],
             "pct_of_reference": sel["pct_of_reference"],
+            "pct_of_roofline": sel.get("pct_of_roofline"),
             "source": sel["source"],
         }
 
@@ -140,7 +142,7 @@ def _inflight(row: dict[str, Any]) -> str:
 def table(summary: dict[str, Any]) -> str:
     """The per-iteration table the demo prints."""
     head = (
-        f"{'iter':>4}  {'GFLOP/s':>8}  {'% ref':>6}  {'winner':<28} {'valid':>5}  "
+        f"{'iter':>4}  {'GFLOP/s':>8}  {'% ref':>6}  {'% roof':>6}  {'winner':<28} {'valid':>5}  "
         f"{'attempts':>8}  {'repairs ok/all':>14}  {'tokens':>7}  {'wall s':>7}  "
         f"{'crit s':>7}  {'w/crit':>6}  {'in flight':>9}"
     )
@@ -150,6 +152,7 @@ def table(summary: dict[str, Any]) -> str:
         winner = f"pg{r['winner_pg']} {r['winner_strategy']}{mark}"
         lines.append(
             f"{r['iteration']:>4}  {r['gflops']:>8.2f}  {r['pct_of_reference']:>6.1f}  "
+            f"{_fig(r.get('pct_of_roofline'), 6, 1)}  "
             f"{winner[:28]:<28} {r['valid']:>2}/{r['candidates']:<2}  {r['attempts']:>8}  "
             f"{r['repairs_succeeded']:>6}/{r['repairs']:<7}  {r['tokens']:>7}  "
             f"{_fig(r.get('wall_s'), 7, 1)}  {_fig(r.get('critical_path_s'), 7, 1)}  "
@@ -163,6 +166,7 @@ def table(summary: dict[str, Any]) -> str:
         f"baseline, {summary['final']['pct_of_reference']:.1f}% of {summary['build']['blas']}"
     )
     lines.append(
+        "% roof: of this host's measured roofline, min(peak, intensity x bandwidth); "
         "wall s: the iteration's wall time; crit s: its critical path (plan + the slowest "
         "PG's generate/evaluate chain + final round + select); in flight: LLM requests in "
         "flight, max / mean while any"
