@@ -3,8 +3,9 @@
 The decision uses only figures measured side by side: the iteration's final round
 re-times the finalists and the incumbent interleaved in one job (``finalround``), so a
 machine that drifts between jobs cannot crown a slower kernel. A candidate displaces the
-incumbent only when its gain exceeds the noise measured in that round: the spread
-between best and median (its own and the incumbent's), floored at ``MIN_MARGIN``.
+incumbent only when its gain exceeds the noise measured in that round: how far each
+one's best run stands from its second best (its own and the incumbent's), floored at
+``MIN_MARGIN``.
 Otherwise two equally fast kernels would swap places on noise alone and the campaign
 would chase its own measurement error.
 """
@@ -85,6 +86,17 @@ def finalists(pg_finals: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
 
 
 def _round_noise(entry: dict[str, Any]) -> float:
+    """How uncertain a contender's best time is: the gap to its second-best run.
+
+    A disturbance (another tenant, an interrupt) only ever slows a run down, so the best
+    of the interleaved rounds is the estimate, and it is as trustworthy as it is
+    corroborated: when the two fastest runs agree, one lucky or unlucky run elsewhere does
+    not matter (the spread to the median would make every busy machine refuse every
+    change). With a single run there is nothing to corroborate it: the median rule applies.
+    """
+    runs = sorted(entry.get("runs_s") or [])
+    if len(runs) >= 2 and runs[0] > 0:
+        return runs[1] / runs[0] - 1.0
     best, median = entry.get("best_s"), entry.get("median_s")
     return max(0.0, median / best - 1.0) if best and median else 0.0
 
