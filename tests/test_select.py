@@ -1,0 +1,81 @@
+"""Selection decides on the final round's side-by-side figures, and says why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpcagents.select import Attempt, _decide, _round_noise
+
+
+def _attempt(pg: int, strategy: str) -> Attempt:
+    gen = {"iteration": 1, "pg": pg, "attempt": 0, "strategy": strategy}
+    return Attempt(Path(f"/c/iter1/pg{pg}/attempt0"), gen, {"status": "ok"})
+
+
+def _entry(label: str, runs: list[float], status: str = "ok") -> dict:
+    best = min(runs) if runs else None
+    return {
+        "label": label,
+        "status": status,
+        "reason": "" if status == "ok" else "wrong output in round 2",
+        "runs_s": runs,
+        "best_s": best,
+        "median_s": sorted(runs)[len(runs) // 2] if runs else None,
+        "gflops": 1.0 / best if best else None,
+        "pct_of_reference": 50.0,
+    }
+
+
+def _round(*entries: dict, status: str = "ok") -> dict:
+    return {
+        "status": status,
+        "reason": "the reference library failed" if status != "ok" else "",
+        "rounds": 5,
+        "case": {"m": 64},
+        "reference": {"gflops": 2.0},
+        "contenders": list(entries),
+    }
+
+
+PER_PG = {1: [_attempt(1, "slow")], 2: [_attempt(2, "fast")]}
+FR = Path("final_round.json")
+
+
+def decide(fr: dict):
+    return _decide(1, PER_PG, fr, FR, Path("best/k.c"), "k.c")
+
+
+def test_the_fastest_side_by_side_wins_when_above_the_noise():
+    fr = _round(
+        _entry("incumbent", [1.0, 1.01, 3.0]),
+        _entry("pg1", [0.9, 0.91, 0.95]),
+        _entry("pg2", [0.5, 0.51, 2.0]),
+    )
+    new, src, reason, decision = decide(fr)
+    assert new["pg"] == 2 and new["final_round"] == str(FR)
+    assert src == Path("/c/iter1/pg2/attempt0/k.c")
+    assert "side by side" in reason and decision["decided_by"] == "final_round"
+
+
+def test_a_gain_within_the_noise_keeps_the_incumbent():
+    fr = _round(_entry("incumbent", [1.0, 1.2]), _entry("pg2", [0.95, 0.96]))
+    new, _, reason, decision = decide(fr)
+    assert new is None and "incumbent stays" in reason
+    assert decision["margin"] >= 0.2 - 1e-9
+
+
+def test_one_disturbed_run_does_not_widen_the_margin():
+    # the median is far off, the two fastest runs agree: the best is corroborated
+    assert _round_noise(_entry("x", [1.0, 1.01, 5.0, 9.0, 9.0])) < 0.02
+
+
+def test_a_finalist_failing_its_recheck_cannot_win():
+    fr = _round(_entry("incumbent", [1.0, 1.0]), _entry("pg2", [], status="wrong_answer"))
+    new, _, reason, decision = decide(fr)
+    assert new is None and "no finalist passed" in reason
+    assert decision["failed_in_final_round"]
+
+
+def test_a_final_round_that_could_not_time_keeps_the_incumbent():
+    new, _, reason, _ = decide(_round(status="harness_error"))
+    assert new is None and "could not time" in reason
