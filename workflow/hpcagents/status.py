@@ -9,6 +9,7 @@ lock, so it is safe at any moment.
 
 Per PG the state is one of:
 
+* ``preparing``: iteration 0 copies the baseline (no LLM);
 * ``waiting``: the plan exists but the PG's job has not started (e.g. no LLM slot free);
 * ``generating`` / ``repairing``: its LLM request is in flight (attempt 0 / a repair);
 * ``queued for evaluation``: the candidate is written, its evaluation not started;
@@ -153,6 +154,8 @@ def _pg_state(
     ev = _load(adir / "evaluation.json")
     prev = _load(attempts[-2][1] / "evaluation.json") if len(attempts) > 1 else None
     why = f" after {prev.get('status')}" if prev else ""
+    if gen is None and pg == 0:
+        return PGState(pg, strategy, a, "preparing", "copying the baseline source")
     if gen is None:
         state = "repairing" if a > 0 else "generating"
         if not running and f"{rel}/generation.json" in inflight:
