@@ -168,3 +168,24 @@ def test_report_of_a_campaign_without_timestamps_says_so_instead_of_a_timeline(c
     assert 'data-figure="timeline"' not in page
     assert 'data-figure="progress"' in page
     write_report([old], tmp_path / "r.html")
+
+
+def test_the_browser_check_sees_a_console_error_and_a_broken_image(tmp_path):
+    """The Chromium check itself can fail: a page with both faults is caught."""
+    _chromium()
+    from chromium import Browser
+
+    page = tmp_path / "bad.html"
+    page.write_text(
+        "<!DOCTYPE html><html><body><figure data-figure='x'>"
+        "<img src='data:image/png;base64,AAAA'></figure>"
+        "<script>console.error('boom')</script></body></html>"
+    )
+    browser = Browser()
+    try:
+        result = browser.load(page.as_uri(), PAGE_SCRIPT)
+    finally:
+        browser.close()
+    assert any("boom" in e for e in result.errors), result.errors
+    (img,) = json.loads(result.value)["images"]
+    assert img["width"] == 0

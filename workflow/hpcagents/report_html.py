@@ -283,15 +283,15 @@ def plot_candidates(camp: Campaign) -> str:
             y = failed_statuses.index(a.status)
             bottom.scatter(x_of(a), y, s=46, c=colour, marker=marker, edgecolors=edge, zorder=3)
     rows = camp.summary.get("rows") or []
-    if rows:
-        top.step(
-            [r["iteration"] for r in rows],
-            [r["gflops"] for r in rows],
-            where="mid",
+    for r in rows:  # the kernel selected after each iteration, across its PGs' points
+        top.hlines(
+            r["gflops"],
+            r["iteration"] - 0.45,
+            r["iteration"] + 0.45,
             color="#1f77b4",
-            alpha=0.4,
-            linewidth=1.2,
-            label="selected best",
+            alpha=0.5,
+            linewidth=1.5,
+            zorder=2,
         )
     oks = [a.gflops for a in atts if a.gflops]
     if oks and max(oks) / min(oks) > 20:
