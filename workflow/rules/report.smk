@@ -12,7 +12,11 @@ rule summary:
     output:
         summary="results/{kernel}/summary.json",
         report="results/{kernel}/report.md",
-        html="results/{kernel}/report.html",
+        html=report(
+            "results/{kernel}/report.html",
+            category="Campaign report",
+            labels={"kernel": "{kernel}"},
+        ),
     log:
         "results/{kernel}/logs/summary.log",
     params:
