@@ -285,19 +285,9 @@ def campaign_status(workdir: Path, results: Path | None = None) -> CampaignStatu
         results = workdir / results
     cfg = _load(results / ".hpcagents" / "config.json") or {}
     kernels = list(cfg.get("kernels") or [])
-    kernels += (
-        sorted(
-            p.name
-            for p in results.iterdir()
-            if results.is_dir()
-            and p.is_dir()
-            and not p.name.startswith(".")
-            and p.name not in kernels
-            and (p / "iter0").exists()
-        )
-        if results.is_dir()
-        else []
-    )
+    # kernels with results but not in the config (e.g. the config was changed since)
+    found = sorted(p.parent.name for p in results.glob("*/iter0")) if results.is_dir() else []
+    kernels += [k for k in found if k not in kernels]
     inflight = incomplete_jobs(workdir)
     running = snakemake_processes(workdir)
     locks = workdir / ".snakemake" / "locks"
@@ -370,6 +360,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    if not Path(args.dir).is_dir():
+        from .config import ConfigError
+
+        raise ConfigError(f"--dir {args.dir}: no such directory (give the campaign's directory)")
     st = campaign_status(Path(args.dir), Path(args.results) if args.results else None)
     if args.json:
         print(json.dumps({**asdict(st), "stand_in": st.stand_in}, indent=2))
