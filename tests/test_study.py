@@ -43,6 +43,20 @@ def test_stochastic_pm_draws_by_seed_nested_over_n_and_replayable():
     assert _plan(ScriptedModel(), 1, 2, 3) == ["loop_reorder", "register_blocking"]
 
 
+def test_stochastic_pm_puts_strategies_its_history_names_last():
+    model = ScriptedModel(stochastic=True)
+    first = _plan(model, 2, 4, 11)
+    messages = _pm_messages(2, 4)
+    messages[0]["content"] += (
+        "\n## What has been tried so far\n"
+        + "".join(f"- iteration 1, PG {j}: {name}: valid\n" for j, name in enumerate(first, 1))
+        + "\n## Your task\nPlan 4 strategies.\n"
+    )
+    text = model.answer(messages, 11).text
+    again = [s["name"] for s in json.loads(text.split("```json")[1].split("```")[0])["strategies"]]
+    assert len(again) == 4 and not set(again) & set(first)
+
+
 def test_scripted_model_process_on_a_free_port_with_its_identity_checked(tmp_path):
     with ScriptedModelProcess(tmp_path, latency=0.0, stochastic=True) as server:
         assert server.port > 0

@@ -76,10 +76,10 @@ class ScriptedModelProcess:
         ]
         if self.stochastic:
             cmd.append("--stochastic")
+        # Same process group as this command: a Ctrl-C or a kill of the group stops the
+        # server too, so a killed study leaves no server behind.
         with (self.state_dir / "scripted-server.log").open("a") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -113,11 +113,11 @@ class ScriptedModelProcess:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.kill()
             self.proc.wait()
 
     def __enter__(self) -> ScriptedModelProcess:
@@ -125,6 +125,15 @@ class ScriptedModelProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``finally`` blocks stop the scripted model."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def load_base_config(path: str | Path) -> dict[str, Any]:

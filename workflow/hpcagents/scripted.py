@@ -13,13 +13,15 @@ so tests can count calls and spot a repeated prompt.
 
 **Stochastic mode** (``--stochastic``): the scripted PM no longer walks its list in order;
 it shuffles the whole pool of strategies with a generator seeded by the request's
-``seed`` and proposes the first N. Each PG then answers its strategy's chain of variants
-as usual (broken first answers included, so repair is still exercised). Which variants a
-campaign explores therefore depends on N and on the campaign seed, as with a sampled
-model: the 1/2/4/8-PG study (``hpcagents study``) uses it so more PGs can find more. The
-draws are nested (for one seed, N = 2 proposes N = 1's strategy and one more), which
-pairs the study's runs and cuts its noise; the same seed always gives the same plan, so
-the response cache and exact replay work as in the default mode.
+``seed`` and proposes the first N, putting last the strategies that its prompt's history
+("What has been tried so far") already names, as a PM that reads its history would.
+Each PG then answers its strategy's chain of variants as usual (broken first answers
+included, so repair is still exercised). Which variants a campaign explores therefore
+depends on N and on the campaign seed, as with a sampled model: the 1/2/4/8-PG study
+(``hpcagents study``) uses it so more PGs can find more. For one prompt and seed the
+draws are nested (N = 2 proposes N = 1's strategy and one more), which pairs the
+study's runs; the same request always gets the same plan, so the response cache and
+exact replay work as in the default mode.
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ def _header(text: str, key: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _history(text: str) -> str:
+    """The PM prompt's section on what was tried (a heading with "tried"), or ""."""
+    match = re.search(r"^##[^\n]*tried[^\n]*\n(.*?)(?=^## |\Z)", text, re.M | re.S | re.I)
+    return match.group(1) if match else ""
+
+
 def prompt_sha256(messages: list[dict[str, Any]]) -> str:
     """Same canonical form as ``hpcagents.llm.prompt_hash``."""
     canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"))
@@ -94,7 +102,12 @@ class ScriptedModel:
         return (self.kernels_dir / kernel / "scripted" / name).read_text()
 
     def plan_strategies(
-        self, strategies: list[dict[str, Any]], iteration: int, n: int, seed: int | None
+        self,
+        strategies: list[dict[str, Any]],
+        iteration: int,
+        n: int,
+        seed: int | None,
+        history: str = "",
     ) -> list[dict[str, Any]]:
         """The N strategies the scripted PM proposes (see the module docstring)."""
         if self.stochastic:
@@ -102,6 +115,8 @@ class ScriptedModel:
             # replayed request gets the same plan; without a seed, by the iteration alone.
             order = list(strategies)
             random.Random(iteration if seed is None else seed).shuffle(order)
+            tried = [s for s in order if re.search(rf"\b{re.escape(s['name'])}\b", history)]
+            order = [s for s in order if s not in tried] + tried
             return [order[j % len(order)] for j in range(n)]
         start = (iteration - 1) * n
         return [strategies[(start + j) % len(strategies)] for j in range(n)]
@@ -125,7 +140,7 @@ class ScriptedModel:
         if "[hpcagents:pm]" in head:
             iteration = int(_header(head, "Iteration") or 1)
             n = int(_header(head, "Strategies wanted") or 1)
-            chosen = self.plan_strategies(strategies, iteration, n, seed)
+            chosen = self.plan_strategies(strategies, iteration, n, seed, _history(head))
             plan = {
                 "strategies": [{"name": s["name"], "description": s["description"]} for s in chosen]
             }

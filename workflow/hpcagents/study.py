@@ -31,6 +31,7 @@ from .artifacts import read_json, write_json, write_text_atomic
 from .runner import (
     RunnerError,
     ScriptedModelProcess,
+    exit_on_sigterm,
     load_base_config,
     run_campaign,
     scripted_server_entry,
@@ -342,6 +343,7 @@ def run_study(args: argparse.Namespace) -> int:
         raise RunnerError("--repeats and --iterations must be at least 1")
     study_dir = Path(args.dir).resolve()
     base = load_base_config(args.config)
+    exit_on_sigterm()
     server: ScriptedModelProcess | None = None
     if args.llm == "scripted":
         server = ScriptedModelProcess(study_dir / ".scripted", args.latency, stochastic=True)

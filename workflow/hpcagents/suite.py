@@ -18,6 +18,7 @@ from .artifacts import read_json, write_text_atomic
 from .runner import (
     RunnerError,
     ScriptedModelProcess,
+    exit_on_sigterm,
     load_base_config,
     run_campaign,
     scripted_kernels,
@@ -93,6 +94,7 @@ def run_suite(args: argparse.Namespace) -> int:
         flush=True,
     )
     start = time.monotonic()
+    exit_on_sigterm()
     with ScriptedModelProcess(workdir / ".scripted", args.latency) as server:
         print(f"[suite] scripted model (a STAND-IN for an LLM) at {server.url}", flush=True)
         raw["llm"] = {**raw["llm"], "servers": [scripted_server_entry(server.url, args.pgs)]}
