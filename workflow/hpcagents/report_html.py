@@ -656,10 +656,12 @@ def _provenance(camp: Campaign) -> str:
     s = camp.summary
     build = s.get("build") or {}
     provs = [a.provenance for a in camp.attempts if a.provenance]
-    first = provs[0] if provs else {}
+    # what ran the timed kernels: a failed attempt records no threads and an unused BLAS
+    ran = [a.provenance for a in camp.attempts if a.provenance and a.status == "ok"] or provs
+    first = ran[0] if ran else {}
 
     def distinct(key: str) -> str:
-        vals = sorted({str(p.get(key)) for p in provs if p.get(key) not in (None, "")})
+        vals = sorted({str(p.get(key)) for p in ran if p.get(key) not in (None, "")})
         return ", ".join(vals) if vals else "–"
 
     sandboxes = sorted(
@@ -687,7 +689,7 @@ def _provenance(camp: Campaign) -> str:
             f"{_e(distinct('cpu_model'))}; {_e(distinct('cores'))} cores; "
             f"{_e(distinct('omp_threads'))} OpenMP threads",
         ),
-        ("hosts", _e(distinct("host"))),
+        ("hosts", _e(", ".join(sorted({str(p.get("host")) for p in provs})) or "–")),
         ("sandbox", _e(", ".join(sandboxes) or "–")),
         ("Slurm", f"{jobs} of {len(provs)} evaluations ran as Slurm jobs"),
         ("bench case", _e(", ".join(f"{k}={v}" for k, v in (bench or {}).items()) or "–")),
