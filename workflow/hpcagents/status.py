@@ -325,7 +325,8 @@ def format_status(st: CampaignStatus) -> str:
         if k.best and isinstance(k.best.get("gflops"), int | float):
             b = k.best
             pct = b.get("pct_of_reference")
-            extra = f", {pct:.1f}% of the reference" if isinstance(pct, int | float) else ""
+            blas = (st.config.get("evaluation") or {}).get("blas", "the reference")
+            extra = f", {pct:.1f}% of {blas}" if isinstance(pct, int | float) else ""
             roof = b.get("pct_of_roofline")
             if isinstance(roof, int | float):
                 extra += f", {roof:.1f}% of roofline"
