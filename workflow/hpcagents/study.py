@@ -217,6 +217,11 @@ def table(study: dict[str, Any]) -> str:
             f"{row['final_pct_of_reference']['mean']:>6.1f} {row['wall_s']['mean']:>7.1f} "
             f"{row['llm_calls']['mean']:>9.1f} {row['tokens']['mean']:>8.0f}"
         )
+    runs = [run for row in study["per_n"] for run in row["runs"]]
+    lines.append(
+        f"{len(runs)} campaigns, {sum(run['wall_s'] for run in runs):.0f} s of Snakemake wall "
+        "time in all (wall s: per campaign, mean over repeats)"
+    )
     h = study["headline"]
     if h:
         lines.append(
@@ -234,8 +239,8 @@ def figure_png(study: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2], "wspace": 0.3}
+    fig, (left, right, cost) = plt.subplots(
+        1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 2, 2], "wspace": 0.35}
     )
     colours = plt.cm.viridis(
         [k / max(1, len(study["per_n"]) - 1) * 0.85 for k in range(len(study["per_n"]))]
@@ -272,7 +277,29 @@ def figure_png(study: dict[str, Any]) -> bytes:
         )
     right.set_xticks(list(pos), [f"N={n}" for n in ns])
     right.set_ylabel("final best GFLOP/s (bars: mean; dots: repeats)")
-    for ax in (left, right):
+    # what the extra PGs cost: wall time per campaign, LLM calls and tokens on the bars
+    walls = [row["wall_s"] for row in study["per_n"]]
+    cost.bar(pos, [w["mean"] for w in walls], color=colours, alpha=0.8)
+    for k, row in enumerate(study["per_n"]):
+        cost.scatter(
+            [k] * len(row["runs"]),
+            [r["wall_s"] for r in row["runs"]],
+            color="black",
+            s=12,
+            zorder=3,
+        )
+        cost.annotate(
+            f"{row['llm_calls']['mean']:.0f} calls\n{row['tokens']['mean'] / 1000:.1f}k tok",
+            (k, walls[k]["max"]),
+            textcoords="offset points",
+            xytext=(0, 4),
+            ha="center",
+            fontsize=7.5,
+        )
+    cost.set_xticks(list(pos), [f"N={n}" for n in ns])
+    cost.set_ylabel("campaign wall time, s (mean; dots: repeats)")
+    cost.set_ylim(top=max(w["max"] for w in walls) * 1.25)
+    for ax in (left, right, cost):
         ax.spines[["top", "right"]].set_visible(False)
         ax.grid(axis="y", color="#e5e5e5")
         ax.set_axisbelow(True)
