@@ -5,12 +5,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean-results system-deps
+.PHONY: demo test lint clean-results system-deps report status study suite
 
 # Debian packages the tests use: bubblewrap (the candidate sandbox), slurm-wlm + munge (a
-# real one-node Slurm for the Slurm tests). Installed when running as root; otherwise
-# those tests skip and say why.
-SYSTEM_PKGS := bubblewrap slurm-wlm munge
+# real one-node Slurm for the Slurm tests), chromium + chromium-driver (the HTML report
+# opened in a real headless browser). Installed when running as root; otherwise those
+# tests skip and say why.
+SYSTEM_PKGS := bubblewrap slurm-wlm munge chromium chromium-driver
 system-deps:
 	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -27,6 +28,22 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/hpcagents demo
+
+# The HTML report of results/ (written by every campaign too), and where a campaign is.
+report: $(STAMP)
+	$(VENV)/bin/hpcagents report --results results
+
+status: $(STAMP)
+	$(VENV)/bin/hpcagents status
+
+# The seed's study: 1, 2, 4, 8 PGs x 3 repeats on the scripted model (stochastic mode),
+# bench size 256 so it runs in minutes; results/study/study.{png,md,html,json}.
+study: $(STAMP)
+	$(VENV)/bin/hpcagents study --pgs 1,2,4,8 --repeats 3 --iterations 3 --bench-size 256
+
+# The scripted campaign on every kernel folder that has a scripted/ set; one table.
+suite: $(STAMP)
+	$(VENV)/bin/hpcagents suite
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/pytest -q

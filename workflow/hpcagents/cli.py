@@ -121,6 +121,46 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report_html import kernel_dirs_under, write_report
+
+    if args.kernel_dir:
+        dirs = [Path(d) for d in args.kernel_dir]
+    else:
+        dirs = kernel_dirs_under(Path(args.results))
+        if args.kernel:
+            dirs = [d for d in dirs if d.name in args.kernel]
+    if not dirs:
+        raise ConfigError(
+            f"no finished campaign under {args.results} (no <kernel>/summary.json): run the "
+            "campaign first, or pass --results <campaign dir>/results"
+        )
+    if args.out:
+        print(write_report(dirs, Path(args.out)))
+    else:
+        for d in dirs:
+            print(write_report([d], d / "report.html"))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .status import run_status
+
+    return run_status(args)
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .study import run_study
+
+    return run_study(args)
+
+
+def _cmd_suite(args: argparse.Namespace) -> int:
+    from .suite import run_suite
+
+    return run_suite(args)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import run_evaluate
 
@@ -227,6 +267,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--refresh", action="store_true", help="measure again, replacing the cache")
     p.add_argument("--json", action="store_true", help="print the model as JSON")
+        "report",
+        _cmd_report,
+        "write the self-contained HTML report of finished campaigns (plots embedded)",
+    )
+    p.add_argument("--results", default="results", help="a campaign's results directory")
+    p.add_argument("--kernel", action="append", help="only these kernels (repeatable)")
+    p.add_argument("--kernel-dir", action="append", help="a kernel's results directory")
+    p.add_argument(
+        "--out", help="one page for all kernels here (default: <results>/<kernel>/report.html)"
+    )
+
+    from .status import add_arguments as add_status_arguments
+    from .study import add_arguments as add_study_arguments
+    from .suite import add_arguments as add_suite_arguments
+
+    add_status_arguments(
+        add(
+            "status",
+            _cmd_status,
+            "where a running (or crashed) campaign is: iteration, PGs in flight, best, failures",
+        )
+    )
+    add_study_arguments(
+        add(
+            "study",
+            _cmd_study,
+            "the 1/2/4/8-PG study: one campaign per N and repeat, then a figure and a table",
+        )
+    )
+    add_suite_arguments(
+        add(
+            "suite",
+            _cmd_suite,
+            "run the scripted campaign on every kernel with a scripted/ set; one table",
+        )
+    )
 
     p = add("check-config", _cmd_check_config, "validate a config file")
     p.add_argument("--config", required=True)
@@ -278,11 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .llm import LLMUnavailable
+    from .campaigns import RunnerError
     from .select import SelectionError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, LLMUnavailable, SelectionError) as exc:
+    except (ConfigError, LLMUnavailable, SelectionError, RunnerError) as exc:
         print(f"hpcagents: error: {exc}", file=sys.stderr)
         return 2
 

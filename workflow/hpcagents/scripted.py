@@ -10,6 +10,18 @@ It reads the header lines the real prompts carry (``[hpcagents:pm]``, ``Kernel:`
 ``Iteration:``, ``Strategies wanted:``; ``[hpcagents:pg]``, ``PG:``, ``Attempt:``,
 ``Strategy:``); a real model ignores them. Every request is appended to a JSON-lines log
 so tests can count calls and spot a repeated prompt.
+
+**Stochastic mode** (``--stochastic``): the scripted PM no longer walks its list in order;
+it shuffles the whole pool of strategies with a generator seeded by the request's
+``seed`` and proposes the first N, putting last the strategies that its prompt's history
+("What has been tried so far") already names, as a PM that reads its history would.
+Each PG then answers its strategy's chain of variants as usual (broken first answers
+included, so repair is still exercised). Which variants a campaign explores therefore
+depends on N and on the campaign seed, as with a sampled model: the 1/2/4/8-PG study
+(``hpcagents study``) uses it so more PGs can find more. For one prompt and seed the
+draws are nested (N = 2 proposes N = 1's strategy and one more), which pairs the
+study's runs; the same request always gets the same plan, so the response cache and
+exact replay work as in the default mode.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import threading
@@ -59,6 +72,12 @@ def _header(text: str, key: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _history(text: str) -> str:
+    """The PM prompt's section on what was tried (a heading with "tried"), or ""."""
+    match = re.search(r"^##[^\n]*tried[^\n]*\n(.*?)(?=^## |\Z)", text, re.M | re.S | re.I)
+    return match.group(1) if match else ""
+
+
 def prompt_sha256(messages: list[dict[str, Any]]) -> str:
     """Same canonical form as ``hpcagents.llm.prompt_hash``."""
     canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"))
@@ -68,8 +87,9 @@ def prompt_sha256(messages: list[dict[str, Any]]) -> str:
 class ScriptedModel:
     """The answering logic, without HTTP."""
 
-    def __init__(self, kernels_dir: Path | None = None) -> None:
+    def __init__(self, kernels_dir: Path | None = None, stochastic: bool = False) -> None:
         self.kernels_dir = Path(kernels_dir or REPO_DIR / "kernels")
+        self.stochastic = stochastic
         self._scripts: dict[str, dict[str, Any] | None] = {}
 
     def script(self, kernel: str) -> dict[str, Any] | None:
@@ -81,7 +101,27 @@ class ScriptedModel:
     def _file(self, kernel: str, name: str) -> str:
         return (self.kernels_dir / kernel / "scripted" / name).read_text()
 
-    def answer(self, messages: list[dict[str, Any]]) -> ScriptedAnswer:
+    def plan_strategies(
+        self,
+        strategies: list[dict[str, Any]],
+        iteration: int,
+        n: int,
+        seed: int | None,
+        history: str = "",
+    ) -> list[dict[str, Any]]:
+        """The N strategies the scripted PM proposes (see the module docstring)."""
+        if self.stochastic:
+            # Seeded by the request (the campaign seed and the iteration are in it), so a
+            # replayed request gets the same plan; without a seed, by the iteration alone.
+            order = list(strategies)
+            random.Random(iteration if seed is None else seed).shuffle(order)
+            tried = [s for s in order if re.search(rf"\b{re.escape(s['name'])}\b", history)]
+            order = [s for s in order if s not in tried] + tried
+            return [order[j % len(order)] for j in range(n)]
+        start = (iteration - 1) * n
+        return [strategies[(start + j) % len(strategies)] for j in range(n)]
+
+    def answer(self, messages: list[dict[str, Any]], seed: int | None = None) -> ScriptedAnswer:
         users = [m for m in messages if m.get("role") == "user"]
         text = str(users[-1].get("content", "")) if users else ""
         # a re-ask carries the headers in the first user message
@@ -100,8 +140,7 @@ class ScriptedModel:
         if "[hpcagents:pm]" in head:
             iteration = int(_header(head, "Iteration") or 1)
             n = int(_header(head, "Strategies wanted") or 1)
-            start = (iteration - 1) * n
-            chosen = [strategies[(start + j) % len(strategies)] for j in range(n)]
+            chosen = self.plan_strategies(strategies, iteration, n, seed, _history(head))
             plan = {
                 "strategies": [{"name": s["name"], "description": s["description"]} for s in chosen]
             }
@@ -185,11 +224,12 @@ class ScriptedServer:
         hang_s: float = 3600.0,
         structured_output: bool = True,
         instance: str | None = None,
+        stochastic: bool = False,
     ) -> None:
         unknown = set(faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown fault mode(s) {sorted(unknown)}; known: {FAULTS}")
-        self.model_logic = ScriptedModel(kernels_dir)
+        self.model_logic = ScriptedModel(kernels_dir, stochastic=stochastic)
         self.contention = contention
         self.faults = tuple(faults)
         self.fault_every = fault_every
@@ -282,6 +322,7 @@ class ScriptedServer:
                                     "owned_by": OWNER,
                                     "max_model_len": 32768,
                                     "instance": server.instance,
+                                    "stochastic": server.model_logic.stochastic,
                                 }
                             ],
                         },
@@ -368,7 +409,10 @@ class ScriptedServer:
                     with server._count_lock:
                         server._inflight += 1
                     try:
-                        ans = server.model_logic.answer(messages)
+                        seed = req.get("seed")
+                        ans = server.model_logic.answer(
+                            messages, seed if isinstance(seed, int) else None
+                        )
                         prompt_text = "".join(str(m.get("content", "")) for m in messages)
                         p_tok, c_tok = _tokens(prompt_text), _tokens(ans.text)
                         time.sleep(server.service_time(c_tok))
@@ -481,6 +525,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--instance", help="identity token listed in /v1/models (default: a random one)"
     )
+    parser.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="the PM draws its N strategies from the whole pool by the request's seed "
+        "(different N and seeds explore differently; used by `hpcagents study`)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -497,6 +547,7 @@ def run(args: argparse.Namespace) -> int:
         tuple(args.fault),
         args.fault_every,
         instance=args.instance,
+        stochastic=args.stochastic,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
