@@ -267,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--refresh", action="store_true", help="measure again, replacing the cache")
     p.add_argument("--json", action="store_true", help="print the model as JSON")
+
+    p = add(
         "report",
         _cmd_report,
         "write the self-contained HTML report of finished campaigns (plots embedded)",
@@ -353,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .llm import LLMUnavailable
     from .campaigns import RunnerError
+    from .llm import LLMUnavailable
     from .select import SelectionError
 
     try:
