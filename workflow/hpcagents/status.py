@@ -307,7 +307,7 @@ def format_status(st: CampaignStatus) -> str:
     elif st.locked:
         head = (
             "NOT running, and the directory is still locked: the run was killed or crashed. "
-            "Resume with `snakemake --unlock && snakemake` (or `make demo` for the demo)"
+            "Resume with `hpcagents run` (`--slurm` under Slurm; `make demo` for the demo)"
         )
     else:
         head = "not running"
