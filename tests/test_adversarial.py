@@ -7,6 +7,7 @@ test_scripted.py (every scripted variant and the baseline pass: 0 false rejectio
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -81,8 +82,8 @@ NEW_ATTACKS = {
         SIG + " { volatile double here = 0.0; volatile double *p = &here;\n"
         "  for (int i = 1; i < 256; i++) if (p[i] == 4.0) p[i] = 1e300;\n"
         "  (void)m; (void)C; }",
-        "wrong_answer",
-        "wrong",
+        ("wrong_answer", "crash"),  # scribbling on the runner's own stack may kill it
+        r"elements wrong|crashed|exited",
     ),
     # -- memoisation that survives a power-of-two rescale: A (2^e B) = 2^e (A B); after one
     # honest call of the same sizes, return the cached C scaled by B[0] / cached B[0].
@@ -347,7 +348,7 @@ def test_attack_is_rejected_with_its_reason(tmp_path, name):
     validate(rec, "evaluation")
     statuses = status if isinstance(status, tuple) else (status,)
     assert rec["status"] in statuses, f"{name}: {rec['status']}: {rec['reason']}"
-    assert reason in rec["reason"], f"{name}: {rec['reason']}"
+    assert re.search(reason, rec["reason"]), f"{name}: {rec['reason']}"
     # nothing of a host file reaches the record (compile output goes to repair prompts)
     assert "root:" not in json.dumps(rec)
 
@@ -446,7 +447,7 @@ def test_work_left_running_after_the_call_is_caught_by_the_judge(tmp_path):
 
         data = judge.generate_inputs(KERNEL, lay, np.random.default_rng(1))
         judge.candidate_call(KERNEL, runner, lay, data, time.monotonic() + 30)
-        reason = judge.check_quiet(runner, threads=1)
+        reason = judge.check_idle(runner, threads=1)
     finally:
         runner.close()
     assert reason is not None and "outside the timed call" in reason

@@ -653,19 +653,20 @@ class Runner:
             stderr_path=self.stderr_path,
         )
         self.calls = 0
+        # Idle accounting (see watch()): CPU and wall time between a settled answer and
+        # the next command, over the intervals watched.
         self.idle_cpu_s = 0.0
         self.idle_wall_s = 0.0
-        self._after: tuple[float, float] | None = None
+        self.idle_intervals = 0
+        self._watch = False
+        self._idle_from: tuple[float, float] | None = None
 
     def cpu(self) -> float:
         return tree_cpu_seconds(self.proc.pid)
 
     def call(self, deadline: float) -> float:
         """One kernel call; returns its wall time in seconds, measured from outside."""
-        if self._after is not None:
-            cpu0, wall0 = self._after
-            self.idle_cpu_s += max(0.0, self.cpu() - cpu0)
-            self.idle_wall_s += time.monotonic() - wall0
+        self._close_idle()
         cmd = b"c %d\n" % self.arena.size
         fd_in, fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         t0 = time.perf_counter()
@@ -689,13 +690,25 @@ class Runner:
         if buf != b"d\n":
             raise JudgeError(f"the runner answered {buf[:80]!r}")
         self.calls += 1
-        self._after = (self.cpu(), time.monotonic())
         return t1 - t0
+
+    def watch(self) -> None:
+        """From now on, every settled answer opens an idle interval that the next command
+        closes: the process must not compute while nothing is asked of it."""
+        self._watch = True
+
+    def _close_idle(self) -> None:
+        if self._idle_from is not None:
+            cpu0, wall0 = self._idle_from
+            self.idle_cpu_s += max(0.0, self.cpu() - cpu0)
+            self.idle_wall_s += time.monotonic() - wall0
+            self.idle_intervals += 1
+            self._idle_from = None
 
     def settle(self, max_s: float = 0.05) -> float:
         """Wait (at most ``max_s``) until this process stops using CPU: OpenMP workers
         spin for a few ms after a parallel region, and must not steal cores from the next
-        process timed. Returns the seconds waited."""
+        process timed. Returns the seconds waited; opens an idle interval when watched."""
         t0 = time.monotonic()
         pids = _descendants(self.proc.pid)
         last = sum(_proc_cpu(p) for p in pids)
@@ -705,13 +718,9 @@ class Runner:
             if now - last < 0.0002:
                 break
             last = now
+        if self._watch and self._idle_from is None:
+            self._idle_from = (self.cpu(), time.monotonic())
         return time.monotonic() - t0
-
-    def quiet_cpu(self, seconds: float = QUIET_WINDOW_S) -> float:
-        """CPU the process uses while nothing is asked of it (after its last answer)."""
-        c0 = self.cpu()
-        time.sleep(seconds)
-        return self.cpu() - c0
 
     def _died(self) -> RunnerFault:
         try:
@@ -974,42 +983,54 @@ class Reference:
     kernel: KernelSpec
     runner: Runner
 
-    def timed(self, lay: Layout, data: dict, deadline: float) -> tuple[float, dict]:
+    def timed(
+        self, lay: Layout, data: dict, deadline: float, settle: bool = True
+    ) -> tuple[float, dict]:
         """The reference on clean inputs, timed like the candidate: (seconds, outputs)."""
         fill_reference(self.runner.arena, self.kernel, lay, data, absolute=False)
         try:
             t = self.runner.call(deadline)
-            self.runner.settle()
+            if settle:
+                self.runner.settle()
         except RunnerFault as exc:
             raise JudgeError(f"the reference failed: {exc.reason}") from None
         return t, read_outputs(self.runner.arena, lay)
 
     def magnitude(self, lay: Layout, data: dict, deadline: float) -> dict | None:
-        """The reference on |inputs| (the error bound's magnitude); None for other models."""
+        """The reference on |inputs| (the error bound's magnitude); None for other models.
+        Untimed: the next timed call waits for this process to settle."""
         if self.kernel.tolerance.model != "error_bound":
             return None
         fill_reference(self.runner.arena, self.kernel, lay, data, absolute=True)
         try:
             self.runner.call(deadline)
-            self.runner.settle()
         except RunnerFault as exc:
             raise JudgeError(f"the reference failed: {exc.reason}") from None
         return read_outputs(self.runner.arena, lay)
 
-    def run(self, lay: Layout, data: dict, deadline: float):
-        t, want = self.timed(lay, data, deadline)
+    def run(self, lay: Layout, data: dict, deadline: float, settle: bool = True):
+        t, want = self.timed(lay, data, deadline, settle)
         return t, want, self.magnitude(lay, data, deadline)
 
 
 def candidate_call(
-    kernel: KernelSpec, runner: Runner, lay: Layout, data: dict, deadline: float
+    kernel: KernelSpec,
+    runner: Runner,
+    lay: Layout,
+    data: dict,
+    deadline: float,
+    settle: bool = True,
 ) -> tuple[float, np.ndarray, np.ndarray, dict]:
-    """Lay out the poisoned inputs, call, and snapshot the arena at once on "done"."""
+    """Lay out the poisoned inputs, call, and snapshot the arena at once on "done".
+
+    ``settle``: wait for the process to stop spinning afterwards (before anything else is
+    timed; not needed between untimed validation calls)."""
     image = fill_candidate(runner.arena, kernel, lay, data)
     t = runner.call(deadline)
     after = runner.arena.bytes[: lay.size].copy()
     got = read_outputs(runner.arena, lay)
-    runner.settle()
+    if settle:
+        runner.settle()
     return t, image, after, got
 
 
@@ -1017,30 +1038,27 @@ def arena_size(kernel: KernelSpec, cases: list[Case]) -> int:
     return max(plan(kernel, c).size for c in cases)
 
 
-def quiet_start(runner: Runner) -> tuple[float, float]:
-    """Open the quiet window once the runner has stopped spinning: (cpu, time)."""
-    runner.settle()
-    return runner.cpu(), time.monotonic()
+def check_idle(runner: Runner, threads: int) -> str | None:
+    """Fail a candidate whose process computes while it is idle (a thread or a task left
+    running after its call returned, or work between calls).
 
-
-def check_quiet(
-    runner: Runner, threads: int, start: tuple[float, float] | None = None
-) -> str | None:
-    """Fail a candidate whose process keeps computing while it is idle.
-
-    The window opens at ``start`` (the judge checks outputs meanwhile) and lasts at least
-    QUIET_WINDOW_S; the runner's CPU time comes from /proc.
+    The idle intervals watched during timing (the reference's calls, the judge's checks)
+    count; when they add up to less than QUIET_WINDOW_S the judge waits for the rest.
+    CPU time comes from /proc (schedstat). After settle() an honest runner is blocked in
+    read(): what is left of an OpenMP worker's spin is allowed, per interval.
     """
-    cpu0, t0 = start or quiet_start(runner)
-    time.sleep(max(0.0, QUIET_WINDOW_S - (time.monotonic() - t0)))
-    used = runner.cpu() - cpu0
-    # After settle() an honest runner is blocked in read(): ~0 CPU. What is left of an
-    # OpenMP worker's spin (a few ms of CPU at most, per thread) is allowed.
-    allowed = 0.01 * threads + 0.01
+    runner.settle()
+    if runner._idle_from is None:
+        runner._idle_from = (runner.cpu(), time.monotonic())
+    open_wall = time.monotonic() - runner._idle_from[1]
+    time.sleep(max(0.0, QUIET_WINDOW_S - runner.idle_wall_s - open_wall))
+    runner._close_idle()
+    used, wall = runner.idle_cpu_s, runner.idle_wall_s
+    allowed = 0.01 + 0.005 * threads * runner.idle_intervals
     if used > allowed:
         return (
-            f"the kernel's process used {used:.2f} s of CPU in a {QUIET_WINDOW_S:g} s quiet "
-            f"window after its call returned (allowed {allowed:.2f} s): work outside the "
-            "timed call is not allowed (threads or tasks left running)"
+            f"the kernel's process used {used:.2f} s of CPU while idle ({wall:.2f} s between "
+            f"calls, allowed {allowed:.2f} s): work outside the timed call is not allowed "
+            "(threads or tasks left running after the call returned)"
         )
     return None
