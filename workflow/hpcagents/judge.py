@@ -15,8 +15,11 @@ Python process, does everything that must not be in reach of the candidate:
   absolute values of the inputs for the error bound's magnitude;
 * it times every call itself, around the pipe round trip (the runner holds no trusted
   timer), checks every output of every call (timed ones included) and reads the runner's
-  CPU time from /proc between calls: a process that keeps computing after it answered
-  "done" is caught in a quiet window.
+  CPU time from /proc while it is idle between timed calls: a process that keeps
+  computing after it answered "done" (a thread or task left running) fails;
+* before anything is timed it waits until the other processes have stopped spinning
+  (OpenMP workers spin a few ms after a parallel region), so no process times another's
+  leftovers.
 """
 
 from __future__ import annotations
