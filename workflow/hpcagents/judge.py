@@ -29,6 +29,7 @@ import mmap
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -167,7 +168,12 @@ def own_diagnostics(output: str, name: str, system_dirs: list[str]) -> str:
             path = m.group(1)
             keep = path == name or any(path.startswith(d.rstrip("/") + "/") for d in system_dirs)
         elif not line.startswith(" "):
-            keep = not re.match(r"^\S+: ", line) or line.startswith(("cc1:", "gcc:", f"{name}:"))
+            tool = line.split(" ", 1)[0]
+            keep = (
+                not re.match(r"^\S+: ", line)
+                or tool in ("cc1:", "gcc:", "collect2:", f"{name}:")
+                or tool.endswith("/ld:")
+            )
         if keep:
             kept.append(line)
     return "\n".join(kept)
@@ -202,25 +208,52 @@ def build_candidate(
     limits = Limits(cpu_s=int(timeout_s) + 10, memory_mb=4096, file_mb=256, nproc=256)
     env = _compile_env(workdir)
 
-    def sandboxed(cmd: list[str]) -> tuple[int | None, str]:
-        res = run_untrusted(cmd, workdir, env, timeout_s, limits, use_bwrap=use_bwrap)
-        return res.returncode, res.output
+    try:
+        trusted = runner_objects(kernel, cc, cflags)
+    except JudgeError as exc:
+        return BuildResult(False, "harness_error", str(exc), None)
+    for obj in trusted:
+        shutil.copyfile(obj, workdir / obj.name)
+    # ONE sandboxed run: compile (keeping the preprocessed text, listing every file the
+    # preprocessor opens with -H), then link with the trusted runner and the generated
+    # stub. Nothing of it runs candidate code; the screens below decide whether the
+    # runner is ever started, and what of the compiler's output is recorded.
+    cmd = [cc, *cflags, "-c", "-H", "-save-temps=obj", name, "-o", "candidate.o"]
+    link = [cc, *cflags, *(o.name for o in trusted), "candidate.o", "-lm", "-o", "runner"]
+    script = (
+        f"{shlex.join(cmd)} >compile.out 2>&1; echo $? >compile.rc; "
+        f'[ "$(cat compile.rc)" = 0 ] && {{ {shlex.join(link)} >link.out 2>&1; '
+        "echo $? >link.rc; }; exit 0"
+    )
+    t0 = time.monotonic()
+    res = run_untrusted(
+        ["/bin/sh", "-c", script], workdir, env, timeout_s, limits, use_bwrap=use_bwrap
+    )
+    seconds = round(time.monotonic() - t0, 3)
 
-    # 1. preprocess: the list of files opened (-H) and the candidate's expanded lines
-    pre = [cc, *cflags, "-E", "-H", name, "-o", "candidate.i"]
-    rc, out = sandboxed(pre)
+    def read(f: str) -> str:
+        try:
+            return (workdir / f).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    out = read("compile.out")
+    rc = None if res.returncode is None else int(read("compile.rc").strip() or -1)
+    system_dirs = system_include_dirs(cc)
     opened = [ln for ln in out.splitlines() if re.match(r"^\.+ \S", ln)]
-    diagnostics = own_diagnostics(out, name, system_include_dirs(cc))
-    inc = screen_includes(opened, system_include_dirs(cc))
+    diagnostics = own_diagnostics(out, name, system_dirs)
+    comp = {
+        "command": cmd,
+        "returncode": rc if rc is not None else -1,
+        "output": _truncate(diagnostics),
+        "seconds": seconds,
+        "sandbox": "bubblewrap" if use_bwrap and bwrap_status()[0] else "rlimits",
+    }
+    # 1. the include gate, on the files the preprocessor actually opened
+    inc = screen_includes(opened, system_dirs)
     if not inc.ok:
         return BuildResult(False, inc.status, inc.reason, None)
     if rc != 0:
-        comp = {
-            "command": pre,
-            "returncode": rc if rc is not None else -1,
-            "output": _truncate(diagnostics),
-            "seconds": 0.0,
-        }
         missing = re.search(r"fatal error: (.+?): No such file or directory", diagnostics)
         if missing:
             return BuildResult(
@@ -228,51 +261,30 @@ def build_candidate(
                 "forbidden_code",
                 f"#include of {missing.group(1)}: not a system header (only the compiler's "
                 "system headers are visible to the compiler)",
-                comp,
+                None,
             )
-        why = "the preprocessor timed out" if rc is None else "the candidate does not compile"
+        why = "the compiler timed out" if rc is None else "the candidate does not compile"
         return BuildResult(False, "compile_error", f"{why}: {first_error(diagnostics)}", comp)
-    pp = screen_preprocessed((workdir / "candidate.i").read_text(errors="replace"), name)
+    # 2. the candidate's own lines after preprocessing
+    pp = screen_preprocessed(read("candidate.i"), name)
     if not pp.ok:
         return BuildResult(False, pp.status, pp.reason, None)
-    # 2. compile
-    cmd = [cc, *cflags, "-c", name, "-o", "candidate.o"]
-    t0 = time.monotonic()
-    rc, out = sandboxed(cmd)
-    comp = {
-        "command": cmd,
-        "returncode": rc if rc is not None else -1,
-        "output": _truncate(own_diagnostics(out, name, system_include_dirs(cc))),
-        "seconds": round(time.monotonic() - t0, 3),
-        "sandbox": "bubblewrap" if use_bwrap and bwrap_status()[0] else "rlimits",
-    }
-    if rc != 0:
-        why = "the compiler timed out" if rc is None else "the candidate does not compile"
-        return BuildResult(False, "compile_error", f"{why}: {first_error(out)}", comp)
-    # 3. the object (one without the kernel's function goes on to the linker, whose
-    # "undefined reference" says it plainly)
-    defined = {name for _, name in defined_globals(workdir / "candidate.o")}
+    # 3. the object (one without the kernel's function goes on to the linker's verdict,
+    # whose "undefined reference" says it plainly)
+    defined = {sym for _, sym in defined_globals(workdir / "candidate.o")}
     if kernel.function in defined:
         symbols: ScreenResult = screen_symbols(workdir / "candidate.o", kernel.function)
         if not symbols.ok:
             return BuildResult(False, symbols.status, symbols.reason, comp)
-    # 4. link with the trusted runner and the generated stub (nothing else of the judge),
-    # compiled once by the trusted side and cached
-    try:
-        trusted = runner_objects(kernel, cc, cflags)
-    except JudgeError as exc:
-        return BuildResult(False, "harness_error", str(exc), comp)
-    for obj in trusted:
-        shutil.copyfile(obj, workdir / obj.name)
-    link = [cc, *cflags, *(o.name for o in trusted), "candidate.o", "-lm", "-o", "runner"]
-    rc, lout = sandboxed(link)
-    if rc != 0:
-        comp["output"] = _truncate(out + lout)
+    # 4. the link
+    if read("link.rc").strip() != "0":
+        lout = read("link.out")  # the linker reads objects only: symbol names, no file text
+        comp["output"] = _truncate(diagnostics + lout)
         comp["link_command"] = link
         return BuildResult(
             False, "link_error", f"linking with the runner failed: {first_error(lout)}", comp
         )
-    for f in ("candidate.i", *(o.name for o in trusted)):
+    for f in ("candidate.i", "candidate.s", *(o.name for o in trusted)):
         (workdir / f).unlink(missing_ok=True)
     return BuildResult(True, "ok", "", comp, workdir / "runner")
 
