@@ -294,8 +294,20 @@ def _cache_dir() -> Path:
     return Path(base) / "hpcagents" / "reference"
 
 
+def _machine_key() -> str:
+    """What -march=native depends on: a cache shared by nodes of different CPUs (a home
+    directory on a cluster) must not hand one node's binary to another."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.uname().machine
+    keep = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
+    return "\n".join(keep) or info[:2000]
+
+
 def _cached(key_parts: list[str], prefix: str) -> Path:
-    key = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:24]
+    """A cache directory for trusted binaries, keyed by their sources, flags and CPU."""
+    key = hashlib.sha256("\0".join([*key_parts, _machine_key()]).encode()).hexdigest()[:24]
     try:
         cache = _cache_dir() / f"{prefix}-{key}"
         cache.mkdir(parents=True, exist_ok=True)
