@@ -62,6 +62,7 @@ FLOAT_SENTINEL = -7.77e37
 INT_SENTINEL = 0x7E57AB1E
 INT_POISON = -(2**31) + 7
 QUIET_WINDOW_S = 0.25
+PROTOTYPE_H = "hpca_prototype.h"
 
 
 class JudgeError(RuntimeError):
@@ -159,14 +160,22 @@ def own_diagnostics(output: str, name: str, system_dirs: list[str]) -> str:
     the rlimits fallback): a diagnostic quoting any other file is dropped, so no file's
     content can reach the record and the repair prompt through the compiler's output.
     """
-    kept, keep = [], True
+    kept, keep, guards = [], True, False
     for line in output.splitlines():
         if re.match(r"^\.+ \S", line):
             continue  # -H list of opened files
+        if line.startswith("Multiple include guards may be useful for:"):
+            guards = True  # -H's closing list of header paths: not a diagnostic
+            continue
+        if guards and line and " " not in line:
+            continue
+        guards = False
         m = re.match(r"^(?:In file included from |\s+from )?([^:\s][^:]*):(\d+)(?::\d+)?[:,]", line)
         if m:
             path = m.group(1)
-            keep = path == name or any(path.startswith(d.rstrip("/") + "/") for d in system_dirs)
+            keep = path in (name, PROTOTYPE_H, f"./{PROTOTYPE_H}") or any(
+                path.startswith(d.rstrip("/") + "/") for d in system_dirs
+            )
         elif not line.startswith(" "):
             tool = line.split(" ", 1)[0]
             keep = (
@@ -218,7 +227,16 @@ def build_candidate(
     # preprocessor opens with -H), then link with the trusted runner and the generated
     # stub. Nothing of it runs candidate code; the screens below decide whether the
     # runner is ever started, and what of the compiler's output is recorded.
-    cmd = [cc, *cflags, "-c", "-H", "-save-temps=obj", name, "-o", "candidate.o"]
+    # The prototype from kernel.yaml is force-included: a definition whose types differ
+    # from the signature is a compile error ("conflicting types"), not a silent ABI
+    # mismatch at the call.
+    (workdir / PROTOTYPE_H).write_text(
+        "/* the kernel's signature, from kernel.yaml */\n"
+        "#include <stdint.h>\n#include <stddef.h>\n"
+        f"{' '.join(kernel.signature.split()).rstrip(';')};\n"
+    )
+    cmd = [cc, *cflags, "-c", "-H", "-save-temps=obj", "-include", PROTOTYPE_H, name]
+    cmd += ["-o", "candidate.o"]
     link = [cc, *cflags, *(o.name for o in trusted), "candidate.o", "-lm", "-o", "runner"]
     script = (
         f"{shlex.join(cmd)} >compile.out 2>&1; echo $? >compile.rc; "
@@ -284,7 +302,7 @@ def build_candidate(
         return BuildResult(
             False, "link_error", f"linking with the runner failed: {first_error(lout)}", comp
         )
-    for f in ("candidate.i", "candidate.s", *(o.name for o in trusted)):
+    for f in ("candidate.i", "candidate.s", PROTOTYPE_H, *(o.name for o in trusted)):
         (workdir / f).unlink(missing_ok=True)
     return BuildResult(True, "ok", "", comp, workdir / "runner")
 
