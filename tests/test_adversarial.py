@@ -467,3 +467,30 @@ def test_without_bubblewrap_a_host_file_still_does_not_reach_the_record(tmp_path
     rec = evaluate_source(KERNEL, src, tmp_path / "work", BuildConfig(), cfg)
     assert rec["status"] == status and word in rec["reason"], rec["reason"]
     assert "root:" not in json.dumps(rec)
+
+
+@pytest.mark.parametrize(
+    ("code", "word"),
+    [
+        (
+            "static volatile int x;\n__attribute__((constructor)) static void early(void) "
+            "{ x = 1; }\n",
+            ".init_array",
+        ),
+        (
+            "static volatile int x;\n__attribute__((destructor)) static void late(void) "
+            "{ x = 2; }\n",
+            ".fini_array",
+        ),
+        ("int helper(void) { return 1; }\n", "helper"),
+    ],
+)
+def test_the_object_screen_alone_catches_what_runs_outside_the_call(tmp_path, code, word):
+    """Defence in depth: the object screen, on an object the text screen never saw."""
+    from hpcagents.screen import screen_symbols
+
+    src = tmp_path / "k.c"
+    src.write_text(code + SIG + " { (void)m; }\n")
+    subprocess.run(["gcc", "-O2", "-c", str(src), "-o", str(tmp_path / "k.o")], check=True)
+    res = screen_symbols(tmp_path / "k.o", "kernel_dgemm")
+    assert res.status == "forbidden_symbol" and word in res.reason
