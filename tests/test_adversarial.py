@@ -7,6 +7,7 @@ test_scripted.py (every scripted variant and the baseline pass: 0 false rejectio
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -81,8 +82,8 @@ NEW_ATTACKS = {
         SIG + " { volatile double here = 0.0; volatile double *p = &here;\n"
         "  for (int i = 1; i < 256; i++) if (p[i] == 4.0) p[i] = 1e300;\n"
         "  (void)m; (void)C; }",
-        "wrong_answer",
-        "wrong",
+        ("wrong_answer", "crash"),  # scribbling on the runner's own stack may kill it
+        r"elements wrong|crashed|exited",
     ),
     # -- memoisation that survives a power-of-two rescale: A (2^e B) = 2^e (A B); after one
     # honest call of the same sizes, return the cached C scaled by B[0] / cached B[0].
@@ -347,7 +348,7 @@ def test_attack_is_rejected_with_its_reason(tmp_path, name):
     validate(rec, "evaluation")
     statuses = status if isinstance(status, tuple) else (status,)
     assert rec["status"] in statuses, f"{name}: {rec['status']}: {rec['reason']}"
-    assert reason in rec["reason"], f"{name}: {rec['reason']}"
+    assert re.search(reason, rec["reason"]), f"{name}: {rec['reason']}"
     # nothing of a host file reaches the record (compile output goes to repair prompts)
     assert "root:" not in json.dumps(rec)
 
@@ -446,7 +447,7 @@ def test_work_left_running_after_the_call_is_caught_by_the_judge(tmp_path):
 
         data = judge.generate_inputs(KERNEL, lay, np.random.default_rng(1))
         judge.candidate_call(KERNEL, runner, lay, data, time.monotonic() + 30)
-        reason = judge.check_quiet(runner, threads=1)
+        reason = judge.check_idle(runner, threads=1)
     finally:
         runner.close()
     assert reason is not None and "outside the timed call" in reason
@@ -466,3 +467,30 @@ def test_without_bubblewrap_a_host_file_still_does_not_reach_the_record(tmp_path
     rec = evaluate_source(KERNEL, src, tmp_path / "work", BuildConfig(), cfg)
     assert rec["status"] == status and word in rec["reason"], rec["reason"]
     assert "root:" not in json.dumps(rec)
+
+
+@pytest.mark.parametrize(
+    ("code", "word"),
+    [
+        (
+            "static volatile int x;\n__attribute__((constructor)) static void early(void) "
+            "{ x = 1; }\n",
+            ".init_array",
+        ),
+        (
+            "static volatile int x;\n__attribute__((destructor)) static void late(void) "
+            "{ x = 2; }\n",
+            ".fini_array",
+        ),
+        ("int helper(void) { return 1; }\n", "helper"),
+    ],
+)
+def test_the_object_screen_alone_catches_what_runs_outside_the_call(tmp_path, code, word):
+    """Defence in depth: the object screen, on an object the text screen never saw."""
+    from hpcagents.screen import screen_symbols
+
+    src = tmp_path / "k.c"
+    src.write_text(code + SIG + " { (void)m; }\n")
+    subprocess.run(["gcc", "-O2", "-c", str(src), "-o", str(tmp_path / "k.o")], check=True)
+    res = screen_symbols(tmp_path / "k.o", "kernel_dgemm")
+    assert res.status == "forbidden_symbol" and word in res.reason

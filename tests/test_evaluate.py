@@ -463,3 +463,12 @@ def test_single_precision_with_a_relative_tolerance(tmp_path):
     bad.write_text(code.replace("a * x[i] + y[i]", "a * x[i] + y[i] * 1.001f"))
     rec = evaluate_source(kernel, bad, tmp_path / "b", BuildConfig(), cfg)
     assert rec["status"] == "wrong_answer" and "first y[0]" in rec["reason"]
+
+
+def test_a_definition_whose_types_differ_from_the_signature_is_a_compile_error(tmp_path):
+    """The prototype is force-included: float alpha is not an ABI mismatch found at run
+    time but a compile error the PG can repair, naming both types."""
+    rec = evaluate(tmp_path, IKJ.replace("double alpha", "float alpha"))
+    assert rec["status"] == "compile_error" and "conflicting types" in rec["reason"]
+    assert "previous declaration" in rec["compile"]["output"]
+    assert "Multiple include guards" not in rec["compile"]["output"]

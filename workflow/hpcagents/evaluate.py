@@ -274,8 +274,9 @@ def evaluate_source(
         for case in kernel.cases:
             lay = judge.plan(kernel, case)
             data = judge.generate_inputs(kernel, lay, rng)
-            _, want, mag = reference.run(lay, data, time.monotonic() + cfg.timeout_s)
-            _, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
+            # untimed: no need to wait for either process to settle
+            _, want, mag = reference.run(lay, data, time.monotonic() + cfg.timeout_s, False)
+            _, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline, False)
             c = judge.check_call(kernel, lay, image, after, got, want, mag)
             if c.reference_nonfinite:
                 return fail(
@@ -305,15 +306,14 @@ def evaluate_source(
         phase = "timing"
         lay = judge.plan(kernel, bench)
         runs, ref_runs = [], []
-        quiet_from = None
+        cand.watch()  # from now on the candidate must stay idle between its calls
         for r in range(-cfg.warmup, cfg.repeats):
             data = judge.generate_inputs(kernel, lay, rng)
+            cand.settle()  # nothing of the candidate runs while the reference is timed
             t_ref, want = reference.timed(lay, data, time.monotonic() + cfg.timeout_s)
             t, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
             if r < 0:
                 continue  # warmup: untimed, and on inputs no later call sees
-            if r == cfg.repeats - 1:
-                quiet_from = judge.quiet_start(cand)  # the checks below run in the window
             mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
             c = judge.check_call(kernel, lay, image, after, got, want, mag)
             if c.reference_nonfinite:
@@ -334,9 +334,10 @@ def evaluate_source(
                 )
             runs.append(t)
             ref_runs.append(t_ref)
-        quiet = judge.check_quiet(cand, threads, quiet_from)
-        if quiet:
-            return fail("wrong_answer", quiet, compile=comp, validation=validation)
+        reference.runner.settle()
+        idle = judge.check_idle(cand, threads)
+        if idle:
+            return fail("wrong_answer", idle, compile=comp, validation=validation)
     except judge.RunnerFault as exc:
         where = "validation or timing" if phase == "validation" else "timing"
         if exc.status == "timeout":
@@ -364,6 +365,7 @@ def evaluate_source(
         **_stats(runs, flops),
         "output_checked": True,
         "idle_cpu_s": round(cand.idle_cpu_s, 4),
+        "idle_s": round(cand.idle_wall_s, 4),
     }
     reference_rec = {**_record_reference(kernel, blas, build), **_stats(ref_runs, flops)}
     reference_rec.pop("spread")

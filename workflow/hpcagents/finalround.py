@@ -123,6 +123,7 @@ def final_round(
                 built.exe, workdir / f"c{i}", lay.size, env, limits, [], cfg.sandbox, f"c{i}"
             )
             sandbox = runners[i].sandbox
+            runners[i].watch()
         (workdir / "ref").mkdir(exist_ok=True)
         exe = Path(shutil.copy2(ref_exe, workdir / "ref" / "reference-runner"))
         ref_limits = Limits(cpu_s=limits.cpu_s, memory_mb=cfg.memory_mb + 4096)
@@ -134,6 +135,7 @@ def final_round(
         ref_runs: list[float] = []
         for r in range(-cfg.warmup, rounds):
             data = judge.generate_inputs(kernel, lay, rng)
+            ref_runner.settle()  # after last round's untimed magnitude run
             order: list[int | None] = [None, *sorted(runners)]
             shift = (r + cfg.warmup) % len(order)
             order = order[shift:] + order[:shift]
@@ -173,8 +175,9 @@ def final_round(
                 else:
                     entries[who]["runs_s"].append(t)
             ref_runs.append(t_ref)
+        ref_runner.settle()
         for who in list(runners):
-            quiet = judge.check_quiet(runners[who], threads)
+            quiet = judge.check_idle(runners[who], threads)
             if quiet:
                 entries[who].update(status="wrong_answer", reason=quiet)
                 runners.pop(who).close()

@@ -15,8 +15,11 @@ Python process, does everything that must not be in reach of the candidate:
   absolute values of the inputs for the error bound's magnitude;
 * it times every call itself, around the pipe round trip (the runner holds no trusted
   timer), checks every output of every call (timed ones included) and reads the runner's
-  CPU time from /proc between calls: a process that keeps computing after it answered
-  "done" is caught in a quiet window.
+  CPU time from /proc while it is idle between timed calls: a process that keeps
+  computing after it answered "done" (a thread or task left running) fails;
+* before anything is timed it waits until the other processes have stopped spinning
+  (OpenMP workers spin a few ms after a parallel region), so no process times another's
+  leftovers.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import mmap
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -58,6 +62,7 @@ FLOAT_SENTINEL = -7.77e37
 INT_SENTINEL = 0x7E57AB1E
 INT_POISON = -(2**31) + 7
 QUIET_WINDOW_S = 0.25
+PROTOTYPE_H = "hpca_prototype.h"
 
 
 class JudgeError(RuntimeError):
@@ -155,16 +160,29 @@ def own_diagnostics(output: str, name: str, system_dirs: list[str]) -> str:
     the rlimits fallback): a diagnostic quoting any other file is dropped, so no file's
     content can reach the record and the repair prompt through the compiler's output.
     """
-    kept, keep = [], True
+    kept, keep, guards = [], True, False
     for line in output.splitlines():
         if re.match(r"^\.+ \S", line):
             continue  # -H list of opened files
+        if line.startswith("Multiple include guards may be useful for:"):
+            guards = True  # -H's closing list of header paths: not a diagnostic
+            continue
+        if guards and line and " " not in line:
+            continue
+        guards = False
         m = re.match(r"^(?:In file included from |\s+from )?([^:\s][^:]*):(\d+)(?::\d+)?[:,]", line)
         if m:
             path = m.group(1)
-            keep = path == name or any(path.startswith(d.rstrip("/") + "/") for d in system_dirs)
+            keep = path in (name, PROTOTYPE_H, f"./{PROTOTYPE_H}") or any(
+                path.startswith(d.rstrip("/") + "/") for d in system_dirs
+            )
         elif not line.startswith(" "):
-            keep = not re.match(r"^\S+: ", line) or line.startswith(("cc1:", "gcc:", f"{name}:"))
+            tool = line.split(" ", 1)[0]
+            keep = (
+                not re.match(r"^\S+: ", line)
+                or tool in ("cc1:", "gcc:", "collect2:", f"{name}:")
+                or tool.endswith("/ld:")
+            )
         if keep:
             kept.append(line)
     return "\n".join(kept)
@@ -199,25 +217,61 @@ def build_candidate(
     limits = Limits(cpu_s=int(timeout_s) + 10, memory_mb=4096, file_mb=256, nproc=256)
     env = _compile_env(workdir)
 
-    def sandboxed(cmd: list[str]) -> tuple[int | None, str]:
-        res = run_untrusted(cmd, workdir, env, timeout_s, limits, use_bwrap=use_bwrap)
-        return res.returncode, res.output
+    try:
+        trusted = runner_objects(kernel, cc, cflags)
+    except JudgeError as exc:
+        return BuildResult(False, "harness_error", str(exc), None)
+    for obj in trusted:
+        shutil.copyfile(obj, workdir / obj.name)
+    # ONE sandboxed run: compile (keeping the preprocessed text, listing every file the
+    # preprocessor opens with -H), then link with the trusted runner and the generated
+    # stub. Nothing of it runs candidate code; the screens below decide whether the
+    # runner is ever started, and what of the compiler's output is recorded.
+    # The prototype from kernel.yaml is force-included: a definition whose types differ
+    # from the signature is a compile error ("conflicting types"), not a silent ABI
+    # mismatch at the call.
+    (workdir / PROTOTYPE_H).write_text(
+        "/* the kernel's signature, from kernel.yaml */\n"
+        "#include <stdint.h>\n#include <stddef.h>\n"
+        f"{' '.join(kernel.signature.split()).rstrip(';')};\n"
+    )
+    cmd = [cc, *cflags, "-c", "-H", "-save-temps=obj", "-include", PROTOTYPE_H, name]
+    cmd += ["-o", "candidate.o"]
+    link = [cc, *cflags, *(o.name for o in trusted), "candidate.o", "-lm", "-o", "runner"]
+    script = (
+        f"{shlex.join(cmd)} >compile.out 2>&1; echo $? >compile.rc; "
+        f'[ "$(cat compile.rc)" = 0 ] && {{ {shlex.join(link)} >link.out 2>&1; '
+        "echo $? >link.rc; }; exit 0"
+    )
+    t0 = time.monotonic()
+    res = run_untrusted(
+        ["/bin/sh", "-c", script], workdir, env, timeout_s, limits, use_bwrap=use_bwrap
+    )
+    seconds = round(time.monotonic() - t0, 3)
 
-    # 1. preprocess: the list of files opened (-H) and the candidate's expanded lines
-    pre = [cc, *cflags, "-E", "-H", name, "-o", "candidate.i"]
-    rc, out = sandboxed(pre)
+    def read(f: str) -> str:
+        try:
+            return (workdir / f).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    out = read("compile.out")
+    rc = None if res.returncode is None else int(read("compile.rc").strip() or -1)
+    system_dirs = system_include_dirs(cc)
     opened = [ln for ln in out.splitlines() if re.match(r"^\.+ \S", ln)]
-    diagnostics = own_diagnostics(out, name, system_include_dirs(cc))
-    inc = screen_includes(opened, system_include_dirs(cc))
+    diagnostics = own_diagnostics(out, name, system_dirs)
+    comp = {
+        "command": cmd,
+        "returncode": rc if rc is not None else -1,
+        "output": _truncate(diagnostics),
+        "seconds": seconds,
+        "sandbox": "bubblewrap" if use_bwrap and bwrap_status()[0] else "rlimits",
+    }
+    # 1. the include gate, on the files the preprocessor actually opened
+    inc = screen_includes(opened, system_dirs)
     if not inc.ok:
         return BuildResult(False, inc.status, inc.reason, None)
     if rc != 0:
-        comp = {
-            "command": pre,
-            "returncode": rc if rc is not None else -1,
-            "output": _truncate(diagnostics),
-            "seconds": 0.0,
-        }
         missing = re.search(r"fatal error: (.+?): No such file or directory", diagnostics)
         if missing:
             return BuildResult(
@@ -225,51 +279,30 @@ def build_candidate(
                 "forbidden_code",
                 f"#include of {missing.group(1)}: not a system header (only the compiler's "
                 "system headers are visible to the compiler)",
-                comp,
+                None,
             )
-        why = "the preprocessor timed out" if rc is None else "the candidate does not compile"
+        why = "the compiler timed out" if rc is None else "the candidate does not compile"
         return BuildResult(False, "compile_error", f"{why}: {first_error(diagnostics)}", comp)
-    pp = screen_preprocessed((workdir / "candidate.i").read_text(errors="replace"), name)
+    # 2. the candidate's own lines after preprocessing
+    pp = screen_preprocessed(read("candidate.i"), name)
     if not pp.ok:
         return BuildResult(False, pp.status, pp.reason, None)
-    # 2. compile
-    cmd = [cc, *cflags, "-c", name, "-o", "candidate.o"]
-    t0 = time.monotonic()
-    rc, out = sandboxed(cmd)
-    comp = {
-        "command": cmd,
-        "returncode": rc if rc is not None else -1,
-        "output": _truncate(own_diagnostics(out, name, system_include_dirs(cc))),
-        "seconds": round(time.monotonic() - t0, 3),
-        "sandbox": "bubblewrap" if use_bwrap and bwrap_status()[0] else "rlimits",
-    }
-    if rc != 0:
-        why = "the compiler timed out" if rc is None else "the candidate does not compile"
-        return BuildResult(False, "compile_error", f"{why}: {first_error(out)}", comp)
-    # 3. the object (one without the kernel's function goes on to the linker, whose
-    # "undefined reference" says it plainly)
-    defined = {name for _, name in defined_globals(workdir / "candidate.o")}
+    # 3. the object (one without the kernel's function goes on to the linker's verdict,
+    # whose "undefined reference" says it plainly)
+    defined = {sym for _, sym in defined_globals(workdir / "candidate.o")}
     if kernel.function in defined:
         symbols: ScreenResult = screen_symbols(workdir / "candidate.o", kernel.function)
         if not symbols.ok:
             return BuildResult(False, symbols.status, symbols.reason, comp)
-    # 4. link with the trusted runner and the generated stub (nothing else of the judge),
-    # compiled once by the trusted side and cached
-    try:
-        trusted = runner_objects(kernel, cc, cflags)
-    except JudgeError as exc:
-        return BuildResult(False, "harness_error", str(exc), comp)
-    for obj in trusted:
-        shutil.copyfile(obj, workdir / obj.name)
-    link = [cc, *cflags, *(o.name for o in trusted), "candidate.o", "-lm", "-o", "runner"]
-    rc, lout = sandboxed(link)
-    if rc != 0:
-        comp["output"] = _truncate(out + lout)
+    # 4. the link
+    if read("link.rc").strip() != "0":
+        lout = read("link.out")  # the linker reads objects only: symbol names, no file text
+        comp["output"] = _truncate(diagnostics + lout)
         comp["link_command"] = link
         return BuildResult(
             False, "link_error", f"linking with the runner failed: {first_error(lout)}", comp
         )
-    for f in ("candidate.i", *(o.name for o in trusted)):
+    for f in ("candidate.i", "candidate.s", PROTOTYPE_H, *(o.name for o in trusted)):
         (workdir / f).unlink(missing_ok=True)
     return BuildResult(True, "ok", "", comp, workdir / "runner")
 
@@ -279,8 +312,20 @@ def _cache_dir() -> Path:
     return Path(base) / "hpcagents" / "reference"
 
 
+def _machine_key() -> str:
+    """What -march=native depends on: a cache shared by nodes of different CPUs (a home
+    directory on a cluster) must not hand one node's binary to another."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.uname().machine
+    keep = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
+    return "\n".join(keep) or info[:2000]
+
+
 def _cached(key_parts: list[str], prefix: str) -> Path:
-    key = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:24]
+    """A cache directory for trusted binaries, keyed by their sources, flags and CPU."""
+    key = hashlib.sha256("\0".join([*key_parts, _machine_key()]).encode()).hexdigest()[:24]
     try:
         cache = _cache_dir() / f"{prefix}-{key}"
         cache.mkdir(parents=True, exist_ok=True)
@@ -653,19 +698,20 @@ class Runner:
             stderr_path=self.stderr_path,
         )
         self.calls = 0
+        # Idle accounting (see watch()): CPU and wall time between a settled answer and
+        # the next command, over the intervals watched.
         self.idle_cpu_s = 0.0
         self.idle_wall_s = 0.0
-        self._after: tuple[float, float] | None = None
+        self.idle_intervals = 0
+        self._watch = False
+        self._idle_from: tuple[float, float] | None = None
 
     def cpu(self) -> float:
         return tree_cpu_seconds(self.proc.pid)
 
     def call(self, deadline: float) -> float:
         """One kernel call; returns its wall time in seconds, measured from outside."""
-        if self._after is not None:
-            cpu0, wall0 = self._after
-            self.idle_cpu_s += max(0.0, self.cpu() - cpu0)
-            self.idle_wall_s += time.monotonic() - wall0
+        self._close_idle()
         cmd = b"c %d\n" % self.arena.size
         fd_in, fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         t0 = time.perf_counter()
@@ -689,13 +735,25 @@ class Runner:
         if buf != b"d\n":
             raise JudgeError(f"the runner answered {buf[:80]!r}")
         self.calls += 1
-        self._after = (self.cpu(), time.monotonic())
         return t1 - t0
+
+    def watch(self) -> None:
+        """From now on, every settled answer opens an idle interval that the next command
+        closes: the process must not compute while nothing is asked of it."""
+        self._watch = True
+
+    def _close_idle(self) -> None:
+        if self._idle_from is not None:
+            cpu0, wall0 = self._idle_from
+            self.idle_cpu_s += max(0.0, self.cpu() - cpu0)
+            self.idle_wall_s += time.monotonic() - wall0
+            self.idle_intervals += 1
+            self._idle_from = None
 
     def settle(self, max_s: float = 0.05) -> float:
         """Wait (at most ``max_s``) until this process stops using CPU: OpenMP workers
         spin for a few ms after a parallel region, and must not steal cores from the next
-        process timed. Returns the seconds waited."""
+        process timed. Returns the seconds waited; opens an idle interval when watched."""
         t0 = time.monotonic()
         pids = _descendants(self.proc.pid)
         last = sum(_proc_cpu(p) for p in pids)
@@ -705,13 +763,9 @@ class Runner:
             if now - last < 0.0002:
                 break
             last = now
+        if self._watch and self._idle_from is None:
+            self._idle_from = (self.cpu(), time.monotonic())
         return time.monotonic() - t0
-
-    def quiet_cpu(self, seconds: float = QUIET_WINDOW_S) -> float:
-        """CPU the process uses while nothing is asked of it (after its last answer)."""
-        c0 = self.cpu()
-        time.sleep(seconds)
-        return self.cpu() - c0
 
     def _died(self) -> RunnerFault:
         try:
@@ -974,42 +1028,54 @@ class Reference:
     kernel: KernelSpec
     runner: Runner
 
-    def timed(self, lay: Layout, data: dict, deadline: float) -> tuple[float, dict]:
+    def timed(
+        self, lay: Layout, data: dict, deadline: float, settle: bool = True
+    ) -> tuple[float, dict]:
         """The reference on clean inputs, timed like the candidate: (seconds, outputs)."""
         fill_reference(self.runner.arena, self.kernel, lay, data, absolute=False)
         try:
             t = self.runner.call(deadline)
-            self.runner.settle()
+            if settle:
+                self.runner.settle()
         except RunnerFault as exc:
             raise JudgeError(f"the reference failed: {exc.reason}") from None
         return t, read_outputs(self.runner.arena, lay)
 
     def magnitude(self, lay: Layout, data: dict, deadline: float) -> dict | None:
-        """The reference on |inputs| (the error bound's magnitude); None for other models."""
+        """The reference on |inputs| (the error bound's magnitude); None for other models.
+        Untimed: the next timed call waits for this process to settle."""
         if self.kernel.tolerance.model != "error_bound":
             return None
         fill_reference(self.runner.arena, self.kernel, lay, data, absolute=True)
         try:
             self.runner.call(deadline)
-            self.runner.settle()
         except RunnerFault as exc:
             raise JudgeError(f"the reference failed: {exc.reason}") from None
         return read_outputs(self.runner.arena, lay)
 
-    def run(self, lay: Layout, data: dict, deadline: float):
-        t, want = self.timed(lay, data, deadline)
+    def run(self, lay: Layout, data: dict, deadline: float, settle: bool = True):
+        t, want = self.timed(lay, data, deadline, settle)
         return t, want, self.magnitude(lay, data, deadline)
 
 
 def candidate_call(
-    kernel: KernelSpec, runner: Runner, lay: Layout, data: dict, deadline: float
+    kernel: KernelSpec,
+    runner: Runner,
+    lay: Layout,
+    data: dict,
+    deadline: float,
+    settle: bool = True,
 ) -> tuple[float, np.ndarray, np.ndarray, dict]:
-    """Lay out the poisoned inputs, call, and snapshot the arena at once on "done"."""
+    """Lay out the poisoned inputs, call, and snapshot the arena at once on "done".
+
+    ``settle``: wait for the process to stop spinning afterwards (before anything else is
+    timed; not needed between untimed validation calls)."""
     image = fill_candidate(runner.arena, kernel, lay, data)
     t = runner.call(deadline)
     after = runner.arena.bytes[: lay.size].copy()
     got = read_outputs(runner.arena, lay)
-    runner.settle()
+    if settle:
+        runner.settle()
     return t, image, after, got
 
 
@@ -1017,30 +1083,27 @@ def arena_size(kernel: KernelSpec, cases: list[Case]) -> int:
     return max(plan(kernel, c).size for c in cases)
 
 
-def quiet_start(runner: Runner) -> tuple[float, float]:
-    """Open the quiet window once the runner has stopped spinning: (cpu, time)."""
-    runner.settle()
-    return runner.cpu(), time.monotonic()
+def check_idle(runner: Runner, threads: int) -> str | None:
+    """Fail a candidate whose process computes while it is idle (a thread or a task left
+    running after its call returned, or work between calls).
 
-
-def check_quiet(
-    runner: Runner, threads: int, start: tuple[float, float] | None = None
-) -> str | None:
-    """Fail a candidate whose process keeps computing while it is idle.
-
-    The window opens at ``start`` (the judge checks outputs meanwhile) and lasts at least
-    QUIET_WINDOW_S; the runner's CPU time comes from /proc.
+    The idle intervals watched during timing (the reference's calls, the judge's checks)
+    count; when they add up to less than QUIET_WINDOW_S the judge waits for the rest.
+    CPU time comes from /proc (schedstat). After settle() an honest runner is blocked in
+    read(): what is left of an OpenMP worker's spin is allowed, per interval.
     """
-    cpu0, t0 = start or quiet_start(runner)
-    time.sleep(max(0.0, QUIET_WINDOW_S - (time.monotonic() - t0)))
-    used = runner.cpu() - cpu0
-    # After settle() an honest runner is blocked in read(): ~0 CPU. What is left of an
-    # OpenMP worker's spin (a few ms of CPU at most, per thread) is allowed.
-    allowed = 0.01 * threads + 0.01
+    runner.settle()
+    if runner._idle_from is None:
+        runner._idle_from = (runner.cpu(), time.monotonic())
+    open_wall = time.monotonic() - runner._idle_from[1]
+    time.sleep(max(0.0, QUIET_WINDOW_S - runner.idle_wall_s - open_wall))
+    runner._close_idle()
+    used, wall = runner.idle_cpu_s, runner.idle_wall_s
+    allowed = 0.01 + 0.005 * threads * runner.idle_intervals
     if used > allowed:
         return (
-            f"the kernel's process used {used:.2f} s of CPU in a {QUIET_WINDOW_S:g} s quiet "
-            f"window after its call returned (allowed {allowed:.2f} s): work outside the "
-            "timed call is not allowed (threads or tasks left running)"
+            f"the kernel's process used {used:.2f} s of CPU while idle ({wall:.2f} s between "
+            f"calls, allowed {allowed:.2f} s): work outside the timed call is not allowed "
+            "(threads or tasks left running after the call returned)"
         )
     return None
