@@ -167,7 +167,19 @@ def test_kill_mid_iteration_then_resume_loses_nothing(reference_run, tmp_path):
     counts = Counter(entry["prompt_sha256"] for entry in read_log(log))
     regenerated = [h for h in finished if counts[h] != 1]
     assert not regenerated, f"{len(regenerated)} finished attempts were asked again"
-    assert selections(workdir, 2) == selections(ref_dir, 2)
+    # What does not depend on timing is identical to the uninterrupted run: iteration 1's
+    # plan and every attempt's code (which kernel wins depends on the machine's speed at
+    # the time, so selections are compared only for completeness).
+    assert _iteration_sources(workdir, 1) == _iteration_sources(ref_dir, 1)
+    assert len(selections(workdir, 2)) == 3  # every iteration selected
+
+
+def _iteration_sources(workdir: Path, i: int) -> dict[tuple[str, str], str]:
+    it = workdir / "results" / "dgemm" / f"iter{i}"
+    out = {("plan", ""): str(read_json(it / "plan.json", "plan")["strategies"])}
+    for gen in it.glob("pg*/attempt*/generation.json"):
+        out[(gen.parts[-3], gen.parts[-2])] = read_json(gen, "generation")["source_sha256"]
+    return out
 
 
 def test_unreachable_server_stops_at_once_naming_it(tmp_path):
