@@ -31,6 +31,7 @@ from .artifacts import write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .kernelspec import KernelError, KernelSpec, load_kernel
 from .sandbox import Limits
+from .timinglock import PhaseLock
 
 FAILED_STATUSES = (
     "compile_error",
@@ -61,6 +62,7 @@ class EvalConfig:
     threads: int | None = None
     memory_mb: int = 4096
     sandbox: bool = True  # bubblewrap where it works; rlimits and screens always
+    cpu_lock: bool = True  # host-wide timing lock: build/validate shared, timing exclusive
 
 
 def _cpu_model() -> str:
@@ -206,6 +208,26 @@ def evaluate_source(
 ) -> dict[str, Any]:
     """Screen, compile, validate and time ``source``; return the evaluation record.
 
+    Holds this host's timing lock (:mod:`hpcagents.timinglock`) shared while it builds
+    and validates and exclusive while it times, so N evaluations of an iteration overlap
+    except for their timed calls, and no timed call ever shares the cores with another
+    evaluation's compiler or validation.
+    """
+    with PhaseLock(enabled=cfg.cpu_lock) as lock:
+        return _evaluate_source(lock, kernel, source, workdir, build, cfg, seed)
+
+
+def _evaluate_source(
+    lock: PhaseLock,
+    kernel: KernelSpec,
+    source: Path,
+    workdir: Path,
+    build: BuildConfig,
+    cfg: EvalConfig,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Screen, compile, validate and time ``source``; return the evaluation record.
+
     Gates in order, each a status with a reason: source screens (``forbidden_code``),
     compile in the sandbox (``compile_error``), object screen (``forbidden_symbol``), link
     with the generic runner (``link_error``); then the judge calls the kernel in its own
@@ -237,6 +259,7 @@ def evaluate_source(
         return fail("harness_error", blas_error)
     if not source.is_file() or not source.read_text(errors="replace").strip():
         return fail("no_code", f"{source} is missing or empty")
+    lock.shared()  # building and validating overlap with other evaluations, never a timing
     built = judge.build_candidate(
         kernel, source, workdir / "cand", build.cc, build.cflags, use_bwrap=cfg.sandbox
     )
@@ -304,6 +327,7 @@ def evaluate_source(
                 more = f" (+{len(others)} more failing case(s): {shown})"
             return fail("wrong_answer", failures[0][1] + more, compile=comp, validation=validation)
         phase = "timing"
+        lock.exclusive()  # the timed calls have this host's cores to themselves
         lay = judge.plan(kernel, bench)
         runs, ref_runs = [], []
         cand.watch()  # from now on the candidate must stay idle between its calls

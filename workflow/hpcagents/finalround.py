@@ -24,6 +24,7 @@ from .blas import BlasInfo, BlasNotFound, find_blas
 from .evaluate import BuildConfig, EvalConfig, _cores, _provenance, _record_reference, _sha
 from .kernelspec import KernelSpec
 from .sandbox import Limits
+from .timinglock import PhaseLock
 
 
 def _figures(runs: list[float], flops: float) -> dict[str, Any]:
@@ -37,6 +38,21 @@ def _figures(runs: list[float], flops: float) -> dict[str, Any]:
 
 
 def final_round(
+    kernel: KernelSpec,
+    contenders: list[tuple[str, Path]],
+    workdir: Path,
+    build: BuildConfig,
+    cfg: EvalConfig,
+    rounds: int | None = None,
+) -> dict[str, Any]:
+    """The side-by-side re-timing (see :func:`_final_round`), holding this host's timing
+    lock exclusively throughout: no evaluation builds, validates or times meanwhile."""
+    with PhaseLock(enabled=cfg.cpu_lock) as lock:
+        lock.exclusive()
+        return _final_round(kernel, contenders, workdir, build, cfg, rounds)
+
+
+def _final_round(
     kernel: KernelSpec,
     contenders: list[tuple[str, Path]],
     workdir: Path,

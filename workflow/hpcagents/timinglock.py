@@ -22,7 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 
@@ -61,3 +61,40 @@ def exclusive(directory: Path | None = None) -> Iterator[None]:
     with _flock(directory / "turnstile.lock", fcntl.LOCK_EX):
         with _flock(directory / "cpu.lock", fcntl.LOCK_EX):
             yield
+
+
+class PhaseLock:
+    """One evaluation's hold, switched between phases: ``shared()`` to build and validate,
+    ``exclusive()`` to time; each switch releases the previous hold first (an flock is
+    never upgraded in place: two upgraders would deadlock). ``enabled=False`` holds
+    nothing (e.g. a node that is the evaluation's alone)."""
+
+    def __init__(self, enabled: bool = True, directory: Path | None = None) -> None:
+        self.enabled = enabled
+        self.directory = directory
+        self._stack = ExitStack()
+        self.mode = "none"
+
+    def shared(self) -> None:
+        self._switch("shared", shared)
+
+    def exclusive(self) -> None:
+        self._switch("exclusive", exclusive)
+
+    def _switch(self, mode: str, ctx) -> None:  # noqa: ANN001
+        if not self.enabled or self.mode == mode:
+            return
+        self._stack.close()
+        self._stack = ExitStack()
+        self._stack.enter_context(ctx(self.directory))
+        self.mode = mode
+
+    def release(self) -> None:
+        self._stack.close()
+        self.mode = "none"
+
+    def __enter__(self) -> PhaseLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -3,8 +3,9 @@
 # LLM steps are local rules (the LLM servers are reachable from where Snakemake runs)
 # that take no core (threads: 0: they wait on HTTP), capped only by the global resource
 # llm_slots and the servers' own max_concurrency; evaluations and the final round are
-# ordinary jobs (Slurm-able), serialised locally by timing_slots so two timings never
-# share the cores.
+# ordinary jobs (Slurm-able). Locally, evaluations overlap (up to --cores and
+# timing_slots) while they build and validate, and a host-wide lock gives their timed
+# calls, and the whole final round, the machine to themselves (hpcagents.timinglock).
 
 
 localrules:
