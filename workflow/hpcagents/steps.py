@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from . import timinglock
 from .agents import BuildInfo, Previous, fit_pg, pg_messages, run_pg, run_pm
 from .artifacts import read_json, write_json
 from .config import CampaignConfig
@@ -23,6 +25,7 @@ from .llm import pool_from_env
 from .machine import (
     MachineError,
     default_cache_dir,
+    find_cached,
     machine_model,
     model_for_host,
     roofline,
@@ -240,10 +243,13 @@ def roofline_of(cfg: CampaignConfig, kernel: KernelSpec, best_s: float) -> dict[
     evaluation runs (the timing slot locally, the exclusive node under Slurm), and cached.
     """
     case = kernel.bench_case(cfg.bench_size)
+    threads = cfg.threads or usable_cores()
     try:
-        model = machine_model(
-            default_cache_dir(), cfg.cc, cfg.cflags, cfg.threads or usable_cores()
-        )
+        model = find_cached(default_cache_dir(), socket.gethostname(), cfg.cc, cfg.cflags, threads)
+        if model is None:
+            # measured like a timing: never beside another evaluation's compile or run
+            with timinglock.exclusive():
+                model = machine_model(default_cache_dir(), cfg.cc, cfg.cflags, threads)
         return roofline(kernel.flops(case), kernel.bytes(case), best_s, model)
     except (MachineError, ValueError) as exc:
         print(f"no roofline figure: {exc}")
