@@ -24,7 +24,13 @@ PG = [
 ]
 
 
-def pool(tmp_path: Path, urls: list[str], timeout_s: float = 10, retries: int = 2) -> LLMPool:
+def pool(
+    tmp_path: Path,
+    urls: list[str],
+    timeout_s: float = 10,
+    retries: int = 2,
+    timeout_retries: int = 1,
+) -> LLMPool:
     servers = tuple(
         ServerConfig(name=f"s{i}", base_url=u, model="scripted-stand-in", timeout_s=timeout_s)
         for i, u in enumerate(urls)
@@ -37,6 +43,7 @@ def pool(tmp_path: Path, urls: list[str], timeout_s: float = 10, retries: int = 
             max_retries=retries,
             max_reasks=1,
             cache_dir=tmp_path / "cache",
+            timeout_retries=timeout_retries,
         )
     )
 

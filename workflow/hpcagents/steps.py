@@ -83,7 +83,7 @@ def plan(cfg: CampaignConfig, kernel_name: str, iteration: int, best_json: Path,
         source,
         seed=request_seed(cfg, iteration, 0, 0),
         max_reasks=cfg.llm.max_reasks,
-        budget=pool.prompt_budget(iteration),
+        budget=pool.prompt_budget(iteration, role="pm"),
     )
     write_json(out, record, "plan")
 
@@ -131,7 +131,7 @@ def generate(
     best_source = Path(best["source"]).read_text()
     pool = pool_from_env(cfg.llm)
     messages, context = fit_pg(
-        pool.prompt_budget(pg),
+        pool.prompt_budget(pg, role="pg"),
         lambda chars: pg_messages(
             kernel,
             build_info(cfg, best),
