@@ -218,3 +218,33 @@ class MockServer:
                 )
 
         return Handler
+
+
+def flock_waiters(path) -> int:
+    """Processes blocked in ``flock`` on ``path`` right now (Linux ``/proc/locks``: a
+    waiter's line carries ``->``). Lets a test wait for "the second request is waiting"
+    instead of guessing with sleeps."""
+    import os
+
+    try:
+        inode = os.stat(path).st_ino
+        lines = open("/proc/locks").read().splitlines()
+    except OSError:
+        return 0
+    return sum(
+        1
+        for line in lines
+        if "->" in line and "FLOCK" in line and line.split()[-3].endswith(f":{inode}")
+    )
+
+
+def gate_answers(server, gate) -> None:
+    """Hold every answer of a scripted-model ``server`` until ``gate`` (an Event) is set:
+    a request stays in flight exactly as long as a test needs."""
+    original = server.service_time
+
+    def held(tokens: int) -> float:
+        gate.wait(120)
+        return original(tokens)
+
+    server.service_time = held

@@ -24,7 +24,7 @@ from hpcagents.llm import LLMPool, LLMUnavailable, PromptTooLong, worst_case_wai
 from hpcagents.llm_accounting import per_server
 from hpcagents.probe import ServerState, check_servers, probe
 from hpcagents.scripted import serve
-from mock_servers import MockServer
+from mock_servers import MockServer, flock_waiters, gate_answers
 
 DEFAULT = yaml.safe_load((REPO_DIR / "config" / "config.yaml").read_text())
 PM = [
@@ -359,26 +359,49 @@ def _ask_in_process(args):
         cache_dir=Path(cache),
     )
     result = LLMPool(cfg).chat(PG, index=0, seed=5)
-    Path(out).write_text(json.dumps({"cached": result.cached, "text": result.text}))
+    Path(out).write_text(
+        json.dumps(
+            {
+                "cached": result.cached,
+                "text": result.text,
+                "inflight_wait_s": result.inflight_wait_s,
+            }
+        )
+    )
 
 
 def test_an_identical_request_in_flight_is_waited_for_not_sent_again(tmp_path, start_scripted):
-    server = start_scripted(latency=1.0)
+    server = start_scripted()
+    gate = threading.Event()
+    gate_answers(server, gate)  # the first request stays in flight until the gate opens
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(
+
+    def ask(i: int):
+        p = ctx.Process(
             target=_ask_in_process, args=((server.url, tmp_path / "cache", tmp_path / f"{i}.json"),)
         )
-        for i in range(2)
-    ]
-    for p in procs:
         p.start()
-    for p in procs:
-        p.join(60)
+        return p
+
+    first = ask(0)
+    deadline = time.monotonic() + 60
+    while not server._inflight:  # the first request has reached the server
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    (lock,) = (tmp_path / "cache" / ".inflight").glob("*.lock")
+    second = ask(1)
+    while not flock_waiters(lock):  # the second one waits on the first one's lock
+        assert time.monotonic() < deadline and second.is_alive()
+        time.sleep(0.02)
+    gate.set()
+    first.join(60)
+    second.join(60)
+    assert first.exitcode == 0 and second.exitcode == 0
     answers = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2)]
     assert len(read_log(server.log_path)) == 1, "the prompt was sent once"
     assert answers[0]["text"] == answers[1]["text"]
-    assert sorted(a["cached"] for a in answers) == [False, True]
+    assert [a["cached"] for a in answers] == [False, True]
+    assert answers[1]["inflight_wait_s"] > 0
 
 
 def test_a_killed_senders_lock_blocks_nobody(tmp_path, start_scripted):
@@ -418,3 +441,47 @@ def test_server_state_update_keeps_other_facts(tmp_path):
         "context_tokens": 4096,
     }
     assert ServerState(tmp_path).load(replace(s, model="other")) == {}
+
+
+# -- a campaign with a planner and coders ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_campaign_with_a_reasoning_planner_coders_and_a_misnamed_server(
+    tmp_path, mocks, start_scripted
+):
+    from conftest import campaign_config, run_snakemake, write_campaign
+    from hpcagents.artifacts import read_json
+
+    planner = mocks(kind="vllm", model="openai/gpt-oss-120b", reasoning=True)
+    coder = start_scripted(name="coder")
+    typo = mocks(kind="vllm", model="qwen-coder")
+    raw = campaign_config(coder.url, **{"campaign.iterations": 1, "campaign.pgs": 2})
+    raw["llm"]["servers"] = [
+        {
+            "name": "planner",
+            "base_url": planner.url,
+            "model": "openai/gpt-oss-120b",
+            "roles": ["pm"],
+        },
+        {"name": "coder", "base_url": coder.url, "model": "scripted-stand-in", "roles": ["pg"]},
+        {"name": "typo", "base_url": typo.url, "model": "qwen-coder-32b", "roles": ["pg"]},
+    ]
+    raw["llm"]["roles"] = {"pm": {"temperature": 0.9, "reasoning_effort": "high"}}
+    workdir = tmp_path / "c"
+    write_campaign(workdir, raw)
+    proc = run_snakemake(workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "left out of the campaign" in proc.stderr and "qwen-coder-32b" in proc.stderr
+    res = workdir / "results/dgemm"
+    plan = read_json(res / "iter1/plan.json", "plan")
+    pm = plan["llm_calls"][0]
+    assert (pm["server"], pm["role"], pm["response_format"]) == ("planner", "pm", "json_schema")
+    assert pm["reasoning_tokens"] > 0 and pm["reasoning_chars"] > 0
+    assert plan["context"]["budget_tokens"] == 32768 - 8192 - 256
+    gens = [read_json(p, "generation") for p in res.glob("iter1/pg*/attempt*/generation.json")]
+    assert gens and all(g["llm"]["server"] == "coder" and g["llm"]["role"] == "pg" for g in gens)
+    assert not typo.chat_requests() and all(
+        r["temperature"] == 0.9 for r in planner.chat_requests()[1:]
+    )
+    assert read_json(res / "summary.json", "summary")["rows"][-1]["valid"] >= 1
