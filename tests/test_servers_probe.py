@@ -343,6 +343,34 @@ def test_default_worst_case_wait_is_minutes_not_tens_of_minutes():
     cfg = parse_config(copy.deepcopy(DEFAULT)).llm
     wait = worst_case_wait_s(cfg)
     assert wait["dead_silent_per_server_s"] == 300 and wait["refusing_per_server_s"] == 3.0
+    assert wait["host_down_per_server_s"] == 33.0 and wait["all_dead_silent_s"] == 601.0
+    two = replace(cfg, servers=(*cfg.servers, replace(cfg.servers[0], name="b")))
+    assert worst_case_wait_s(two)["all_dead_silent_s"] == 901.0
+
+
+def test_a_timeout_moves_on_at_once_and_is_retried_only_on_the_last_server(tmp_path):
+    hung = serve(
+        port=0, log_path=tmp_path / "hung.jsonl", faults=("hang",), fault_every=1, hang_s=30
+    )
+    good = serve(port=0)
+    try:
+        servers = (
+            ServerConfig("hung", hung.url, "scripted-stand-in", timeout_s=1),
+            ServerConfig("good", good.url, "scripted-stand-in", timeout_s=1),
+        )
+        result = LLMPool(llm_cfg(tmp_path, servers, timeout_retries=3)).chat(PG, index=0, seed=1)
+        assert [(t["server"], t["outcome"]) for t in result.tries] == [
+            ("hung", "timeout"),
+            ("good", "ok"),
+        ]
+        alone = llm_cfg(tmp_path / "alone", servers[:1], timeout_retries=1)
+        with pytest.raises(LLMUnavailable, match="Timeout"):
+            LLMPool(alone).chat(PG, index=0, seed=1)
+    finally:
+        hung.shutdown()
+        good.shutdown()
+    # one timeout while "good" remained, then 1 + timeout_retries tries when alone
+    assert [e["fault"] for e in read_log(tmp_path / "hung.jsonl")] == ["hang"] * 3
 
 
 # -- resume never pays twice -----------------------------------------------------------

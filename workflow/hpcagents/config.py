@@ -76,9 +76,9 @@ class LLMConfig:
     cache_dir: Path
     check_servers: bool = True
     offline: bool = False
-    # A request that timed out is retried this many times on the same server before
-    # failover (other faults: max_retries). 0 keeps a dead-silent server to one timeout.
-    timeout_retries: int = 0
+    # A request that timed out moves on to the role's next server at once; on the role's
+    # last server it is retried this many times (other faults: max_retries).
+    timeout_retries: int = 1
     roles: dict[str, RoleConfig] = field(default_factory=dict)
     # Where the start-up probe leaves what it learned per server (None: keep in memory).
     state_dir: Path | None = None
@@ -180,7 +180,7 @@ def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> Campai
             cache_dir=Path(llm["cache_dir"]),
             check_servers=bool(llm.get("check_servers", True)),
             offline=bool(llm.get("offline", False)),
-            timeout_retries=int(llm.get("timeout_retries", 0)),
+            timeout_retries=int(llm.get("timeout_retries", 1)),
             roles=roles,
             state_dir=Path(STATE_DIR),
         ),

@@ -441,8 +441,9 @@ class LLMPool:
         errors: list[str] = []
         tries: list[dict[str, Any]] = []
         started_at = time.time()
-        for server in order:
-            result = self._ask(server, messages, params, key, errors, tries)
+        for n, server in enumerate(order):
+            last = n == len(order) - 1
+            result = self._ask(server, messages, params, key, errors, tries, last)
             if result is None:
                 continue
             result.role = role
@@ -489,8 +490,14 @@ class LLMPool:
         key: str,
         errors: list[str],
         tries: list[dict[str, Any]],
+        last: bool = True,
     ) -> LLMResult | None:
-        """One server: retries with exponential backoff and full jitter; None = failed."""
+        """One server: retries with exponential backoff and full jitter; None = failed.
+
+        A timeout is retried only on the role's ``last`` server (``timeout_retries``
+        times): while another server remains, a server that let a request time out is
+        left at once, so a dead-silent server costs one ``timeout_s``, not several.
+        """
         import openai  # imported lazily: the CLI's evaluate path never needs it
 
         def record(outcome: str, status: int | None, detail: str, t0: float, wait: float = 0):
@@ -596,7 +603,7 @@ class LLMPool:
                     return None
                 errors.append(f"{server.name}: {type(exc).__name__}: {_sentence(text)}")
                 if outcome == "timeout":
-                    give_up = timeouts >= self.cfg.timeout_retries
+                    give_up = timeouts >= (self.cfg.timeout_retries if last else 0)
                     timeouts += 1
                 elif outcome in TRANSIENT:
                     give_up = attempt >= self.cfg.max_retries
@@ -642,25 +649,27 @@ def backoff_s(attempt: int, base: float = 0.5, cap: float = 20.0) -> float:
 
 
 def worst_case_wait_s(cfg: LLMConfig, role: str = "pg") -> dict[str, float]:
-    """The longest one request can wait before it fails over, per way a server fails.
+    """The longest one request can wait, per way a server fails (backoff at its cap).
 
-    ``dead_silent``: accepts the connection and never answers (each try waits the whole
-    ``timeout_s``); ``refusing``: connection refused or HTTP 5xx/429 at once (only the
-    backoff counts). ``all_servers``: every server of the role dead-silent, end to end.
+    ``dead_silent_per_server_s``: a server that accepts and never answers, before the
+    request moves on (one ``timeout_s``); ``refusing_per_server_s``: connection refused
+    or HTTP 5xx/429 at once (the backoff only); ``host_down_per_server_s``: a host that
+    drops packets (10 s connect timeouts); ``all_dead_silent_s``: every server of the
+    role dead-silent, until the step stops (the last one is retried after a timeout).
     """
-    backoff = sum(min(20.0, 0.5 * 2**a) for a in range(1, cfg.max_retries + 1))
-    per: dict[str, float] = {}
-    total = 0.0
-    for s in cfg.servers_for(role):
-        silent = (cfg.timeout_retries + 1) * s.timeout_s + sum(
-            min(20.0, 0.5 * 2**a) for a in range(1, cfg.timeout_retries + 1)
-        )
-        per[s.name] = silent
-        total += silent
+
+    def backoff(n: int) -> float:
+        return sum(min(20.0, 0.5 * 2**a) for a in range(1, n + 1))
+
+    servers = cfg.servers_for(role)
+    timeouts = [s.timeout_s for s in servers] or [0.0]
+    last = timeouts[-1] * (cfg.timeout_retries + 1) + backoff(cfg.timeout_retries)
+    tries = cfg.max_retries + 1
     return {
-        "dead_silent_per_server_s": max(per.values(), default=0.0),
-        "refusing_per_server_s": backoff,
-        "all_servers_s": total,
+        "dead_silent_per_server_s": max(timeouts),
+        "refusing_per_server_s": backoff(cfg.max_retries),
+        "host_down_per_server_s": tries * min(10.0, max(timeouts)) + backoff(cfg.max_retries),
+        "all_dead_silent_s": sum(timeouts[:-1]) + last,
     }
 
 
