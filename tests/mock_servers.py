@@ -40,6 +40,7 @@ class MockServer:
         latency: float = 0.0,
         num_ctx: int | None = 8192,
         advertise_context: bool = True,
+        answer_padding: int = 0,
     ) -> None:
         self.kind = kind
         self.model = model
@@ -50,6 +51,7 @@ class MockServer:
         self.latency = latency
         self.num_ctx = num_ctx
         self.advertise_context = advertise_context  # False: like a proxy in front of vLLM
+        self.answer_padding = answer_padding  # characters of noise after the answer (runaway)
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.logic = ScriptedModel()
@@ -191,7 +193,7 @@ class MockServer:
                     return
                 time.sleep(server.latency)
                 answer = server.logic.answer(messages)
-                text = answer.text
+                text = answer.text + "~" * server.answer_padding
                 if answer.kind == "plan" and server.raw_newlines_in_json:
                     # what local models write: a raw line break inside a JSON string
                     text = text.replace('"description": "', '"description": "In short:\n', 1)

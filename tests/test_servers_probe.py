@@ -235,6 +235,18 @@ def test_max_tokens_as_large_as_the_context_still_leaves_the_prompt_room(tmp_pat
     assert srv.chat_requests()[-1]["max_tokens"] < 4096  # the completion was fitted
 
 
+def test_a_runaway_answer_is_cut_before_it_is_stored(tmp_path, mocks):
+    from hpcagents.llm import MAX_ANSWER_CHARS
+
+    srv = mocks(kind="vllm", model="m", answer_padding=1_200_000)
+    cfg = llm_cfg(tmp_path, (ServerConfig("s", srv.url, "m"),))
+    result = LLMPool(cfg).chat(PG, index=0, seed=1)
+    assert len(result.text) == MAX_ANSWER_CHARS and result.answer_cut_chars > 1_000_000
+    assert "kernel_dgemm" in result.text  # the code came first and is kept
+    stored = sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*.json"))
+    assert stored < 2 * MAX_ANSWER_CHARS
+
+
 # -- roles -----------------------------------------------------------------------------
 
 
