@@ -525,3 +525,30 @@ def test_campaign_with_a_reasoning_planner_coders_and_a_misnamed_server(
         r["temperature"] == 0.9 for r in planner.chat_requests()[1:]
     )
     assert read_json(res / "summary.json", "summary")["rows"][-1]["valid"] >= 1
+
+
+def test_a_server_that_just_hung_is_asked_last_then_again_once_it_answers(tmp_path):
+    hung = serve(
+        port=0, log_path=tmp_path / "hung.jsonl", faults=("hang",), fault_every=1, hang_s=30
+    )
+    good = serve(port=0)
+    try:
+        servers = (
+            ServerConfig("hung", hung.url, "scripted-stand-in", timeout_s=1),
+            ServerConfig("good", good.url, "scripted-stand-in", timeout_s=1),
+        )
+        cfg = llm_cfg(tmp_path, servers)
+        first = LLMPool(cfg).chat(PG, index=0, seed=1)
+        second = LLMPool(cfg).chat(PG, index=0, seed=2)  # another job: reads the state file
+        assert [t["server"] for t in first.tries] == ["hung", "good"]
+        assert [t["server"] for t in second.tries] == ["good"]
+        assert second.failover and "hung: asked last" in second.errors[0]
+        hung.faults = ()  # it recovers; once its hold is over it is asked first again
+        ServerState(tmp_path / "state").update(servers[0], down_since=time.time() - 10)
+        third = LLMPool(cfg).chat(PG, index=0, seed=3)
+        assert third.server == "hung" and not third.failover
+        assert "down_since" in json.loads((tmp_path / "state/hung.json").read_text())
+        assert json.loads((tmp_path / "state/hung.json").read_text())["down_since"] is None
+    finally:
+        hung.shutdown()
+        good.shutdown()

@@ -52,6 +52,8 @@ from .probe import (
 CONTEXT_MARGIN = 256
 #: The least completion room worth sending a request for.
 MIN_COMPLETION_TOKENS = 256
+#: A server that hung or refused a request is asked last for this many of its timeouts.
+DOWN_HOLD_FACTOR = 2.0
 #: Answers longer than this are cut before they are stored (a runaway model wrote 1.2 MB
 #: answers); code or a plan never needs more. Reasoning text is kept shorter still.
 MAX_ANSWER_CHARS = 200_000
@@ -441,8 +443,17 @@ class LLMPool:
         errors: list[str] = []
         tries: list[dict[str, Any]] = []
         started_at = time.time()
-        for n, server in enumerate(order):
-            last = n == len(order) - 1
+        # A server that just left a request hanging (or refused every try) is asked last
+        # for a while: each request would otherwise pay its timeout again. The slot's own
+        # server stays ``order[0]`` for the cache key and the failover flag.
+        sending = sorted(order, key=self._recently_down)
+        if sending[0].name != order[0].name:
+            ago = time.time() - float(self.known(order[0])["down_since"])
+            errors.append(
+                f"{order[0].name}: asked last: it left a request unanswered {ago:.0f} s ago"
+            )
+        for n, server in enumerate(sending):
+            last = n == len(sending) - 1
             result = self._ask(server, messages, params, key, errors, tries, last)
             if result is None:
                 continue
@@ -471,6 +482,10 @@ class LLMPool:
             f"no LLM server answered for the {role.upper()}: {detail}. "
             f"{advice[0].upper()}{advice[1:]}"
         )
+
+    def _recently_down(self, server: ServerConfig) -> bool:
+        since = self.known(server).get("down_since")
+        return bool(since) and time.time() - float(since) < DOWN_HOLD_FACTOR * server.timeout_s
 
     def _fit(self, server: ServerConfig, messages: list[dict[str, str]], max_tokens: int) -> int:
         """The completion tokens to ask ``server`` for, or 0 when the prompt cannot fit."""
@@ -611,6 +626,8 @@ class LLMPool:
                     give_up = True
                 if give_up:
                     record(outcome, status, text, t0)
+                    if outcome in ("timeout", "connection"):
+                        self.state.update(server, down_since=round(time.time(), 3))
                     return None
                 attempt += 1
                 wait = backoff_s(attempt)
@@ -619,6 +636,8 @@ class LLMPool:
                 continue
             break
         record("ok", 200, "", t0)
+        if self.known(server).get("down_since"):
+            self.state.update(server, down_since=None)
         choice = resp.choices[0]
         usage = resp.usage
         details = getattr(usage, "completion_tokens_details", None) if usage else None
