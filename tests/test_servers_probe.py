@@ -552,3 +552,13 @@ def test_a_server_that_just_hung_is_asked_last_then_again_once_it_answers(tmp_pa
     finally:
         hung.shutdown()
         good.shutdown()
+
+
+def test_a_server_that_lists_models_but_never_answers_is_marked_down_at_start(tmp_path):
+    hung = serve(port=0, faults=("hang",), fault_every=1, hang_s=30)
+    try:
+        caps = probe(ServerConfig("hung", hung.url, "scripted-stand-in", timeout_s=1))
+    finally:
+        hung.shutdown()
+    assert caps.usable and caps.reachable and caps.down_since
+    assert caps.structured_output == "unknown" and any("inconclusive" in n for n in caps.notes)

@@ -113,6 +113,7 @@ class LLMResult:
     response_format: str = "none"  # the structured-output mode of the answering try
     answer_cut_chars: int = 0  # characters of an oversized answer dropped before storing
     inflight_wait_s: float = 0.0  # time spent waiting for an identical request in flight
+    preferred: str = ""  # the request slot's own server (failover: another one answered)
 
     def record(self) -> dict[str, Any]:
         """The JSON form stored in generation.json / plan.json."""
@@ -462,6 +463,7 @@ class LLMPool:
             result.errors = errors
             result.retries = sum(t["outcome"] in (*TRANSIENT, "timeout") for t in tries)
             result.failover = server.name != order[0].name
+            result.preferred = order[0].name
             result.started_at, result.ended_at = round(started_at, 4), round(time.time(), 4)
             self.cache.put(
                 key,

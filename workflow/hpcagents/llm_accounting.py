@@ -76,9 +76,11 @@ def per_server(calls: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
                 srv["backoff_s"] += backoff
         if call.get("failover"):
             answered["failovers_in"] += 1
-            first = next((t["server"] for t in tries if t["server"] != call["server"]), None)
-            if first is not None:
-                acc[first]["failovers_out"] += 1
+            own = call.get("preferred") or next(
+                (t["server"] for t in tries if t["server"] != call["server"]), None
+            )
+            if own is not None:
+                acc[own]["failovers_out"] += 1
     seconds = {"answer_s", "lost_s", "backoff_s"}
     return {
         name: {k: (round(v, 3) if k in seconds else int(v)) for k, v in figures.items()}

@@ -56,6 +56,9 @@ class ServerCaps:
     structured_output: str = "unknown"  # json_schema | json_object | none | unknown
     reasoning: str = "unknown"  # separate (reasoning_content/reasoning field) | unknown
     notes: list[str] = field(default_factory=list)
+    # Unix time the server last left a request unanswered (the pool asks it last for a
+    # while); None when it answers.
+    down_since: float | None = None
 
     def fingerprint(self) -> dict[str, str]:
         return {"base_url": self.base_url, "model": self.model}
@@ -264,7 +267,7 @@ def _try_structured(server: ServerConfig, mode: str) -> tuple[str, Any]:
             timeout_s=max(PROBE_TIMEOUT_S, min(server.timeout_s, 60.0)),
         )
     except OSError as exc:
-        return "error", str(exc)
+        return "down", str(exc)
     if status == 200:
         return "ok", body
     text = error_text(body)
@@ -392,7 +395,9 @@ def probe(server: ServerConfig, previous: dict[str, Any] | None = None) -> Serve
                     f"{', '.join(caps.models) or 'nothing'}. Set model to one of them"
                 )
                 return caps
-            if outcome == "error":
+            if outcome in ("error", "down"):
+                if outcome == "down":  # listed its models, then left a chat unanswered
+                    caps.down_since = round(time.time(), 3)
                 caps.notes.append(
                     f"structured-output probe inconclusive ({_sentence(str(detail)[:160])}); "
                     f"the first PM call finds out"
