@@ -97,3 +97,30 @@ def test_config_readme_documents_every_key():
 
     missing = [k for k in keys(DEFAULT) if f"`{k}`" not in text]
     assert not missing, f"config/README.md does not document: {missing}"
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    from hpcagents.config import load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("kernels: [dgemm]\ncampaign:\n  iterations: 3\n   pgs: 4\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_server_roles_and_per_role_sampling_are_parsed():
+    servers = [
+        {"name": "big", "base_url": "http://h:1/v1", "model": "m", "roles": ["pm"]},
+        {"name": "coder", "base_url": "http://h:2/v1", "model": "c"},
+    ]
+    roles = {"pm": {"temperature": 0.9, "reasoning_effort": "high"}, "pg": None}
+    c = parse_config(cfg(llm__servers=servers, llm__roles=roles))
+    assert [s.name for s in c.llm.servers_for("pm")] == ["big", "coder"]
+    assert [s.name for s in c.llm.servers_for("pg")] == ["coder"]
+    assert c.llm.role("pm").temperature == 0.9 and c.llm.role("pg").temperature is None
+
+
+def test_unknown_role_is_rejected():
+    servers = [{"name": "a", "base_url": "http://h:1/v1", "model": "m", "roles": ["boss"]}]
+    with pytest.raises(ConfigError, match=r"llm.servers.0.roles.0"):
+        parse_config(cfg(llm__servers=servers))

@@ -82,3 +82,25 @@ def test_context_length_is_read_from_the_server(tmp_path, start_scripted):
         cache_dir=tmp_path,
     )
     assert LLMPool(fixed).prompt_budget(0) == 16384 - 4096 - 256
+
+
+def test_a_prompt_that_cannot_fit_is_a_failed_attempt_never_sent(tmp_path, start_scripted):
+    from hpcagents.agents import run_pg
+
+    server = start_scripted()
+    cfg = LLMConfig(
+        servers=(ServerConfig("s", server.url, "scripted-stand-in", context_tokens=600),),
+        temperature=0,
+        max_tokens=4096,
+        max_retries=0,
+        max_reasks=0,
+        cache_dir=tmp_path,
+    )
+    prev = Previous(status="compile_error", error="error: x\n" * 100, source=SOURCE)
+    messages = pg_messages(
+        KERNEL, BUILD, 1, 1, 1, {"name": "s", "description": "d"}, BEST, SOURCE, prev
+    )
+    record = run_pg(LLMPool(cfg), KERNEL, messages, pg=1, seed=1, source_out=tmp_path / "c.c")
+    assert record["status"] == "generation_error" and record["llm"] is None
+    assert "does not fit the 600-token context of server 's'" in record["reason"]
+    assert (tmp_path / "c.c").read_text() == "" and not server.log_path.exists()

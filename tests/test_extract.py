@@ -66,3 +66,14 @@ def test_invalid_json_raises_value_error_with_reason():
         extract_json('```json\n{"a": 1,,}\n```')
     with pytest.raises(ValueError, match="no JSON object"):
         extract_json("nothing here")
+
+
+def test_json_with_raw_line_breaks_inside_strings_is_accepted():
+    # what local models write in json_object mode: a real newline inside a description
+    text = '{"strategies": [{"name": "tile", "description": "Block for L2.\n\tThen unroll."}]}'
+    assert extract_json(text)["strategies"][0]["description"] == "Block for L2.\n\tThen unroll."
+
+
+def test_json_after_prose_with_braces_is_found():
+    text = 'I would use {blocking} and {simd}. Here:\n{"a": {"b": [1, 2]}}\nThanks {x}'
+    assert extract_json(text) == {"a": {"b": [1, 2]}}

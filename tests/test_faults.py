@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,13 @@ PG = [
 ]
 
 
-def pool(tmp_path: Path, urls: list[str], timeout_s: float = 10, retries: int = 2) -> LLMPool:
+def pool(
+    tmp_path: Path,
+    urls: list[str],
+    timeout_s: float = 10,
+    retries: int = 2,
+    timeout_retries: int = 1,
+) -> LLMPool:
     servers = tuple(
         ServerConfig(name=f"s{i}", base_url=u, model="scripted-stand-in", timeout_s=timeout_s)
         for i, u in enumerate(urls)
@@ -37,6 +44,7 @@ def pool(tmp_path: Path, urls: list[str], timeout_s: float = 10, retries: int = 
             max_retries=retries,
             max_reasks=1,
             cache_dir=tmp_path / "cache",
+            timeout_retries=timeout_retries,
         )
     )
 
@@ -183,21 +191,32 @@ def test_server_killed_mid_iteration_its_pgs_fail_over(tmp_path):
     assert summary["totals"]["per_server"]["a"]["failovers_in"] >= 1
 
 
-def test_structured_output_refused_is_asked_again_without_it(tmp_path):
+def test_structured_output_refused_steps_down_once_and_is_remembered(tmp_path):
     server = serve(port=0, log_path=tmp_path / "log.jsonl")
-    server.structured_output = False
+    server.structured_output = False  # refuses any response_format with HTTP 400
     pm = [
         {
             "role": "user",
             "content": "[hpcagents:pm]\nKernel: dgemm\nIteration: 1\nStrategies wanted: 2\n",
         }
     ]
+
+    def fresh_pool() -> LLMPool:  # a new job process: only the state file is shared
+        p = pool(tmp_path, [server.url])
+        return LLMPool(replace(p.cfg, state_dir=tmp_path / "state"))
+
     try:
-        result = pool(tmp_path, [server.url]).chat(
-            pm, index=0, seed=1, json_schema={"type": "object"}
-        )
+        first = fresh_pool().chat(pm, index=0, seed=1, json_schema={"type": "object"})
+        second = fresh_pool().chat(pm, index=0, seed=2, json_schema={"type": "object"})
     finally:
         server.shutdown()
-    assert '"strategies"' in result.text
-    assert any("structured output refused" in e for e in result.errors)
-    assert result.retries == 0
+    assert '"strategies"' in first.text
+    refusals = [e for e in first.errors if "refused" in e]
+    assert len(refusals) == 2  # json_schema, then json_object, then plain
+    assert "(json_schema) refused, asked with json_object" in refusals[0]
+    assert first.response_format == "none" and first.retries == 0
+    assert [t["outcome"] for t in first.tries] == ["format_refused", "format_refused", "ok"]
+    # remembered for the campaign: the next job asks plainly at once
+    assert second.errors == [] and [t["outcome"] for t in second.tries] == ["ok"]
+    state = json.loads((tmp_path / "state" / "s0.json").read_text())
+    assert state["structured_output"] == "none"

@@ -53,3 +53,76 @@ def test_offline_replay_reproduces_plans_candidates_and_selections(tmp_path):
     assert len(read_log(log)) == served
     gens = list((replay / "results/dgemm").glob("iter*/pg*/attempt*/generation.json"))
     assert all(read_json(p, "generation")["llm"]["cached"] for p in gens if "iter0" not in str(p))
+
+
+def _held(lock: Path) -> bool:
+    import fcntl
+
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def test_resume_beside_an_orphaned_job_in_flight_never_sends_a_prompt_twice(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from conftest import snakemake_cmd
+    from mock_servers import flock_waiters, gate_answers
+
+    log = tmp_path / "requests.jsonl"
+    server = serve(port=0, log_path=log, latency=0.05)
+    workdir = tmp_path / "c"
+    write_campaign(
+        workdir, campaign_config(server.url, **{"campaign.iterations": 1, "campaign.pgs": 2})
+    )
+    inflight = workdir / "results/.llm-cache/.inflight"
+    gate = threading.Event()
+    try:
+        # Not a new session: killing Snakemake alone leaves its running jobs orphaned, as
+        # a crash of the login shell or an OOM kill of the main process does.
+        proc = subprocess.Popen(
+            snakemake_cmd(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 300
+        while not (workdir / "results/dgemm/iter1/plan.json").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        gate_answers(server, gate)  # the PGs' first requests stay in flight until it opens
+        # in flight: the sender holds the request's lock and the server is answering it
+        while not (server._inflight and any(_held(p) for p in inflight.glob("*.lock"))):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert run_snakemake(workdir, "--unlock").returncode == 0
+        resumed: list = []
+        runner = threading.Thread(target=lambda: resumed.append(run_snakemake(workdir)))
+        runner.start()
+        # the resumed run's job asks the same thing: it must wait for the orphan's answer
+        while not any(flock_waiters(p) for p in inflight.glob("*.lock")):
+            assert time.monotonic() < deadline and runner.is_alive()
+            time.sleep(0.05)
+        gate.set()
+        runner.join(600)
+        assert resumed[0].returncode == 0, resumed[0].stderr[-3000:]
+    finally:
+        gate.set()
+        server.shutdown()
+    hashes = [e["prompt_sha256"] for e in read_log(log) if e.get("kind") != "error"]
+    assert len(hashes) == len(set(hashes)), "a prompt was sent twice"
+    # (The resumed job did wait: the gate opened only once a second sender was seen
+    # blocked on the orphan's lock. Which of the two then writes generation.json last is
+    # a race between equal answers, so the record's inflight_wait_s is not asserted.)
+    gens = [
+        read_json(p, "generation")
+        for p in (workdir / "results/dgemm").glob("iter1/pg*/attempt0/generation.json")
+    ]
+    assert gens and all(g["status"] in ("ok", "no_code", "truncated") for g in gens)

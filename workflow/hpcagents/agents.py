@@ -22,7 +22,7 @@ from typing import Any
 from .artifacts import PROMPT_DIR, ArtifactError, load_schema, validate, write_text_atomic
 from .extract import extract_code, extract_json
 from .kernelspec import KernelSpec
-from .llm import LLMPool, prompt_hash
+from .llm import LLMPool, PromptTooLong, prompt_hash
 from .machine import cache_label, roofline
 
 
@@ -443,7 +443,17 @@ def run_pm(
     calls: list[dict[str, Any]] = []
     errors: list[str] = []
     for ask in range(max_reasks + 1):
-        result = pool.chat(messages, index=iteration, seed=seed + ask, json_schema=plan_schema(n))
+        try:
+            result = pool.chat(
+                messages,
+                index=iteration,
+                seed=seed + ask,
+                json_schema=plan_schema(n),
+                role="pm",
+            )
+        except PromptTooLong as exc:  # no server can take it: re-asking cannot help
+            errors.append(str(exc))
+            break
         calls.append({**result.record(), "prompt_sha256": prompt_hash(messages)})
         try:
             strategies = check_plan(extract_json(result.text), n)
@@ -590,7 +600,21 @@ def run_pg(
     source_out: Path,
 ) -> dict[str, Any]:
     """Ask one PG; write its code (possibly empty) and return the generation.json record."""
-    result = pool.chat(messages, index=pg, seed=seed)
+    try:
+        result = pool.chat(messages, index=pg, seed=seed, role="pg")
+    except PromptTooLong as exc:  # a failed attempt with its reason, never sent
+        write_text_atomic(source_out, "")
+        return {
+            "status": "generation_error",
+            "reason": str(exc),
+            "extraction": "none",
+            "answer_chars": 0,
+            "answer_excerpt": "",
+            "prompt_sha256": prompt_hash(messages),
+            "host": socket.gethostname(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "llm": None,
+        }
     extraction = extract_code(result.text, kernel.function, result.finish_reason)
     write_text_atomic(source_out, extraction.code or "")
     return {

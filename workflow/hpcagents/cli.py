@@ -21,10 +21,11 @@ def _cfg(args: argparse.Namespace):  # noqa: ANN202 - CampaignConfig
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from .config import check_servers
+    from .probe import print_warnings
 
     cfg = _cfg(args)
     if args.servers:
-        check_servers(cfg)
+        print_warnings(check_servers(cfg))
     print(f"config OK: kernels {', '.join(cfg.kernels)}; {len(cfg.llm.servers)} server(s)")
     return 0
 

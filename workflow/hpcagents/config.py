@@ -6,10 +6,7 @@ fails at once with a message that names the key, and nothing already done is tou
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,13 @@ class ConfigError(ValueError):
     """The campaign configuration is unusable; the message says which key and why."""
 
 
+#: What the start-up probe learned per server, relative to the campaign's directory.
+STATE_DIR = "results/.hpcagents/servers"
+
+#: Agent roles a server may serve: the PM (plans) and the PGs (write code).
+ROLES = ("pm", "pg")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """One OpenAI-compatible endpoint."""
@@ -32,11 +36,12 @@ class ServerConfig:
     model: str
     api_key_env: str | None = None
     max_concurrency: int = 4
-    timeout_s: float = 600.0
+    timeout_s: float = 300.0
     reasoning_effort: str | None = None
     # response_format JSON schema: None = try and fall back if refused; False = never ask
     structured_output: bool | None = None
-    context_tokens: int | None = None  # None: ask /v1/models
+    context_tokens: int | None = None  # None: ask the server (probe)
+    roles: tuple[str, ...] = ROLES  # which agents this server may answer for
 
     def api_key(self) -> str:
         """The key from the named env var; local servers accept any non-empty string."""
@@ -44,10 +49,21 @@ class ServerConfig:
             value = os.environ.get(self.api_key_env)
             if not value:
                 raise ConfigError(
-                    f"llm server '{self.name}': env var {self.api_key_env} (api_key_env) is unset"
+                    f"llm server '{self.name}': the environment variable {self.api_key_env} "
+                    f"(llm.servers: api_key_env) is unset or empty; export it before starting "
+                    f"Snakemake, or set api_key_env: null if the server needs no key"
                 )
             return value
         return "not-needed"
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    """Sampling settings of one agent role; None falls back to ``llm.*`` (or the server)."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    reasoning_effort: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,18 @@ class LLMConfig:
     cache_dir: Path
     check_servers: bool = True
     offline: bool = False
+    # A request that timed out moves on to the role's next server at once; on the role's
+    # last server it is retried this many times (other faults: max_retries).
+    timeout_retries: int = 1
+    roles: dict[str, RoleConfig] = field(default_factory=dict)
+    # Where the start-up probe leaves what it learned per server (None: keep in memory).
+    state_dir: Path | None = None
+
+    def role(self, name: str) -> RoleConfig:
+        return self.roles.get(name, RoleConfig())
+
+    def servers_for(self, role: str) -> tuple[ServerConfig, ...]:
+        return tuple(s for s in self.servers if role in s.roles)
 
 
 @dataclass(frozen=True)
@@ -100,6 +128,12 @@ def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> Campai
     if len(set(names)) != len(names):
         raise ConfigError("config: key 'llm.servers': server names must be unique")
     llm = raw["llm"]
+    for role in ROLES:
+        if not any(role in s.get("roles", ROLES) for s in llm["servers"]):
+            raise ConfigError(
+                f"config: key 'llm.servers': no server serves the role '{role}'; "
+                f"add '{role}' to the roles of at least one server (or drop 'roles' for both)"
+            )
     servers = tuple(
         ServerConfig(
             name=s["name"],
@@ -107,13 +141,22 @@ def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> Campai
             model=s["model"],
             api_key_env=s.get("api_key_env"),
             max_concurrency=int(s.get("max_concurrency", 4)),
-            timeout_s=float(s.get("timeout_s", 600)),
+            timeout_s=float(s.get("timeout_s", 300)),
             reasoning_effort=s.get("reasoning_effort"),
             structured_output=s.get("structured_output"),
             context_tokens=s.get("context_tokens"),
+            roles=tuple(r for r in ROLES if r in s.get("roles", ROLES)),
         )
         for s in llm["servers"]
     )
+    roles = {
+        name: RoleConfig(
+            temperature=(r or {}).get("temperature"),
+            max_tokens=(r or {}).get("max_tokens"),
+            reasoning_effort=(r or {}).get("reasoning_effort"),
+        )
+        for name, r in (llm.get("roles") or {}).items()
+    }
     ev, camp, build = raw["evaluation"], raw["campaign"], raw["build"]
     return CampaignConfig(
         kernels=tuple(raw["kernels"]),
@@ -139,9 +182,22 @@ def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> Campai
             cache_dir=Path(llm["cache_dir"]),
             check_servers=bool(llm.get("check_servers", True)),
             offline=bool(llm.get("offline", False)),
+            timeout_retries=int(llm.get("timeout_retries", 1)),
+            roles=roles,
+            state_dir=Path(STATE_DIR),
         ),
         raw=raw,
     )
+
+
+def yaml_error_message(path: Path | str, exc: yaml.YAMLError) -> str:
+    """``file:line:column: problem`` for a YAML syntax error (what an editor jumps to)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    detail = f"{problem} ({context})" if context else problem
+    return f"config file {where}: invalid YAML: {detail}"
 
 
 def load_config(path: Path | str) -> CampaignConfig:
@@ -152,41 +208,14 @@ def load_config(path: Path | str) -> CampaignConfig:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(yaml_error_message(path, exc)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     return parse_config(raw)
 
 
-def probe_server(server: ServerConfig, timeout_s: float = 5.0) -> str | None:
-    """Return None when ``GET <base_url>/models`` answers, else why not (one line)."""
-    req = urllib.request.Request(f"{server.base_url}/models")
-    if server.api_key_env and os.environ.get(server.api_key_env):
-        req.add_header("Authorization", f"Bearer {os.environ[server.api_key_env]}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            json.loads(resp.read() or b"{}")
-        return None
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code} from {server.base_url}/models"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return f"{server.base_url} unreachable: {reason}"
+def check_servers(cfg: CampaignConfig) -> list[str]:
+    """Probe every server at start; see :func:`hpcagents.probe.check_servers`."""
+    from .probe import check_servers as _check
 
-
-def check_servers(cfg: CampaignConfig) -> None:
-    """Fail fast when no configured server answers (unless offline replay is asked for).
-
-    One reachable server is enough to start: PGs of a dead server fail over. The message
-    names every server that did not answer so the user knows which line of the config to
-    fix.
-    """
-    if cfg.llm.offline or not cfg.llm.check_servers:
-        return
-    problems = {s.name: probe_server(s) for s in cfg.llm.servers}
-    if all(problems.values()):
-        lines = "; ".join(f"server '{n}' (llm.servers): {why}" for n, why in problems.items())
-        raise ConfigError(
-            f"no LLM server answers: {lines}. Start the server(s) or fix llm.servers, "
-            f"or set llm.offline: true to replay from the response cache."
-        )
+    return _check(cfg)

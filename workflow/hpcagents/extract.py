@@ -83,20 +83,29 @@ def extract_code(text: str, function: str, finish_reason: str | None = None) -> 
 
 
 def extract_json(text: str) -> object:
-    """Parse the JSON object in an answer: a ```json fence, a bare fence, or the first {...}.
+    """Parse the JSON object in an answer, leniently, the way local models write it.
 
+    Tried in order: each ```json or bare fenced block, the whole answer, then every
+    ``{`` in the answer until one starts an object that parses (prose before and after
+    is ignored). Raw control characters inside strings (newlines and tabs models put in
+    descriptions) are accepted. The caller validates the object against its schema.
     Raises ``ValueError`` with a short reason; the PM agent turns that into a re-ask.
     """
     body = strip_reasoning(text)
+    decoder = json.JSONDecoder(strict=False)  # strict=False: control characters in strings
     candidates = [c for lang, c in _FENCE.findall(body) if lang.lower() in {"json", ""}]
-    start = body.find("{")
-    end = body.rfind("}")
-    if start != -1 and end > start:
-        candidates.append(body[start : end + 1])
+    candidates.append(body)
     last_error = "no JSON object found in the answer"
     for candidate in candidates:
-        try:
-            return json.loads(candidate)
-        except json.JSONDecodeError as exc:
-            last_error = f"invalid JSON: {exc}"
+        start = candidate.find("{")
+        for _ in range(200):  # bounded: a garbage answer full of braces stays cheap
+            if start == -1:
+                break
+            try:
+                value, _ = decoder.raw_decode(candidate, start)
+                return value
+            except json.JSONDecodeError as exc:
+                if last_error.startswith("no JSON"):
+                    last_error = f"invalid JSON: {exc}"
+            start = candidate.find("{", start + 1)
     raise ValueError(last_error)

@@ -559,10 +559,12 @@ SERVER_COLUMNS = (
     ("prompt_tokens", "prompt tokens", ".0f"),
     ("completion_tokens", "completion tokens", ".0f"),
     ("reasoning_tokens", "reasoning tokens", ".0f"),
-    ("busy_s", "busy s", ".1f"),
-    ("busy_fraction", "busy fraction", ".2f"),
-    ("retries", "retries", ".0f"),
+    ("answer_s", "answering s", ".1f"),
+    ("lost_s", "lost to faults s", ".1f"),
+    ("tries", "tries", ".0f"),
+    ("failed_tries", "failed tries", ".0f"),
     ("failovers_in", "failovers in", ".0f"),
+    ("failovers_out", "failovers out", ".0f"),
 )
 
 

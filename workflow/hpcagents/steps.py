@@ -117,7 +117,7 @@ def plan(cfg: CampaignConfig, kernel_name: str, iteration: int, best_json: Path,
         source,
         seed=request_seed(cfg, iteration, 0, 0),
         max_reasks=cfg.llm.max_reasks,
-        budget=pool.prompt_budget(iteration),
+        budget=pool.prompt_budget(iteration, role="pm"),
     )
     record["step"] = step_record()
     write_json(out, record, "plan")
@@ -168,7 +168,7 @@ def generate(
     build = build_info(cfg, best)
     siblings = [s for s in plan_rec["strategies"] if s["name"] != strategy["name"]]
     messages, context = fit_pg(
-        pool.prompt_budget(pg),
+        pool.prompt_budget(pg, role="pg"),
         lambda chars: pg_messages(
             kernel,
             build,

@@ -11,6 +11,7 @@ from typing import Any
 
 from .artifacts import read_json, write_json, write_text_atomic
 from .config import CampaignConfig
+from .llm_accounting import per_server
 from .timeline import iteration_timing
 
 
@@ -29,7 +30,7 @@ def _llm_calls(kernel_dir: Path, iteration: int) -> list[dict[str, Any]]:
 def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[str, Any]:
     rows = []
     totals: dict[str, Any] = defaultdict(float)
-    per_server: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    all_calls: list[dict[str, Any]] = []
     bests = [
         read_json(kernel_dir / f"iter{i}" / "best.json", "best") for i in range(cfg.iterations + 1)
     ]
@@ -37,16 +38,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
         i = best["iteration"]
         cands = best["candidates"]
         calls = _llm_calls(kernel_dir, i)
-        for c in calls:
-            srv = per_server[c["server"]]
-            srv["calls"] += 1
-            srv["cached_calls"] += c["cached"]
-            srv["prompt_tokens"] += c["prompt_tokens"]
-            srv["completion_tokens"] += c["completion_tokens"]
-            srv["reasoning_tokens"] += c["reasoning_tokens"]
-            srv["busy_s"] += 0.0 if c["cached"] else c["latency_s"]
-            srv["retries"] += c.get("retries", 0)
-            srv["failovers_in"] += bool(c.get("failover")) and not c["cached"]
+        all_calls += calls
         plan = kernel_dir / f"iter{i}" / "plan.json"
         sel = best["selected"]
         row = {
@@ -106,9 +98,9 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
                 k: (int(v) if k in int_keys or k.endswith("tokens") else round(v, 3))
                 for k, v in totals.items()
             },
-            "per_server": {
-                k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in per_server.items()
-            },
+            # per try, charged to the server that spent it: answering time, time lost
+            # to faults (timeouts, errors, backoff), failovers in and out, tokens
+            "per_server": per_server(all_calls),
         },
         "llm_servers": [
             {

@@ -53,10 +53,13 @@ def write_effective_config(cfg: CampaignConfig, state_dir: Path | str) -> str:
 
 
 def check_servers_or_die(cfg: CampaignConfig) -> None:
-    """``onstart`` hook: stop before any job when no LLM server answers."""
+    """``onstart`` hook: probe the servers and remember what they offer; stop before any
+    job when a role has no usable server; warn about servers left out or unknowns."""
     from snakemake.exceptions import WorkflowError
 
+    from .probe import print_warnings
+
     try:
-        check_servers(cfg)
+        print_warnings(check_servers(cfg))
     except ConfigError as exc:
         raise WorkflowError(str(exc)) from None
