@@ -21,14 +21,13 @@ def snapshot(workdir: Path) -> dict:
         str(p.relative_to(res)): read_json(p, "generation")["source_sha256"]
         for p in res.glob("iter*/pg*/attempt*/generation.json")
     }
-    selections = [
-        {k: read_json(p, "best")["selected"][k] for k in ("iteration", "pg", "attempt", "strategy")}
-        for p in sorted(res.glob("iter*/best.json"))
-    ]
-    return {"plans": plans, "sources": sources, "selections": selections}
+    # Selections are not compared: a replay times the kernels again, so which one wins a
+    # close race depends on the machine at the time (the answers are what is replayed).
+    iterations = sorted(read_json(p, "best")["iteration"] for p in res.glob("iter*/best.json"))
+    return {"plans": plans, "sources": sources, "iterations": iterations}
 
 
-def test_offline_replay_reproduces_plans_candidates_and_selections(tmp_path):
+def test_offline_replay_reproduces_plans_and_candidates(tmp_path):
     log = tmp_path / "requests.jsonl"
     server = serve(port=0, log_path=log)
     try:
