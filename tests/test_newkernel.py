@@ -229,7 +229,7 @@ def test_filled_in_kernel_loads_with_the_generic_loader(tmp_path):
 @pytest.mark.skipif(not GENERIC_LOADER, reason="needs the generic kernel loader")
 def test_loader_refuses_a_drafted_kernel_naming_its_blanks(tmp_path):
     make(tmp_path)
-    with pytest.raises(kernelspec.KernelError, match=r"blank\(s\) left.*parameters.4 \(acc\)"):
+    with pytest.raises(kernelspec.KernelError, match=r"(?s)blank\(s\) left.*parameters.4 \(acc\)"):
         kernelspec.load_kernel("userforce", kernels_dir=tmp_path / "kernels")
 
 
