@@ -123,6 +123,11 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
     )
     for key, what in blanks:
         print(f"  - {key}: {what}")
+    print(
+        f"then check it: hpcagents evaluate --kernel {args.name} --source "
+        f"{folder / (args.name + '.c')} (the baseline against your original), and add "
+        f"{args.name} to `kernels:` in config/config.yaml"
+    )
     return 0
 
 
