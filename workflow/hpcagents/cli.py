@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .artifacts import REPO_DIR
 from .config import ConfigError, load_config
 
 
@@ -181,7 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the kernel's name: its folder under --kernels-dir")
     p.add_argument("--from", dest="source", required=True, help="your C file")
     p.add_argument("--function", required=True, help="the function in it to optimise")
-    p.add_argument("--kernels-dir", default="kernels")
+    p.add_argument(
+        "--kernels-dir",
+        default=str(REPO_DIR / "kernels"),
+        help="where kernel folders live (default: this checkout's kernels/, where the "
+        "campaign and hpcagents evaluate look)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing folder")
 
     p = add("check-config", _cmd_check_config, "validate a config file")
