@@ -255,3 +255,21 @@ def test_cli_writes_the_folder_and_lists_the_blanks(tmp_path):
     )
     assert bad.returncode == 2
     assert "hpcagents: error: no definition of 'nope' found" in bad.stderr
+
+
+@pytest.mark.skipif(not GENERIC_LOADER, reason="needs the generic kernel loader and judge")
+def test_filled_in_kernel_is_judged_against_the_users_original(tmp_path):
+    from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
+
+    _, folder = make(tmp_path)
+    raw = fill(yaml.safe_load((folder / "kernel.yaml").read_text()))
+    raw["bench"] = {"n": 64, "eps2": 0.01}
+    (folder / "kernel.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    spec = kernelspec.load_kernel("userforce", kernels_dir=tmp_path / "kernels")
+    cfg = EvalConfig(repeats=1, warmup=0, timeout_s=120, threads=1)
+    rec = evaluate_source(spec, folder / "userforce.c", tmp_path / "w1", BuildConfig(), cfg)
+    assert rec["status"] == "ok", rec["reason"]
+    wrong = tmp_path / "userforce.c"  # the mass left out: a wrong answer, named as such
+    wrong.write_text(USER_CODE.replace("mass[j] * d", "d"))
+    rec = evaluate_source(spec, wrong, tmp_path / "w2", BuildConfig(), cfg)
+    assert rec["status"] == "wrong_answer"
