@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .artifacts import REPO_DIR
 from .config import ConfigError, load_config
 
 
@@ -202,6 +203,30 @@ def _cmd_machine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_new_kernel(args: argparse.Namespace) -> int:
+    from .newkernel import find_blanks, new_kernel
+
+    folder = new_kernel(
+        args.name, Path(args.source), args.function, Path(args.kernels_dir), force=args.force
+    )
+    import yaml
+
+    blanks = find_blanks(yaml.safe_load((folder / "kernel.yaml").read_text()))
+    print(
+        f"wrote {folder}/: {args.name}.c (the baseline the agents edit), original.c (the "
+        f"reference, your code as given) and kernel.yaml with {len(blanks)} blank(s) to fill "
+        "in (values starting with FILL_ME):"
+    )
+    for key, what in blanks:
+        print(f"  - {key}: {what}")
+    print(
+        f"then check it: hpcagents evaluate --kernel {args.name} --source "
+        f"{folder / (args.name + '.c')} (the baseline against your original), and add "
+        f"{args.name} to `kernels:` in config/config.yaml"
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -307,6 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
 
+    p = add(
+        "new-kernel",
+        _cmd_new_kernel,
+        "start a kernel folder from a C function of your own (blanks marked FILL_ME)",
+    )
+    p.add_argument("name", help="the kernel's name: its folder under --kernels-dir")
+    p.add_argument("--from", dest="source", required=True, help="your C file")
+    p.add_argument("--function", required=True, help="the function in it to optimise")
+    p.add_argument(
+        "--kernels-dir",
+        default=str(REPO_DIR / "kernels"),
+        help="where kernel folders live (default: this checkout's kernels/, where the "
+        "campaign and hpcagents evaluate look)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing folder")
+
     p = add("check-config", _cmd_check_config, "validate a config file")
     p.add_argument("--config", required=True)
     p.add_argument("--servers", action="store_true", help="also probe the LLM servers")
@@ -357,12 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .campaigns import RunnerError
+    from .kernelspec import KernelError
     from .llm import LLMUnavailable
     from .select import SelectionError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, LLMUnavailable, SelectionError, RunnerError) as exc:
+    except (ConfigError, LLMUnavailable, SelectionError, RunnerError, KernelError) as exc:
         print(f"hpcagents: error: {exc}", file=sys.stderr)
         return 2
 

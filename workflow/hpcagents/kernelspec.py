@@ -406,6 +406,12 @@ def load_kernel(name: str, kernels_dir: Path | None = None) -> KernelSpec:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise KernelError(f"{path}: not valid YAML: {exc}") from None
+    # A folder drafted by `hpcagents new-kernel` names each blank left to fill in, before
+    # the schema complains about what a blank holds. (Imported here: newkernel imports us.)
+    from .newkernel import check_blanks
+
+    if isinstance(raw, dict):
+        check_blanks(raw, path)
     try:
         validate(raw, "kernel", what=str(path))
     except ArtifactError as exc:
