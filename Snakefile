@@ -19,9 +19,11 @@ wildcard_constraints:
     a="[0-9]+",
 
 
-# Stop before any job when no LLM server answers (skipped for offline replay).
+# Stop before any job when no LLM server answers (skipped for offline replay); record
+# which effective config this run uses (a dry run never gets here).
 onstart:
     check_servers_or_die(CFG)
+    mark_current_config(EFFECTIVE)
 
 
 include: "workflow/rules/iterate.smk"

@@ -94,7 +94,7 @@ def test_partial_state_cut_from_a_finished_campaign(finished, tmp_path):
     assert states == {1: ("cut", 0, "loop_reorder"), 2: ("cut", 1, "register_blocking")}
     assert k.best is not None and k.best["after_iteration"] == 0  # the baseline
     text = format_status(st)
-    assert "NOT running" in text and "--unlock" in text
+    assert "NOT running" in text and "hpcagents run" in text
     assert "its repairing job was cut after compile_error" in text
 
     # the same state with the job not yet started: queued / repair due

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .workflow_support import current_config
+
 
 def _load(path: Path) -> dict[str, Any] | None:
     try:
@@ -283,7 +285,8 @@ def campaign_status(workdir: Path, results: Path | None = None) -> CampaignStatu
     results = Path(results) if results else workdir / "results"
     if not results.is_absolute():
         results = workdir / results
-    cfg = _load(results / ".hpcagents" / "config.json") or {}
+    effective = current_config(results / ".hpcagents")
+    cfg = (_load(effective) if effective else None) or {}
     kernels = list(cfg.get("kernels") or [])
     # kernels with results but not in the config (e.g. the config was changed since)
     found = sorted(p.parent.name for p in results.glob("*/iter0")) if results.is_dir() else []

@@ -52,6 +52,29 @@ def write_effective_config(cfg: CampaignConfig, state_dir: Path | str) -> str:
     return str(path)
 
 
+CURRENT = "current-config.json"
+
+
+def mark_current_config(effective: str) -> None:
+    """``onstart`` hook: point ``<state dir>/current-config.json`` at the effective config
+    of the run that really starts (dry runs do not call onstart), for ``hpcagents
+    status`` and the report to read."""
+    from .artifacts import write_text_atomic
+
+    path = Path(effective)
+    write_text_atomic(path.parent / CURRENT, json.dumps({"config": path.name}) + "\n")
+
+
+def current_config(state_dir: Path) -> Path | None:
+    """The effective config of the last run that started in this campaign (None: none)."""
+    try:
+        name = json.loads((Path(state_dir) / CURRENT).read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        found = sorted(Path(state_dir).glob("config-*.json"), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else None
+    return Path(state_dir) / name
+
+
 def check_servers_or_die(cfg: CampaignConfig) -> None:
     """``onstart`` hook: probe the servers and remember what they offer; stop before any
     job when a role has no usable server; warn about servers left out or unknowns."""

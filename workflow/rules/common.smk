@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from hpcagents.workflow_support import (
     check_servers_or_die,
     load_campaign,
+    mark_current_config,
     write_effective_config,
 )
 
