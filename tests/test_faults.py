@@ -93,7 +93,11 @@ def test_dead_server_mid_pool_fails_over_and_records_it(tmp_path):
 )
 def test_campaign_completes_under_each_fault(tmp_path, fault):
     log = tmp_path / "log.jsonl"
-    server = serve(port=0, log_path=log, faults=(fault,), fault_every=3, hang_s=5)
+    # every 3rd distinct prompt fails its first try: with the PGs running concurrently a
+    # count of requests would make which PG's retry faults again a matter of interleaving
+    server = serve(
+        port=0, log_path=log, faults=(fault,), fault_every=3, fault_scope="prompt", hang_s=5
+    )
     try:
         raw = campaign_config(server.url, **{"campaign.iterations": 1, "campaign.pgs": 4})
         raw["llm"]["servers"][0]["timeout_s"] = 2  # a hung request is abandoned after 2 s

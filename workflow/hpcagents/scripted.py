@@ -221,6 +221,7 @@ class ScriptedServer:
         contention: float = 0.0,
         faults: tuple[str, ...] = (),
         fault_every: int = 0,
+        fault_scope: str = "request",
         hang_s: float = 3600.0,
         structured_output: bool = True,
         instance: str | None = None,
@@ -233,6 +234,8 @@ class ScriptedServer:
         self.contention = contention
         self.faults = tuple(faults)
         self.fault_every = fault_every
+        self.fault_scope = fault_scope
+        self._prompts_seen: dict[str, int] = {}
         self.hang_s = hang_s
         self.structured_output = structured_output
         # Identity token in /v1/models: whoever started this server can check that the
@@ -267,13 +270,25 @@ class ScriptedServer:
         self._thread.start()
         return self
 
-    def next_request(self) -> tuple[int, str | None]:
-        """Number this request; the fault it gets (every ``fault_every``-th, in turn)."""
+    def next_request(self, prompt: str = "") -> tuple[int, str | None]:
+        """Number this request; the fault it gets (every ``fault_every``-th, in turn).
+
+        ``fault_scope="request"`` counts requests as they arrive; ``"prompt"`` counts
+        distinct prompts and faults only a prompt's first try, so which requests fault
+        does not depend on how concurrent clients interleave (a retry is answered).
+        """
         with self._count_lock:
             self._served += 1
             r = self._served
-        if self.faults and self.fault_every and r % self.fault_every == 0:
-            return r, self.faults[(r // self.fault_every - 1) % len(self.faults)]
+            if self.fault_scope == "prompt":
+                if prompt in self._prompts_seen:
+                    return r, None
+                self._prompts_seen[prompt] = len(self._prompts_seen) + 1
+                k = self._prompts_seen[prompt]
+            else:
+                k = r
+        if self.faults and self.fault_every and k % self.fault_every == 0:
+            return r, self.faults[(k // self.fault_every - 1) % len(self.faults)]
         return r, None
 
     def service_time(self, completion_tokens: int) -> float:
@@ -370,7 +385,7 @@ class ScriptedServer:
                         },
                     )
                     return
-                number, fault = server.next_request()
+                number, fault = server.next_request(prompt_sha256(messages))
                 entry = {
                     "time": time.time(),
                     "request": number,
@@ -523,6 +538,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fault-every", type=int, default=0)
     parser.add_argument(
+        "--fault-scope",
+        choices=("request", "prompt"),
+        default="request",
+        help="count requests, or distinct prompts (fault only a prompt's first try)",
+    )
+    parser.add_argument(
         "--instance", help="identity token listed in /v1/models (default: a random one)"
     )
     parser.add_argument(
@@ -546,6 +567,7 @@ def run(args: argparse.Namespace) -> int:
         args.contention,
         tuple(args.fault),
         args.fault_every,
+        fault_scope=args.fault_scope,
         instance=args.instance,
         stochastic=args.stochastic,
     )
