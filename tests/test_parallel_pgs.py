@@ -80,8 +80,17 @@ def _script_dir(tmp_path: Path) -> Path:
 def test_faster_kernel_wins_although_a_cpu_hog_ran_during_its_own_evaluation(
     start_scripted, tmp_path
 ):
-    server = start_scripted(latency=0.05, kernels_dir=_script_dir(tmp_path))
-    raw = campaign_config(server.url, **{"campaign.iterations": 1, "campaign.pgs": 2})
+    # pg2 (the fast kernel) asks server 0, pg1 server 1 (PG j -> server j mod 2): pg2's
+    # answer comes 8 s later, so pg1's evaluation is over before pg2's starts and the hog
+    # disturbs pg2's evaluation alone (evaluations of one iteration may overlap).
+    kernels = _script_dir(tmp_path)
+    slow = start_scripted(latency=8.0, kernels_dir=kernels, name="slow")
+    fast = start_scripted(latency=0.05, kernels_dir=kernels, name="fast")
+    raw = campaign_config(slow.url, **{"campaign.iterations": 1, "campaign.pgs": 2})
+    raw["llm"]["servers"] = [
+        {"name": "slow", "base_url": slow.url, "model": "scripted-stand-in"},
+        {"name": "fast", "base_url": fast.url, "model": "scripted-stand-in"},
+    ]
     raw["evaluation"].update(bench_size=768, repeats=3)
     workdir = tmp_path / "campaign"
     write_campaign(workdir, raw)
@@ -93,12 +102,14 @@ def test_faster_kernel_wins_although_a_cpu_hog_ran_during_its_own_evaluation(
     )
     started = workdir / "results" / "dgemm" / "logs" / "iter1" / "pg2.attempt0.evaluate.log"
     done = workdir / "results" / "dgemm" / "iter1" / "pg2" / "attempt0" / "evaluation.json"
+    other = workdir / "results" / "dgemm" / "iter1" / "pg1" / "attempt0" / "evaluation.json"
     hogs: list[subprocess.Popen] = []
     try:
         deadline = time.monotonic() + 600
-        while not started.exists():
+        while not (started.exists() and other.exists()):
             assert campaign.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
+        assert not done.exists(), "pg2 was evaluated before pg1: the hog came too late"
         # the fast kernel (pg2, packed_b) is being evaluated: load every core many times over
         hogs = [
             subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(8 * (os.cpu_count() or 2))

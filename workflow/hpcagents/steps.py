@@ -11,6 +11,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,13 @@ from . import timinglock
 from .agents import BuildInfo, Previous, fit_pg, pg_messages, run_pg, run_pm
 from .artifacts import read_json, write_json
 from .config import CampaignConfig
-from .evaluate import BuildConfig, EvalConfig, evaluate_source, failed_generation_record
+from .evaluate import (
+    BuildConfig,
+    EvalConfig,
+    _provenance,
+    evaluate_source,
+    failed_generation_record,
+)
 from .finalround import final_round
 from .kernelspec import KernelSpec, load_kernel
 from .llm import pool_from_env
@@ -326,7 +333,12 @@ def final_round_step(
             "reason": "nothing to re-time",
             "reference": None,
             "contenders": [],
-            "provenance": None,
+            # where the (empty) round ran: nothing was built or timed
+            "provenance": {
+                **_provenance(
+                    BuildConfig(cfg.cc, cfg.cflags), None, 0, time.time(), eval_config(cfg)
+                ),
+            },
             "skipped": f"no valid candidate in iteration {iteration}: nothing to re-time",
         }
     else:
