@@ -389,6 +389,14 @@ def _next_request(paths: Paths, only: str | None) -> Path | None:
     return min(queue)[1] if queue else None
 
 
+def _alone_waiting(paths: Paths) -> bool:
+    for path in (paths.root / "queue").glob("*.json"):
+        req = _read(path)
+        if req and req.get("alone"):
+            return True
+    return False
+
+
 def _run_one(paths: Paths, path: Path, job: str) -> None:
     rid = path.stem
     claim = paths.root / "claimed" / f"{rid}@{job}.json"
@@ -444,14 +452,18 @@ def serve(
                 continue
         if only and not paths.queued(only).exists():
             return 0
-        if time.monotonic() - idle_since >= idle_s or time.monotonic() >= stop_taking:
+        # An idle pilot yields its node to a request that must be retried alone: on a
+        # small (or busy) partition that request's own pilot may be waiting for this node.
+        yielding = not only and _alone_waiting(paths)
+        if yielding or time.monotonic() - idle_since >= idle_s or time.monotonic() >= stop_taking:
             with locked(paths):
                 if time.monotonic() < stop_taking and _next_request(paths, only):
                     continue
                 info = _read(paths.pilot_file)
                 if info and str(info.get("job_id")) == job:
                     paths.pilot_file.unlink(missing_ok=True)
-            print(f"pilot {job}: stopping (idle or out of time)", flush=True)
+            why = "yielding to a request retried alone" if yielding else "idle or out of time"
+            print(f"pilot {job}: stopping ({why})", flush=True)
             return 0
         time.sleep(poll_s)
 
