@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -210,3 +212,71 @@ def test_a_pilot_no_node_can_hold_is_an_error_naming_the_resource(slurm, tmp_pat
     log = (workdir / "results/dgemm/logs/iter0/pg0.attempt0.evaluate.log").read_text()
     assert "--cpus-per-task=4096" in log and "profiles/slurm/config.yaml" in log, log
     assert not [j for j in _jobs("hpcagents-pilot") if j[2] == "PENDING"]
+
+
+def test_llm_server_launched_as_a_slurm_job_is_used_reused_and_stopped(slurm, tmp_path):
+    """The scripted model (a stand-in for an LLM) is the launched server. The campaign runs
+    with the local executor: on the one-node test cluster an exclusive evaluation pilot
+    could not start beside the server's job, which holds part of the only node."""
+    workdir = tmp_path / "campaign"
+    raw = small("http://unused.invalid/v1")
+    raw["campaign"].update(iterations=1)
+    served = tmp_path / "served.jsonl"
+    server = raw["llm"]["servers"][0]
+    del server["base_url"]
+    server["launch"] = {
+        "command": "{python} -m hpcagents scripted-model --host {host} --port {port}"
+        f" --instance {{instance}} --latency 0.05 --log {served}",
+        "startup_timeout_s": 120,
+        "slurm": {"cpus_per_task": 1, "time": "00:20:00"},
+    }
+    write_campaign(workdir, raw)
+    run = [sys.executable, "-m", "hpcagents", "run", "--configfile", "config.yaml"]
+    first = subprocess.run(
+        [*run, "--keep-servers"], cwd=workdir, capture_output=True, text=True, timeout=900
+    )
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    started = re.search(r"started llm server 'scripted' as Slurm job (\d+) at (\S+)", first.stdout)
+    assert started, first.stdout[-2000:]
+    job, url = started.groups()
+    assert f"kept llm server 'scripted' (Slurm job {job})" in first.stdout
+    assert read_json(workdir / "results/dgemm/summary.json", "summary")["speedup"] > 1.0
+    assert len(read_log(served)) >= 3, "the campaign's prompts went to the launched server"
+    # the server's identity token, as /v1/models lists it, is the one the campaign launched
+    state = json.loads((workdir / "results/.hpcagents/launched/scripted.json").read_text())
+    with urllib.request.urlopen(f"{url}/models", timeout=10) as resp:
+        assert state["instance"] in resp.read().decode()
+    second = subprocess.run(run, cwd=workdir, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"reused llm server 'scripted' as Slurm job {job} at {url}" in second.stdout
+    assert f"stopped llm server 'scripted' (Slurm job {job})" in second.stdout
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and [
+        j for j in _jobs("hpcagents-llm") if j[0] == job and j[2] == "RUNNING"
+    ]:
+        time.sleep(0.5)
+    assert not [j for j in _jobs("hpcagents-llm") if j[0] == job and j[2] == "RUNNING"]
+
+
+def test_a_launched_server_that_never_answers_is_a_clear_error(slurm, tmp_path):
+    workdir = tmp_path / "campaign"
+    raw = small("http://unused.invalid/v1")
+    server = raw["llm"]["servers"][0]
+    del server["base_url"]
+    server["launch"] = {
+        "command": "sleep 600",
+        "startup_timeout_s": 8,
+        "slurm": {"cpus_per_task": 1, "time": "00:05:00"},
+    }
+    write_campaign(workdir, raw)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpcagents", "run", "--configfile", "config.yaml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "llm server 'scripted': not answering GET /models within 8 s" in proc.stderr
+    assert "launch.startup_timeout_s" in proc.stderr
+    assert not (workdir / "results/dgemm").exists(), "no step ran without its server"

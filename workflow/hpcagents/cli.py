@@ -169,6 +169,12 @@ def _cmd_hand_over(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_launched_server(args: argparse.Namespace) -> int:
+    from .launch import serve_launched
+
+    return serve_launched(Path(args.addr_file), args.command, args.model, args.instance)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -241,6 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-s", type=float, default=120)
     p.add_argument("--slurm-extra", help="extra sbatch options, e.g. --exclusive")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- the step's command")
+
+    p = add(
+        "launched-server",
+        _cmd_launched_server,
+        "inside a Slurm job: pick a port, write the address file, exec the server command",
+    )
+    p.add_argument("--addr-file", required=True)
+    p.add_argument("--command", required=True, help="llm.servers[].launch.command")
+    p.add_argument("--model", required=True)
+    p.add_argument("--instance", required=True)
 
     p = add("check-config", _cmd_check_config, "validate a config file")
     p.add_argument("--config", required=True)

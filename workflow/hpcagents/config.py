@@ -100,6 +100,13 @@ def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> Campai
     if len(set(names)) != len(names):
         raise ConfigError("config: key 'llm.servers': server names must be unique")
     llm = raw["llm"]
+    for s in llm["servers"]:  # [slurm helper] launched servers: see hpcagents/launch.py
+        if "base_url" not in s:
+            raise ConfigError(
+                f"config: llm server '{s['name']}' has a launch block but no base_url yet: "
+                "start the campaign with `hpcagents run` (or `hpcagents run --slurm`), which "
+                "starts it as a Slurm job and fills in its address"
+            )
     servers = tuple(
         ServerConfig(
             name=s["name"],
