@@ -155,7 +155,9 @@ def _submit(launch: Launch, state_dir: Path) -> Started:
     cmd = [
         "sbatch",
         "--parsable",
-        f"--chdir={Path.cwd()}",
+        # not the campaign directory: `hpcagents run --slurm` cancels the Slurm jobs of a
+        # killed run submitted from there, and a live server is to be reused instead
+        f"--chdir={state_dir.resolve()}",
         f"--output={state_dir.resolve()}/{launch.name}-%j.out",
         *launch.sbatch_args(),
         "--wrap",
