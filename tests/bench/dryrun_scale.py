@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -75,18 +76,19 @@ def main() -> int:
     parser.add_argument("--kernels", type=int, default=20)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--pgs", type=int, default=8)
+    parser.add_argument("--rev", help="plan with the workflow of this git revision instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         tree = root / "tree"
         subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), "HEAD"],
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.rev or "HEAD"],
             check=True,
             capture_output=True,
         )
-        # the working tree's (possibly uncommitted) workflow, so the figures are of it
-        shutil.rmtree(tree / "workflow")
-        shutil.copytree(REPO / "workflow", tree / "workflow")
+        if not args.rev:  # the working tree's (maybe uncommitted) workflow: measure it
+            shutil.rmtree(tree / "workflow")
+            shutil.copytree(REPO / "workflow", tree / "workflow")
         try:
             kernels = add_kernel_copies(tree, args.kernels)
             workdir = root / "campaign"
@@ -99,7 +101,7 @@ def main() -> int:
             cmd = [
                 "/usr/bin/time",
                 "-f",
-                "MAXRSS_KB=%M",
+                "MAXRSS_KB=%M CPU_S=%U+%S",
                 sys.executable,
                 "-m",
                 "snakemake",
@@ -126,6 +128,7 @@ def main() -> int:
         print(out[-3000:])
         return 1
     rss = int(re.search(r"MAXRSS_KB=(\d+)", out).group(1)) / 1024
+    user, system = re.search(r"CPU_S=([\d.]+)\+([\d.]+)", out).groups()
     total = re.search(r"^total\s+(\d+)", out, flags=re.M)
     per_rule = {
         m.group(1): int(m.group(2))
@@ -137,7 +140,11 @@ def main() -> int:
         f"(all PGs visible; synthetic finished state: {evals} attempt-0 evaluations 'ok')"
     )
     print(f"jobs planned: {total.group(1) if total else '?'}  {per_rule}")
-    print(f"wall: {wall:.1f} s   peak RSS: {rss:.0f} MB   (targets: <= 10 s, <= 400 MB)")
+    print(
+        f"wall: {wall:.1f} s   CPU: {float(user) + float(system):.1f} s   peak RSS: {rss:.0f} MB"
+        f"   (targets: <= 10 s, <= 400 MB){'   workflow of ' + args.rev if args.rev else ''}"
+    )
+    print(f"load average when done: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 
