@@ -280,3 +280,31 @@ def test_a_launched_server_that_never_answers_is_a_clear_error(slurm, tmp_path):
     assert "llm server 'scripted': not answering GET /models within 8 s" in proc.stderr
     assert "launch.startup_timeout_s" in proc.stderr
     assert not (workdir / "results/dgemm").exists(), "no step ran without its server"
+
+
+def test_a_pilot_slurm_would_queue_forever_is_an_error_naming_the_limit(slurm, tmp_path):
+    """The test cluster's partition `short` has MaxTime=5 min: a pilot asking for 60 is
+    accepted by sbatch and then pends with Reason=PartitionTimeLimit forever."""
+    server = serve(port=0, log_path=tmp_path / "requests.jsonl", latency=0.0)
+    try:
+        workdir = tmp_path / "campaign"
+        write_campaign(workdir, small(server.url))
+        proc = subprocess.run(
+            [
+                *slurm_cmd(workdir),
+                "--set-resources",
+                "evaluate:slurm_partition=short",
+                "evaluate:pilot_runtime=60",
+            ],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.shutdown()
+    assert proc.returncode != 0
+    log = (workdir / "results/dgemm/logs/iter0/pg0.attempt0.evaluate.log").read_text()
+    assert "Reason=PartitionTimeLimit" in log and "--time=60" in log, log
+    assert "partition short" in log and "time limit 5:00" in log, log
+    assert not [j for j in _jobs("hpcagents-pilot") if j[2] == "PENDING"]
