@@ -33,9 +33,9 @@ from pathlib import Path
 from .artifacts import REPO_DIR, write_text_atomic
 
 #: Steps whose orphans are ended (they use the cores or a Slurm node; hand-over waits on
-#: the Slurm pilot, which the resumed run replaces); the others are
+#: the Slurm pilot, which the resumed run replaces along with the pilot); the others are
 #: LLM steps whose answer is adopted by the resumed run.
-CPU_STEPS = ("evaluate-attempt", "final-round", "evaluate", "hand-over")
+CPU_STEPS = ("evaluate-attempt", "final-round", "evaluate", "hand-over", "pilot")
 PID_FILE = Path("results") / ".hpcagents" / "run.json"
 
 
