@@ -274,11 +274,11 @@ def hand_over(
     alive.touch()
     request = {"argv": argv, "cwd": str(Path.cwd()), "created": time.time(), "alone": False}
     write_text_atomic(paths.queued(rid), json.dumps(request))
-    with locked(paths):
-        pilot = ensure_pilot(paths, res)
     dead_pilots: list[str] = []
     last_beat = last_check = time.monotonic()
     try:
+        with locked(paths):
+            pilot = ensure_pilot(paths, res)
         while True:
             done = _read(paths.done(rid))
             if done is not None:
@@ -293,6 +293,7 @@ def hand_over(
             time.sleep(poll_s)
     finally:
         alive.unlink(missing_ok=True)
+        paths.queued(rid).unlink(missing_ok=True)  # on an error: nobody waits for it now
 
 
 def _watch(
