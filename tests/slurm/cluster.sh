@@ -80,6 +80,10 @@ KillWait=5
 Waittime=0
 $node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+# A partition whose time limit a request can exceed: Slurm queues such a job with
+# Reason=PartitionTimeLimit forever (EnforcePartLimits=NO), the case the evaluation
+# pilot must report as an error instead of waiting (tests/test_slurm.py).
+PartitionName=short Nodes=$host Default=NO MaxTime=5 State=UP OverSubscribe=NO
 EOF
     mv "$CONF.tmp" "$CONF"
 }
@@ -87,6 +91,10 @@ EOF
 start() {
     install
     if healthy; then
+        if ! grep -q '^PartitionName=short' "$CONF"; then
+            write_conf # an older layout: add what is missing without a restart
+            scontrol reconfigure
+        fi
         log "already up: $(sinfo -h -o '%N %T %c CPUs')"
         return 0
     fi

@@ -227,6 +227,42 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pilot(args: argparse.Namespace) -> int:
+    from .pilot import serve
+
+    return serve(Path(args.dir), args.runtime_min, args.reserve_min, args.idle_s, args.only)
+
+
+def _cmd_hand_over(args: argparse.Namespace) -> int:
+    from .pilot import Paths, PilotError, PilotResources, hand_over, parse_extra
+
+    argv = [a for a in args.argv if a != "--"] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("hpcagents hand-over: no command given after --", file=sys.stderr)
+        return 2
+    res = PilotResources(
+        partition=args.partition or None,
+        account=args.account or None,
+        cpus_per_task=args.cpus_per_task or None,
+        mem_mb=args.mem_mb or None,
+        runtime_min=args.pilot_runtime,
+        eval_runtime_min=args.runtime,
+        idle_s=args.idle_s,
+        extra=parse_extra(args.slurm_extra),
+    )
+    try:
+        return hand_over(Paths(Path(args.dir)), argv, res)
+    except PilotError as exc:
+        print(f"hpcagents: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_launched_server(args: argparse.Namespace) -> int:
+    from .launch import serve_launched
+
+    return serve_launched(Path(args.addr_file), args.command, args.model, args.instance)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -347,6 +383,38 @@ def build_parser() -> argparse.ArgumentParser:
         "campaign and hpcagents evaluate look)",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing folder")
+
+    p = add("pilot", _cmd_pilot, "inside a Slurm job: run the evaluations handed to it")
+    p.add_argument("--dir", required=True, help="the campaign's pilot directory")
+    p.add_argument("--runtime-min", type=float, required=True, help="the job's time limit")
+    p.add_argument("--reserve-min", type=float, default=30, help="stop taking work this early")
+    p.add_argument("--idle-s", type=float, default=120, help="stop after this long idle")
+    p.add_argument("--only", help="serve this one request, then stop (a retry alone)")
+    p = add(
+        "hand-over",
+        _cmd_hand_over,
+        "step wrapper under Slurm: hand a command to the campaign's pilot job and wait",
+    )
+    p.add_argument("--dir", default="results/.hpcagents/pilot")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--cpus-per-task", type=int)
+    p.add_argument("--mem-mb", type=int)
+    p.add_argument("--runtime", type=int, default=30, help="minutes one evaluation may take")
+    p.add_argument("--pilot-runtime", type=int, default=240, help="the pilot's time (min)")
+    p.add_argument("--idle-s", type=float, default=120)
+    p.add_argument("--slurm-extra", help="extra sbatch options, e.g. --exclusive")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- the step's command")
+
+    p = add(
+        "launched-server",
+        _cmd_launched_server,
+        "inside a Slurm job: pick a port, write the address file, exec the server command",
+    )
+    p.add_argument("--addr-file", required=True)
+    p.add_argument("--command", required=True, help="llm.servers[].launch.command")
+    p.add_argument("--model", required=True)
+    p.add_argument("--instance", required=True)
 
     p = add("check-config", _cmd_check_config, "validate a config file")
     p.add_argument("--config", required=True)

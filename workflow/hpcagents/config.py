@@ -134,6 +134,13 @@ def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> Campai
                 f"config: key 'llm.servers': no server serves the role '{role}'; "
                 f"add '{role}' to the roles of at least one server (or drop 'roles' for both)"
             )
+    for s in llm["servers"]:  # [slurm helper] launched servers: see hpcagents/launch.py
+        if "base_url" not in s:
+            raise ConfigError(
+                f"config: llm server '{s['name']}' has a launch block but no base_url yet: "
+                "start the campaign with `hpcagents run` (or `hpcagents run --slurm`), which "
+                "starts it as a Slurm job and fills in its address"
+            )
     servers = tuple(
         ServerConfig(
             name=s["name"],

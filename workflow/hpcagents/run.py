@@ -32,9 +32,10 @@ from pathlib import Path
 
 from .artifacts import REPO_DIR, write_text_atomic
 
-#: Steps whose orphans are ended (they use the cores or a Slurm node); the others are
+#: Steps whose orphans are ended (they use the cores or a Slurm node; hand-over waits on
+#: the Slurm pilot, which the resumed run replaces along with the pilot); the others are
 #: LLM steps whose answer is adopted by the resumed run.
-CPU_STEPS = ("evaluate-attempt", "final-round", "evaluate")
+CPU_STEPS = ("evaluate-attempt", "final-round", "evaluate", "hand-over", "pilot")
 PID_FILE = Path("results") / ".hpcagents" / "run.json"
 
 
@@ -179,6 +180,9 @@ def run_campaign(args: argparse.Namespace) -> int:
         return 2
     for note in end_orphans(workdir, args.slurm):
         print(f"[run] {note}", flush=True)
+    launched = _start_launched_servers(args)  # [slurm helper] llm.servers[].launch
+    if launched == 2:
+        return 2
     base = snakemake_command(args)
     # Safe: no campaign runs here (checked above), so the lock is a killed run's leftover.
     subprocess.run(snakemake_command(args, "--unlock"), capture_output=True, check=False)
@@ -199,9 +203,53 @@ def run_campaign(args: argparse.Namespace) -> int:
         return subprocess.call(base)
     finally:
         (workdir / PID_FILE).unlink(missing_ok=True)
+        if launched:
+            from .launch import stop_servers
+
+            for note in stop_servers(launched, keep_all=args.keep_servers):
+                print(f"[run] {note}", flush=True)
+
+
+def _start_launched_servers(args: argparse.Namespace) -> dict | int | None:
+    """[slurm helper] Start (or reuse) the servers the config says how to launch, as
+    Slurm jobs, and hand Snakemake the config with their addresses filled in
+    (results/.hpcagents/launched/config.yaml). Returns the resolved config (None when
+    nothing is launched, 2 on an error already printed)."""
+    import yaml
+
+    from .config import ConfigError
+    from .launch import STATE_DIR, launches, start_servers
+
+    path = Path(args.configfile) if args.configfile else Path("config/config.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None  # Snakemake reports a missing or broken config itself
+    if not isinstance(raw, dict) or not launches(raw):
+        return None
+    try:
+        for started in start_servers(raw):
+            how = "reused" if started.reused else "started"
+            print(
+                f"[run] {how} llm server '{started.name}' as Slurm job {started.job_id} "
+                f"at {started.base_url}",
+                flush=True,
+            )
+    except ConfigError as exc:
+        print(f"hpcagents run: error: {exc}", file=sys.stderr)
+        return 2
+    resolved = STATE_DIR / "config.yaml"
+    write_text_atomic(resolved, yaml.safe_dump(raw, sort_keys=False))
+    args.configfile = str(resolved)
+    return raw
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slurm", action="store_true", help="use --workflow-profile slurm")
     parser.add_argument("--configfile", help="campaign config (default: config/config.yaml)")
+    parser.add_argument(
+        "--keep-servers",
+        action="store_true",
+        help="leave launched LLM servers (llm.servers[].launch) running at the end",
+    )
     parser.add_argument("snakemake_args", nargs="*", help="extra snakemake arguments (after --)")

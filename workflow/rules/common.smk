@@ -1,9 +1,12 @@
 # Config validation, shared paths and the input functions of the iteration DAG.
 import json
+import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from snakemake.exceptions import WorkflowError
 
 from hpcagents.workflow_support import (
     check_servers_or_die,
@@ -29,6 +32,72 @@ def step(name):
     venv) and the effective config. Rules pass it as a param, so the lint is satisfied
     and the shell commands stay one line each."""
     return f"{sys.executable} -m hpcagents {name} --config {EFFECTIVE}"
+
+
+# ---- Slurm: timing steps go through the campaign's pilot job (hpcagents/pilot.py) ----
+# Under the slurm executor, evaluate and final_round are local rules whose command hands
+# the step to ONE exclusive pilot job that runs them one after another (a submission per
+# evaluation costs far more than the evaluation; see the README, "On a Slurm cluster").
+# Under the local executor the command is the step itself, unchanged.
+PILOT_DIR = "results/.hpcagents/pilot"
+
+
+def under_slurm():
+    plugin = workflow.executor_plugin
+    name = getattr(plugin, "name", None) if plugin is not None else None
+    if name not in (None, "local", "dryrun", "touch", "slurm"):
+        raise WorkflowError(
+            f"executor {name!r}: hpcagents runs with the local executor or with "
+            "--workflow-profile slurm (executor: slurm) only"
+        )
+    return name == "slurm"
+
+
+def timing_step(name):
+    """``params.cmd`` of a timing rule: the step, or under Slurm the step handed to the
+    pilot with the rule's Slurm resources (from profiles/slurm) as the pilot's request."""
+
+    def cmd(wildcards, resources):
+        if not under_slurm():
+            return step(name)
+        get = lambda key: getattr(resources, key, None)
+        opts = [f"--dir {PILOT_DIR}"]
+        for key, flag in (
+            ("slurm_partition", "--partition"),
+            ("slurm_account", "--account"),
+            ("cpus_per_task", "--cpus-per-task"),
+            ("mem_mb", "--mem-mb"),
+            ("runtime", "--runtime"),
+            ("pilot_runtime", "--pilot-runtime"),
+            ("pilot_idle_s", "--idle-s"),
+        ):
+            if get(key) not in (None, ""):
+                opts.append(f"{flag} {shlex.quote(str(get(key)))}")
+        if get("slurm_extra"):
+            opts.append(shlex.quote(f"--slurm-extra={get('slurm_extra')}"))
+        return (
+            f"{sys.executable} -m hpcagents hand-over {' '.join(opts)} -- {step(name)}"
+        )
+
+    return cmd
+
+
+def timing_slots(wildcards):
+    """Locally, an evaluation takes one of the profile's timing_slots (they overlap while
+    building and validating; the host-wide timing lock serialises their timed calls);
+    under Slurm the pilot runs them one after another, so the waiting hand-over jobs take
+    no slot."""
+    return 0 if under_slurm() else 1
+
+
+def stop_pilot():
+    """onsuccess/onerror: the campaign's pilot leaves the node as soon as it is done."""
+    if under_slurm():
+        from hpcagents.pilot import stop
+
+        job = stop(Path(PILOT_DIR))
+        if job:
+            print(f"hpcagents: stopped the evaluation pilot (Slurm job {job})")
 
 
 def baseline_source(wildcards):
@@ -102,3 +171,11 @@ def all_bests(wildcards):
         f"results/{wildcards.kernel}/iter{i}/best.json"
         for i in range(CFG.iterations + 1)
     ]
+
+
+onsuccess:
+    stop_pilot()
+
+
+onerror:
+    stop_pilot()

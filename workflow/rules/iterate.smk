@@ -8,11 +8,15 @@
 # calls, and the whole final round, the machine to themselves (hpcagents.timinglock).
 
 
+# evaluate and final_round are local too: under Slurm their command only hands the step
+# to the campaign's pilot job (one exclusive node) and waits; locally it is the step.
 localrules:
     baseline,
     plan,
     generate,
+    evaluate,
     pg_final,
+    final_round,
     select,
 
 
@@ -86,15 +90,12 @@ checkpoint evaluate:
         "results/{kernel}/iter{i}/pg{j}/attempt{a}/evaluation.json",
     log:
         "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.evaluate.log",
-    # On a cluster, the evaluations of one attempt round of one iteration are ONE
-    # submission (profiles/slurm: group-components), run one after another on one
-    # exclusive node (timing_slots has local scope there); locally groups are ignored.
-    group:
-        "evaluations_{kernel}_{i}_{a}"
+    # Under Slurm the command hands the evaluation to the campaign's pilot job, which
+    # runs evaluations one after another on one exclusive node (common.smk timing_step).
     resources:
-        timing_slots=1,
+        timing_slots=timing_slots,
     params:
-        cmd=step("evaluate-attempt"),
+        cmd=timing_step("evaluate-attempt"),
     shell:
         "{params.cmd} --kernel {wildcards.kernel}"
         " --attempt-dir results/{wildcards.kernel}/iter{wildcards.i}/pg{wildcards.j}/attempt{wildcards.a}"
@@ -127,9 +128,9 @@ rule final_round:
     wildcard_constraints:
         i="[1-9][0-9]*",
     resources:
-        timing_slots=1,
+        timing_slots=timing_slots,
     params:
-        cmd=step("final-round"),
+        cmd=timing_step("final-round"),
     shell:
         "{params.cmd} --kernel {wildcards.kernel} --iteration {wildcards.i}"
         " --finals {input.finals} --previous {input.previous} --out {output} > {log} 2>&1"

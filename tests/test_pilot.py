@@ -1,0 +1,53 @@
+"""The evaluation pilot's hand-over protocol, without Slurm (the pilot loop runs here).
+
+What Slurm adds (submission, exclusivity, a cancelled pilot) is in tests/test_slurm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from hpcagents.pilot import STALE_S, Paths, serve
+
+STAMP = "import time,sys; a=time.time(); time.sleep(0.2); print(a, time.time()); sys.exit(3)"
+
+
+def _request(paths: Paths, rid: str, created: float, alive: bool = True, **extra) -> None:
+    argv = [sys.executable, "-c", STAMP]
+    req = {"argv": argv, "cwd": str(paths.root), "created": created, "alone": False, **extra}
+    paths.queued(rid).write_text(json.dumps(req))
+    paths.alive(rid).touch()
+    if not alive:
+        old = time.time() - STALE_S - 10
+        os.utime(paths.alive(rid), (old, old))
+
+
+def test_pilot_runs_requests_in_order_one_at_a_time_and_drops_those_nobody_waits_for(tmp_path):
+    paths = Paths(tmp_path / "pilot")
+    _request(paths, "b", created=2.0)
+    _request(paths, "a", created=1.0)
+    _request(paths, "orphan", created=0.5, alive=False)
+    assert serve(paths.root, runtime_min=10, reserve_min=0, idle_s=0.3) == 0
+    spans = {}
+    for rid in ("a", "b"):
+        done = json.loads(paths.done(rid).read_text())
+        assert done["rc"] == 3 and done["job_id"].startswith("local-")
+        start, end = map(float, paths.log(rid).read_text().split())
+        spans[rid] = (start, end)
+    assert spans["a"][1] <= spans["b"][0], "requests ran in order, never side by side"
+    assert not paths.done("orphan").exists() and not paths.queued("orphan").exists()
+    assert not list((paths.root / "claimed").iterdir())
+
+
+def test_an_idle_pilot_yields_its_node_to_a_request_retried_alone(tmp_path):
+    paths = Paths(tmp_path / "pilot")
+    _request(paths, "poison", created=1.0, alone=True)
+    start = time.monotonic()
+    assert serve(paths.root, runtime_min=10, reserve_min=0, idle_s=60) == 0
+    assert time.monotonic() - start < 30, "it left at once instead of idling"
+    assert paths.queued("poison").exists(), "only the request's own pilot may run it"
+    assert serve(paths.root, runtime_min=10, reserve_min=0, idle_s=60, only="poison") == 0
+    assert json.loads(paths.done("poison").read_text())["rc"] == 3
