@@ -76,10 +76,10 @@ def _cpu_model() -> str:
 
 
 def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    """The cores this process may run on (its affinity, e.g. a Slurm allocation)."""
+    from .machine import usable_cores
+
+    return usable_cores()
 
 
 def _compiler_version(cc: str) -> str:
