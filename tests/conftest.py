@@ -82,8 +82,6 @@ def snakemake_cmd(workdir: Path, *extra: str) -> list[str]:
         str(workdir),
         "--configfile",
         str(workdir / "config.yaml"),
-        "--cores",
-        "2",
         *extra,
     ]
 

@@ -73,7 +73,7 @@ def run(label: str, repo: Path, root: Path, url: str, args, slurm: bool) -> Run:
         "--configfile",
         str(workdir / "config.yaml"),
     ]
-    cmd += ["--workflow-profile", str(repo / "profiles/slurm")] if slurm else ["--cores", "2"]
+    cmd += ["--workflow-profile", str(repo / "profiles/slurm")] if slurm else []
     env = dict(os.environ, PYTHONPATH=str(repo / "workflow"))
     first = sentinel() if slurm else None
     start = time.monotonic()

@@ -178,7 +178,7 @@ def scripted_kernels(kernels_dir: Path | None = None) -> list[str]:
 
 def run_campaign(
     workdir: Path,
-    cores: str = "all",
+    cores: str | None = None,
     extra: list[str] | None = None,
     log_path: Path | None = None,
 ) -> int:
@@ -207,7 +207,7 @@ def run_campaign(
         str(workdir / "config.yaml"),
     ]
     subprocess.run([*base, "--unlock"], capture_output=True, check=False)
-    cmd = [*base, "--cores", cores, *(extra or [])]
+    cmd = [*base, *(["--cores", cores] if cores else []), *(extra or [])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if log_path is None:
         return subprocess.call(cmd, env=env)

@@ -311,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config/config.yaml")
     p.add_argument("--port", type=int, default=0, help="scripted model port (0: any free one)")
     p.add_argument("--latency", type=float, default=0.2, help="scripted model latency (s)")
-    p.add_argument("--cores", default="all")
+    p.add_argument(
+        "--cores", help="Snakemake's --cores (default: the profile's job cap, profiles/default)"
+    )
     p.add_argument("snakemake_args", nargs="*", help="extra snakemake arguments (after --)")
 
     p = add(

@@ -124,8 +124,7 @@ def run_demo(args: argparse.Namespace) -> int:
         subprocess.run([*snakemake, "--unlock"], capture_output=True, check=False)
         cmd = [
             *snakemake,
-            "--cores",
-            args.cores,
+            *(["--cores", args.cores] if args.cores else []),
             "--configfile",
             str(config_file),
             *args.snakemake_args,

@@ -361,7 +361,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scripted: the stochastic scripted model (a stand-in); config: the config's servers",
     )
     parser.add_argument("--latency", type=float, default=0.05, help="scripted model latency (s)")
-    parser.add_argument("--cores", default="all")
+    parser.add_argument("--cores", help="Snakemake's --cores (default: the profile's job cap)")
 
 
 def run_study(args: argparse.Namespace) -> int:

@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", default="config/config.yaml", help="base campaign config")
     parser.add_argument("--latency", type=float, default=0.05, help="scripted model latency (s)")
-    parser.add_argument("--cores", default="all")
+    parser.add_argument("--cores", help="Snakemake's --cores (default: the profile's job cap)")
 
 
 def run_suite(args: argparse.Namespace) -> int:
