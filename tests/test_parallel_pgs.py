@@ -62,17 +62,26 @@ def test_all_pgs_start_together_and_a_slow_server_holds_back_only_its_own(start_
 HOG = "import time\nend = time.time() + 120\nwhile time.time() < end: pass\n"
 
 
+def _favoured() -> None:
+    """Run a hog ahead of the kernel where allowed (root, as on CI): the scheduler then
+    gives the kernel's threads little of the cores, whatever best-of-N would catch."""
+    try:
+        os.nice(-10)
+    except PermissionError:
+        pass
+
+
 def _script_dir(tmp_path: Path) -> Path:
-    """A scripted set whose iteration 1 has a slow and a 3x faster honest kernel."""
+    """A scripted set whose iteration 1 has a slow and a >= 3x faster honest kernel."""
     src = REPO_DIR / "kernels" / "dgemm" / "scripted"
     dst = tmp_path / "kernels" / "dgemm" / "scripted"
     dst.mkdir(parents=True)
-    for name in ("loop_reorder.c", "packed_b.c"):
+    for name in ("loop_reorder.c", "avx512_microkernel.c"):
         shutil.copy(src / name, dst / name)
     script = yaml.safe_load((src / "script.yaml").read_text())
     by_name = {s["name"]: s for s in script["strategies"]}
     (dst / "script.yaml").write_text(
-        yaml.safe_dump({"strategies": [by_name["loop_reorder"], by_name["packed_b"]]})
+        yaml.safe_dump({"strategies": [by_name["loop_reorder"], by_name["avx512_microkernel"]]})
     )
     return tmp_path / "kernels"
 
@@ -110,9 +119,14 @@ def test_faster_kernel_wins_although_a_cpu_hog_ran_during_its_own_evaluation(
             assert campaign.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
         assert not done.exists(), "pg2 was evaluated before pg1: the hog came too late"
-        # the fast kernel (pg2, packed_b) is being evaluated: load every core many times over
+        # the fast kernel (pg2) is being evaluated: load every core many times over
         hogs = [
-            subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(8 * (os.cpu_count() or 2))
+            # each hog in a session of its own: with autogrouping the scheduler shares the
+            # cores between sessions, so hogs in one session would take half of them at most
+            subprocess.Popen(
+                [sys.executable, "-c", HOG], preexec_fn=_favoured, start_new_session=True
+            )
+            for _ in range(8 * (os.cpu_count() or 2))
         ]
         while not done.exists():
             assert campaign.poll() is None and time.monotonic() < deadline
@@ -128,12 +142,13 @@ def test_faster_kernel_wins_although_a_cpu_hog_ran_during_its_own_evaluation(
         for pg in (1, 2)
     }
     assert own[1]["status"] == own[2]["status"] == "ok"
-    # the hog really did disturb: in their own jobs the fast kernel measured the slower
-    assert own[2]["timing"]["gflops"] < own[1]["timing"]["gflops"], (
+    # the hog really did disturb pg2's job: the reference timed in it (the same MKL call
+    # on the same sizes as in pg1's job) measured slower there
+    assert own[2]["reference"]["gflops"] < 0.8 * own[1]["reference"]["gflops"], (
         "the CPU hog did not slow the evaluation down: the test proves nothing"
     )
     best = read_json(it / "best.json", "best")
-    assert best["selected"]["pg"] == 2 and best["selected"]["strategy"] == "packed_b"
+    assert best["selected"]["pg"] == 2 and best["selected"]["strategy"] == "avx512_microkernel"
     assert best["decision"]["decided_by"] == "final_round"
     fr = read_json(it / "final_round.json", "final_round")
     figures = {c["label"]: c["gflops"] for c in fr["contenders"]}
