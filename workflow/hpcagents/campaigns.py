@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .artifacts import REPO_DIR
+from .run import snakemake_base
 from .status import snakemake_processes
 
 
@@ -195,17 +196,7 @@ def run_campaign(
             f"{', '.join(map(str, running))}); wait for it, or watch it with "
             f"`hpcagents status --dir {workdir}`"
         )
-    base = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO_DIR / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-    ]
+    base = snakemake_base(workdir, workdir / "config.yaml")
     subprocess.run([*base, "--unlock"], capture_output=True, check=False)
     cmd = [*base, *(["--cores", cores] if cores else []), *(extra or [])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -149,8 +149,8 @@ def end_orphans(workdir: Path, slurm: bool, poll_s: float = 0.2) -> list[str]:
     return notes
 
 
-def snakemake_command(args: argparse.Namespace, *extra: str) -> list[str]:
-    """The Snakemake command of this campaign (plus ``extra`` before the user's args)."""
+def snakemake_base(workdir: Path, configfile: Path | None = None) -> list[str]:
+    """Snakemake on this workflow, for the campaign in ``workdir`` (the project's Python)."""
     cmd = [
         sys.executable,
         "-m",
@@ -158,8 +158,14 @@ def snakemake_command(args: argparse.Namespace, *extra: str) -> list[str]:
         "--snakefile",
         str(REPO_DIR / "Snakefile"),
         "--directory",
-        str(Path.cwd()),
+        str(workdir),
     ]
+    return cmd + (["--configfile", str(configfile)] if configfile else [])
+
+
+def snakemake_command(args: argparse.Namespace, *extra: str) -> list[str]:
+    """The Snakemake command of this campaign (plus ``extra`` before the user's args)."""
+    cmd = snakemake_base(Path.cwd())
     if args.slurm:
         cmd += ["--workflow-profile", str(REPO_DIR / "profiles" / "slurm")]
     if args.configfile:
