@@ -402,8 +402,8 @@ def load_kernel(name: str, kernels_dir: Path | None = None) -> KernelSpec:
         raise KernelError(
             f"unknown kernel '{name}': no {path} (known: {', '.join(known) or 'none'})"
         )
-    try:
-        raw = yaml.safe_load(path.read_text())
+    try:  # libyaml's safe loader where present: a campaign of many kernels loads them all
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise KernelError(f"{path}: not valid YAML: {exc}") from None
     # A folder drafted by `hpcagents new-kernel` names each blank left to fill in, before
