@@ -115,8 +115,8 @@ def test_the_pilot_leaves_the_cluster_when_the_campaign_ends(slurm_run):
     workdir, log = slurm_run
     assert "stopped the evaluation pilot" in log
     assert not (workdir / "results/.hpcagents/pilot/pilot.json").exists()
-    pilots = _jobs("hpcagents-pilot")
-    assert not [j for j in pilots if j[2] in ("RUNNING", "PENDING")], pilots
+    pilots = _jobs("hpcagents-pilot", workdir)
+    assert pilots and not [j for j in pilots if j[2] in ("RUNNING", "PENDING")], pilots
 
 
 def test_no_llm_call_ran_inside_a_slurm_job(slurm_run):
@@ -134,12 +134,19 @@ def test_slurm_campaign_selects_like_the_local_one(slurm_run):
     assert summary["speedup"] > 1.5 and summary["totals"]["repairs_succeeded"] >= 1
 
 
-def _jobs(prefix: str) -> list[tuple[str, str, str]]:
-    """(job id, name, state) of the Slurm jobs whose name starts with ``prefix``."""
+def _jobs(prefix: str, workdir: Path | None = None) -> list[tuple[str, str, str]]:
+    """(job id, name, state) of the Slurm jobs whose name starts with ``prefix`` (and, given
+    ``workdir``, that were submitted from it: a job left by an interrupted earlier run of
+    the tests is not this test's)."""
     out = subprocess.run(
-        ["squeue", "-h", "-t", "all", "-o", "%i %j %T"], capture_output=True, text=True
+        ["squeue", "-h", "-t", "all", "-o", "%i %j %T %Z"], capture_output=True, text=True
     ).stdout
-    return [tuple(line.split()) for line in out.splitlines() if line.split()[1].startswith(prefix)]
+    jobs = []
+    for line in out.splitlines():
+        job, name, state, where = line.split(maxsplit=3)
+        if name.startswith(prefix) and (workdir is None or where == str(workdir)):
+            jobs.append((job, name, state))
+    return jobs
 
 
 def _claimed_evaluation(workdir: Path) -> tuple[str, str] | None:
@@ -150,7 +157,7 @@ def _claimed_evaluation(workdir: Path) -> tuple[str, str] | None:
         except (OSError, ValueError):
             continue
         if "evaluate-attempt" in argv:
-            attempt = argv[argv.index("--attempt-dir") + 1]
+            attempt = str(Path(argv[argv.index("--out") + 1]).parent)
             if "/iter0/" not in attempt:
                 return claim.stem.split("@", 1)[1], attempt
     return None
@@ -211,7 +218,8 @@ def test_a_pilot_no_node_can_hold_is_an_error_naming_the_resource(slurm, tmp_pat
     assert proc.returncode != 0
     log = (workdir / "results/dgemm/logs/iter0/pg0.attempt0.evaluate.log").read_text()
     assert "--cpus-per-task=4096" in log and "profiles/slurm/config.yaml" in log, log
-    assert not [j for j in _jobs("hpcagents-pilot") if j[2] == "PENDING"]
+    pilots = _jobs("hpcagents-pilot", workdir)
+    assert pilots and not [j for j in pilots if j[2] == "PENDING"], pilots
 
 
 def test_llm_server_launched_as_a_slurm_job_is_used_reused_and_stopped(slurm, tmp_path):
@@ -307,4 +315,5 @@ def test_a_pilot_slurm_would_queue_forever_is_an_error_naming_the_limit(slurm, t
     log = (workdir / "results/dgemm/logs/iter0/pg0.attempt0.evaluate.log").read_text()
     assert "Reason=PartitionTimeLimit" in log and "--time=60" in log, log
     assert "partition short" in log and "time limit 5:00" in log, log
-    assert not [j for j in _jobs("hpcagents-pilot") if j[2] == "PENDING"]
+    pilots = _jobs("hpcagents-pilot", workdir)
+    assert pilots and not [j for j in pilots if j[2] == "PENDING"], pilots
