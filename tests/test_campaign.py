@@ -117,6 +117,26 @@ def test_no_attempt_after_a_passed_one(reference_run):
         assert "ok" not in statuses[:-1], f"{pg_dir}: attempts after a pass: {statuses}"
 
 
+def test_final_round_lists_every_pgs_chain_end(reference_run):
+    """The walk of each PG's repair chain (common.smk) hands the final round the attempt
+    that ends it: the first that passed, or the last one made; selection reads them there."""
+    workdir, _ = reference_run
+    for i in (1, 2):
+        it = workdir / "results" / "dgemm" / f"iter{i}"
+        ends = read_json(it / "final_round.json", "final_round")["finals"]
+        assert [e["pg"] for e in ends] == [1, 2, 3, 4]
+        for end in ends:
+            made = sorted(it.glob(f"pg{end['pg']}/attempt*/evaluation.json"))
+            last = read_json(made[-1], "evaluation")
+            assert end["attempts"] == len(made) and end["attempt"] == len(made) - 1
+            assert end["evaluation"].endswith(
+                f"iter{i}/pg{end['pg']}/attempt{end['attempt']}/evaluation.json"
+            )
+            assert end["status"] == last["status"]
+        best = read_json(it / "best.json", "best")
+        assert sorted(c["pg"] for c in best["candidates"]) == [1, 2, 3, 4]
+
+
 def test_rerun_of_a_finished_campaign_does_nothing(reference_run):
     workdir, log = reference_run
     before = len(read_log(log))

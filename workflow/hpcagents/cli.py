@@ -55,9 +55,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.pg,
         args.attempt,
         Path(args.plan),
-        Path(args.best),
-        Path(args.out_dir),
-        Path(args.previous) if args.previous else None,
+        Path(args.out).parent,
+        Path(args.previous).parent if args.previous else None,
     )
     return 0
 
@@ -65,34 +64,32 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_evaluate_attempt(args: argparse.Namespace) -> int:
     from .steps import evaluate_attempt
 
-    rec = evaluate_attempt(_cfg(args), args.kernel, Path(args.attempt_dir))
-    print(f"{args.attempt_dir}: {rec['status']} {rec.get('reason', '')}".rstrip())
+    rec = evaluate_attempt(_cfg(args), args.kernel, Path(args.out))
+    print(f"{args.out}: {rec['status']} {rec.get('reason', '')}".rstrip())
     return 0
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
+    from .artifacts import read_json
     from .kernelspec import load_kernel
     from .select import select_iteration
 
     kernel = load_kernel(args.kernel)
+    if args.final_round:  # after the baseline: the final round lists every PG's chain end
+        ends = read_json(args.final_round, "final_round")["finals"]
+        finals = [Path(end["evaluation"]) for end in ends]
+    else:
+        finals = [Path(p) for p in args.finals]
     rec = select_iteration(
         args.kernel,
         args.iteration,
-        [Path(p) for p in args.finals],
+        finals,
         Path(args.previous) if args.previous else None,
-        Path(args.out_dir),
+        Path(args.out),
         kernel.source,
         Path(args.final_round) if args.final_round else None,
     )
     print(f"{args.kernel} iteration {args.iteration}: {rec['reason']}")
-    return 0
-
-
-def _cmd_pg_final(args: argparse.Namespace) -> int:
-    from .steps import pg_final
-
-    rec = pg_final(args.kernel, Path(args.evaluation), Path(args.out))
-    print(f"pg{rec['pg']}: attempt {rec['attempt']} ends the chain ({rec['status']})")
     return 0
 
 
@@ -103,7 +100,7 @@ def _cmd_final_round(args: argparse.Namespace) -> int:
         _cfg(args),
         args.kernel,
         args.iteration,
-        [Path(p) for p in args.finals],
+        [Path(p) for p in args.evaluations],
         Path(args.previous),
         Path(args.out),
     )
@@ -438,26 +435,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iteration", type=int, required=True)
     p.add_argument("--pg", type=int, required=True)
     p.add_argument("--attempt", type=int, required=True)
-    p.add_argument("--plan", required=True)
-    p.add_argument("--best", required=True)
-    p.add_argument("--previous", help="directory of the failed attempt to repair")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--plan", required=True, help="plan.json (it names the best it starts from)")
+    p.add_argument(
+        "--previous", help="a repair: the failed attempt's evaluation.json (its source beside it)"
+    )
+    p.add_argument(
+        "--out", required=True, help="the attempt's generation.json (its source goes beside it)"
+    )
     p = step("evaluate-attempt", _cmd_evaluate_attempt, "step: evaluate one attempt")
-    p.add_argument("--attempt-dir", required=True)
-    p = step("pg-final", _cmd_pg_final, "step: record the attempt that ends one PG's chain")
-    p.add_argument("--evaluation", required=True, help="the final attempt's evaluation.json")
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--out", required=True, help="the attempt's evaluation.json (its source is beside it)"
+    )
     p = step("final-round", _cmd_final_round, "step: re-time finalists and incumbent together")
     p.add_argument("--iteration", type=int, required=True)
-    p.add_argument("--finals", nargs="+", required=True, help="final.json of every PG")
+    p.add_argument(
+        "--evaluations", nargs="+", required=True, help="the evaluation ending each PG's chain"
+    )
     p.add_argument("--previous", required=True, help="best.json of the previous iteration")
     p.add_argument("--out", required=True)
     p = step("select", _cmd_select, "step: select the best kernel of an iteration")
     p.add_argument("--iteration", type=int, required=True)
-    p.add_argument("--finals", nargs="+", required=True, help="final.json of every PG")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--finals", nargs="+", help="iteration 0: the baseline's evaluation")
+    which.add_argument(
+        "--final-round", help="final_round.json of the iteration (it lists every PG's chain end)"
+    )
     p.add_argument("--previous", help="best.json of the previous iteration")
-    p.add_argument("--final-round", help="final_round.json of the iteration (after iteration 0)")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument(
+        "--out", required=True, help="the iteration's best.json (best/<source> goes beside it)"
+    )
     p = step("summary", _cmd_summary, "step: summary.json and report of a kernel")
     p.add_argument("--kernel-dir", required=True)
     p.add_argument("--out", required=True)

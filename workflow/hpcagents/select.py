@@ -55,6 +55,25 @@ def attempts_of(final_dir: Path) -> list[Attempt]:
     return [load_attempt(final_dir.parent / f"attempt{a}") for a in range(final + 1)]
 
 
+def chain_end(evaluation_json: Path) -> dict[str, Any]:
+    """Which attempt ends one PG's repair chain, given its evaluation.
+
+    The workflow's input function walks the chain (the first attempt that passed, or the
+    last one allowed) and hands the final round one evaluation per PG; this is the record
+    of that choice, kept in ``final_round.json`` for selection and the reports.
+    """
+    evaluation_json = Path(evaluation_json)
+    attempts = attempts_of(evaluation_json.parent)
+    last = attempts[-1]
+    return {
+        "pg": int(last.generation["pg"]),
+        "attempt": int(last.generation["attempt"]),
+        "attempts": len(attempts),
+        "status": last.evaluation["status"],
+        "evaluation": str(evaluation_json),
+    }
+
+
 def _noise(evaluation: dict[str, Any]) -> float:
     timing = evaluation.get("timing") or {}
     best, median = timing.get("best_s"), timing.get("median_s")
@@ -63,7 +82,7 @@ def _noise(evaluation: dict[str, Any]) -> float:
     return max(0.0, median / best - 1.0)
 
 
-def finalists(pg_finals: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+def finalists(chain_ends: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     """The ``k`` valid final attempts with the highest % of the reference (their own run).
 
     % of the reference is normalised by the reference timed in the same run, so it ranks
@@ -71,7 +90,7 @@ def finalists(pg_finals: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     settles the order on side-by-side figures.
     """
     valid = []
-    for fin in pg_finals:
+    for fin in chain_ends:
         ev = read_json(fin["evaluation"], "evaluation")
         if ev["status"] == "ok":
             valid.append(
@@ -258,21 +277,23 @@ def _decide(
 def select_iteration(
     kernel: str,
     iteration: int,
-    final_jsons: list[Path],
+    finals: list[Path],
     previous: Path | None,
-    out_dir: Path,
+    out: Path,
     source_name: str,
     final_round: Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``out_dir/best.json`` and ``out_dir/best/<source_name>``; return the record.
+    """Write ``out`` (the iteration's ``best.json``) and ``best/<source_name>`` beside it;
+    return the record.
 
-    ``final_jsons`` are the PGs' ``final.json``; ``final_round`` is the iteration's
-    side-by-side re-timing (required after the baseline).
+    ``finals`` are the evaluations that end each PG's chain (after the baseline, the final
+    round lists them); ``final_round`` is the iteration's side-by-side re-timing
+    (required after the baseline).
     """
     per_pg: dict[int, list[Attempt]] = {}
-    for f in final_jsons:
-        fin = read_json(f, "pg_final")
-        per_pg[int(fin["pg"])] = attempts_of(Path(fin["evaluation"]).parent)
+    for f in finals:
+        atts = attempts_of(Path(f).parent)
+        per_pg[int(atts[-1].generation["pg"])] = atts
     rows = [candidate_row(iteration, pg, atts) for pg, atts in sorted(per_pg.items())]
     valid = [(pg, atts[-1]) for pg, atts in sorted(per_pg.items()) if atts[-1].ok]
     valid.sort(key=lambda item: (item[1].evaluation["timing"]["best_s"], item[0]))
@@ -297,7 +318,7 @@ def select_iteration(
         for r in rows
         if iteration > 0
     ]
-    best_dir = out_dir / "best"
+    best_dir = out.parent / "best"
     best_source = best_dir / source_name
     decision: dict[str, Any] = {"decided_by": "baseline"}
     if prev is None:
@@ -348,5 +369,5 @@ def select_iteration(
         "source_sha256": hashlib.sha256(best_source.read_bytes()).hexdigest(),
         "step": step_record(),
     }
-    write_json(out_dir / "best.json", record, "best")
+    write_json(out, record, "best")
     return record

@@ -38,7 +38,7 @@ from .machine import (
     roofline,
     usable_cores,
 )
-from .select import attempts_of, finalists
+from .select import chain_end, finalists
 from .steptime import step_record
 
 
@@ -126,6 +126,7 @@ def plan(cfg: CampaignConfig, kernel_name: str, iteration: int, best_json: Path,
         max_reasks=cfg.llm.max_reasks,
         budget=pool.prompt_budget(iteration, role="pm"),
     )
+    record["best"] = str(best_json)
     record["step"] = step_record()
     write_json(out, record, "plan")
 
@@ -151,13 +152,13 @@ def generate(
     pg: int,
     attempt: int,
     plan_json: Path,
-    best_json: Path,
     out_dir: Path,
     previous_dir: Path | None,
 ) -> None:
+    """One PG writes (or repairs) one attempt, from the kernel its plan starts from."""
     kernel = load_kernel(kernel_name)
     plan_rec = read_json(plan_json, "plan")
-    best = read_json(best_json, "best")
+    best = read_json(plan_rec["best"], "best")
     strategy = plan_rec["strategies"][(pg - 1) % len(plan_rec["strategies"])]
     previous = None
     if attempt > 0:
@@ -217,8 +218,10 @@ def generate(
     write_json(out_dir / "generation.json", record, "generation")
 
 
-def evaluate_attempt(cfg: CampaignConfig, kernel_name: str, attempt_dir: Path) -> dict[str, Any]:
-    """Evaluate the attempt in ``attempt_dir``; a generation without code is not compiled."""
+def evaluate_attempt(cfg: CampaignConfig, kernel_name: str, out: Path) -> dict[str, Any]:
+    """Evaluate the attempt whose record is ``out`` (``<attempt>/evaluation.json``, beside
+    its source and generation); a generation without code is not compiled."""
+    attempt_dir = out.parent
     kernel = load_kernel(kernel_name)
     gen = read_json(attempt_dir / "generation.json", "generation")
     source = attempt_dir / kernel.source
@@ -239,7 +242,7 @@ def evaluate_attempt(cfg: CampaignConfig, kernel_name: str, attempt_dir: Path) -
         record["roofline"] = figure
         record["pct_of_roofline"] = figure["pct_of_roofline"] if figure else None
     record["step"] = step_record()
-    write_json(attempt_dir / "evaluation.json", record, "evaluation")
+    write_json(out, record, "evaluation")
     return record
 
 
@@ -274,25 +277,6 @@ def eval_config(cfg: CampaignConfig) -> EvalConfig:
     )
 
 
-def pg_final(kernel_name: str, evaluation_json: Path, out: Path) -> dict[str, Any]:
-    """Record which attempt ends this PG's chain (the rule's input function chose it)."""
-    final_dir = evaluation_json.parent
-    attempts = attempts_of(final_dir)
-    last = attempts[-1]
-    record = {
-        "kernel": kernel_name,
-        "iteration": int(last.generation["iteration"]),
-        "pg": int(last.generation["pg"]),
-        "attempt": int(last.generation["attempt"]),
-        "attempts": len(attempts),
-        "status": last.evaluation["status"],
-        "evaluation": str(evaluation_json),
-        "step": step_record(),
-    }
-    write_json(out, record, "pg_final")
-    return record
-
-
 def final_round_step(
     cfg: CampaignConfig,
     kernel_name: str,
@@ -303,13 +287,17 @@ def final_round_step(
 ) -> dict[str, Any]:
     """Re-time the iteration's finalists and the incumbent side by side (one exclusive job).
 
+    ``finals`` are the evaluations that end each PG's chain (the workflow's input function
+    walks them); the record lists them (``finals``), and selection reads them from there.
+
     The finalists are the ``cfg.finalists`` valid candidates with the highest % of the
     reference measured in their own run (a figure normalised by the reference timed beside
     it, so less sensitive to drift than raw GFLOP/s); the incumbent is the previous best.
     """
     kernel = load_kernel(kernel_name)
     prev = read_json(previous, "best")
-    chosen = finalists([read_json(f, "pg_final") for f in finals], cfg.finalists)
+    ends = [chain_end(f) for f in finals]
+    chosen = finalists(ends, cfg.finalists)
     contenders = [("incumbent", Path(prev["source"]))] + [
         (f"pg{c['pg']}", Path(c["evaluation"]).parent / kernel.source) for c in chosen
     ]
@@ -354,6 +342,6 @@ def final_round_step(
             figure = roofline_of(cfg, kernel, entry["best_s"])
             entry["roofline"] = figure
             entry["pct_of_roofline"] = figure["pct_of_roofline"] if figure else None
-    record.update(iteration=iteration, finalists=why, step=step_record())
+    record.update(iteration=iteration, finals=ends, finalists=why, step=step_record())
     write_json(out, record, "final_round")
     return record

@@ -67,7 +67,7 @@ class IterationSpans:
     """Every stamped step and LLM call of one iteration."""
 
     head: Span | None  # plan (or the baseline's copy in iteration 0)
-    chains: dict[int, list[Span]]  # per PG: generate/evaluate of every attempt, pg_final
+    chains: dict[int, list[Span]]  # per PG: generate/evaluate of every attempt
     final_round: Span | None
     select: Span | None
     calls: list[Span]
@@ -106,9 +106,6 @@ def collect(iter_dir: Path) -> IterationSpans:
             span = _step(_read(att_dir / "evaluation.json", "evaluation"), "evaluate", pg=pg)
             if span:
                 chains[pg].append(span)
-        span = _step(_read(pg_dir / "final.json", "pg_final"), "pg_final", pg=pg)
-        if span:
-            chains[pg].append(span)
     return IterationSpans(
         head=head,
         chains=dict(chains),

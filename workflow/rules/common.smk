@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from snakemake.exceptions import WorkflowError
+from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
 from hpcagents.workflow_support import (
     check_servers_or_die,
@@ -35,8 +35,8 @@ def step(name):
 
 
 # ---- Slurm: timing steps go through the campaign's pilot job (hpcagents/pilot.py) ----
-# Under the slurm executor, evaluate and final_round are local rules whose command hands
-# the step to ONE exclusive pilot job that runs them one after another (a submission per
+# Under the slurm executor, evaluate and select are local rules whose timing command hands
+# the step (an evaluation, the final round) to ONE exclusive pilot job that runs them one after another (a submission per
 # evaluation costs far more than the evaluation; see the README, "On a Slurm cluster").
 # Under the local executor the command is the step itself, unchanged.
 PILOT_DIR = "results/.hpcagents/pilot"
@@ -55,7 +55,8 @@ def under_slurm():
 
 def timing_step(name):
     """``params.cmd`` of a timing rule: the step, or under Slurm the step handed to the
-    pilot with the rule's Slurm resources (from profiles/slurm) as the pilot's request."""
+    pilot with the rule's Slurm resources (from profiles/slurm) as the pilot's request.
+    """
 
     def cmd(wildcards, resources):
         if not under_slurm():
@@ -117,34 +118,27 @@ def previous_best(wildcards):
     return [f"results/{wildcards.kernel}/iter{i - 1}/best.json"] if i > 0 else []
 
 
-def repair_inputs(wildcards):
-    """A repair attempt reads the failed attempt before it; attempt 0 reads nothing."""
-    a = int(wildcards.a)
-    if a == 0:
-        return []
-    prev = attempt_dir(wildcards.kernel, wildcards.i, wildcards.j, a - 1)
-    return [
-        f"{prev}/evaluation.json",
-        f"{prev}/generation.json",
-        f"{prev}/{wildcards.kernel}.c",
-    ]
+def failed_attempt(wildcards):
+    """What a repair reads: the failed attempt before it (its error, source and answer)."""
+    prev = attempt_dir(wildcards.kernel, wildcards.i, wildcards.j, int(wildcards.a) - 1)
+    return {
+        "failed_evaluation": f"{prev}/evaluation.json",
+        "failed_generation": f"{prev}/generation.json",
+        "failed_source": f"{prev}/{wildcards.kernel}.c",
+    }
 
 
-def pg_final_inputs(wildcards):
-    """The final evaluation of ONE PG, walking its attempts through the checkpoint: the
-    first that passed, or the last one allowed.
-
-    Each PG has its own ``pg_final`` job whose input function raises its own incomplete-
-    checkpoint exception, so every PG's chain advances on its own and all N first attempts
-    are in the DAG as soon as the plan is (a walk over all PGs in one input function
-    would stop at the first unfinished PG and serialise them). An attempt after a passed
-    one is never asked for, so no job exists for a repair that is not needed."""
-    kernel, i, j = wildcards.kernel, int(wildcards.i), wildcards.j
+def chain_end(kernel, i, j):
+    """The evaluation that ends PG j's repair chain: the first attempt that passed, or
+    the last one allowed. While the chain is unfinished, the checkpoint target of its
+    current attempt (what Snakemake itself would put in the DAG for the exception)."""
     a = 0
     while True:
-        path = checkpoints.evaluate.get(kernel=kernel, i=str(i), j=j, a=str(a)).output[
-            0
-        ]
+        try:
+            job = checkpoints.evaluate.get(kernel=kernel, i=str(i), j=str(j), a=str(a))
+        except IncompleteCheckpointException as unfinished:
+            return unfinished.targetfile
+        path = job.output[0]
         if i == 0 or a >= MAX_REPAIRS:
             return path
         with open(path) as fh:
@@ -153,17 +147,17 @@ def pg_final_inputs(wildcards):
         a += 1
 
 
-def pg_finals(wildcards):
-    """One final.json per PG of the iteration (pg0 alone for the baseline)."""
+def final_evaluations(wildcards):
+    """One evaluation per PG of the iteration: the end of each PG's chain.
+
+    Every PG's walk stops at its own unfinished attempt instead of the whole function
+    raising at the first one, so all N chains are in the DAG at once and each advances
+    on its own: when any of their evaluations finishes, Snakemake re-evaluates this
+    function (the job depends on that checkpoint). A repair job exists only after a
+    failed attempt: an attempt after a passed one is never asked for."""
     i = int(wildcards.i)
     pgs = [0] if i == 0 else range(1, CFG.pgs + 1)
-    return [f"results/{wildcards.kernel}/iter{i}/pg{j}/final.json" for j in pgs]
-
-
-def final_round_input(wildcards):
-    """The side-by-side re-timing of the finalists; the baseline (iteration 0) has none."""
-    i = int(wildcards.i)
-    return [f"results/{wildcards.kernel}/iter{i}/final_round.json"] if i > 0 else []
+    return [chain_end(wildcards.kernel, i, j) for j in pgs]
 
 
 def all_bests(wildcards):

@@ -1,22 +1,23 @@
-# One iteration: plan -> N x (generate -> evaluate -> repair ...) -> pg_final per PG
-# -> final_round (finalists and incumbent re-timed side by side) -> select.
-# LLM steps are local rules (the LLM servers are reachable from where Snakemake runs)
-# that take no core (threads: 0: they wait on HTTP), capped only by the global resource
-# llm_slots and the servers' own max_concurrency; evaluations and the final round are
-# ordinary jobs (Slurm-able). Locally, evaluations overlap (up to --cores and
-# timing_slots) while they build and validate, and a host-wide lock gives their timed
-# calls, and the whole final round, the machine to themselves (hpcagents.timinglock).
+# One iteration: plan -> N x (generate -> evaluate -> repair ...) -> select (the
+# finalists among the PGs' chain ends and the incumbent re-timed side by side, then the
+# decision).
+# LLM steps (plan, generate, repair) take no core (threads: 0: they wait on HTTP), capped
+# only by the global resource llm_slots and the servers' own max_concurrency. Locally,
+# evaluations overlap (up to timing_slots) while they build and validate, and a host-wide
+# lock gives their timed calls, and the whole final round, the machine to themselves
+# (hpcagents.timinglock).
 
 
-# evaluate and final_round are local too: under Slurm their command only hands the step
-# to the campaign's pilot job (one exclusive node) and waits; locally it is the step.
+# Every rule is local: the LLM servers are reachable from where Snakemake runs, and under
+# Slurm the timing steps (evaluate, the final round of select) only hand their work to
+# the campaign's pilot job (one exclusive node) and wait; locally they are the step.
 localrules:
     baseline,
     plan,
     generate,
+    repair,
     evaluate,
-    pg_final,
-    final_round,
+    select_baseline,
     select,
 
 
@@ -57,8 +58,6 @@ rule plan:
 rule generate:
     input:
         plan="results/{kernel}/iter{i}/plan.json",
-        best=previous_best,
-        previous=repair_inputs,
     output:
         source="results/{kernel}/iter{i}/pg{j}/attempt{a}/{kernel}.c",
         generation="results/{kernel}/iter{i}/pg{j}/attempt{a}/generation.json",
@@ -66,20 +65,41 @@ rule generate:
         "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.generate.log",
     wildcard_constraints:
         i="[1-9][0-9]*",
+        a="0",
     threads: 0
     resources:
         llm_slots=1,
     params:
         cmd=step("generate"),
-        previous=lambda wc, input: (
-            f"--previous {Path(input.previous[0]).parent}" if input.previous else ""
-        ),
     shell:
-        "{params.cmd} --kernel {wildcards.kernel}"
-        " --iteration {wildcards.i} --pg {wildcards.j} --attempt {wildcards.a}"
-        " --plan {input.plan} --best {input.best} {params.previous}"
-        " --out-dir results/{wildcards.kernel}/iter{wildcards.i}/pg{wildcards.j}/attempt{wildcards.a}"
+        "{params.cmd} --kernel {wildcards.kernel} --iteration {wildcards.i} --pg {wildcards.j}"
+        " --attempt 0 --plan {input.plan} --out {output.generation}"
         " > {log} 2>&1"
+
+
+# A repair exists only after a failed attempt (the checkpoint walk in common.smk asks for
+# it): the same PG again, with the failed source and its exact error in the prompt.
+rule repair:
+    input:
+        unpack(failed_attempt),
+        plan="results/{kernel}/iter{i}/plan.json",
+    output:
+        source="results/{kernel}/iter{i}/pg{j}/attempt{a}/{kernel}.c",
+        generation="results/{kernel}/iter{i}/pg{j}/attempt{a}/generation.json",
+    log:
+        "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.repair.log",
+    wildcard_constraints:
+        i="[1-9][0-9]*",
+        a="[1-9][0-9]*",
+    threads: 0
+    resources:
+        llm_slots=1,
+    params:
+        cmd=step("generate"),
+    shell:
+        "{params.cmd} --kernel {wildcards.kernel} --iteration {wildcards.i} --pg {wildcards.j}"
+        " --attempt {wildcards.a} --plan {input.plan}"
+        " --previous {input.failed_evaluation} --out {output.generation} > {log} 2>&1"
 
 
 checkpoint evaluate:
@@ -97,65 +117,51 @@ checkpoint evaluate:
     params:
         cmd=timing_step("evaluate-attempt"),
     shell:
-        "{params.cmd} --kernel {wildcards.kernel}"
-        " --attempt-dir results/{wildcards.kernel}/iter{wildcards.i}/pg{wildcards.j}/attempt{wildcards.a}"
-        " > {log} 2>&1"
+        "{params.cmd} --kernel {wildcards.kernel} --out {output} > {log} 2>&1"
 
 
-rule pg_final:
+# The baseline is the campaign's reference point: nothing to re-time or compare.
+rule select_baseline:
     input:
-        pg_final_inputs,
+        "results/{kernel}/iter0/pg0/attempt0/evaluation.json",
     output:
-        "results/{kernel}/iter{i}/pg{j}/final.json",
+        best="results/{kernel}/iter0/best.json",
+        source="results/{kernel}/iter0/best/{kernel}.c",
     log:
-        "results/{kernel}/logs/iter{i}/pg{j}.final.log",
+        "results/{kernel}/logs/iter0/select.log",
     threads: 0
     params:
-        cmd=step("pg-final"),
+        cmd=step("select"),
     shell:
-        "{params.cmd} --kernel {wildcards.kernel} --evaluation {input}"
-        " --out {output} > {log} 2>&1"
+        "{params.cmd} --kernel {wildcards.kernel} --iteration 0 --finals {input}"
+        " --out {output.best} > {log} 2>&1"
 
 
-rule final_round:
+# Selection after the baseline, in one job: the final round re-times the finalists among
+# the PGs' chain ends and the incumbent side by side (a timing step: under Slurm it goes
+# to the pilot), then the decision, made on those figures alone, writes best.json.
+rule select:
     input:
-        finals=pg_finals,
+        evaluations=final_evaluations,
         previous=previous_best,
     output:
-        "results/{kernel}/iter{i}/final_round.json",
+        final_round="results/{kernel}/iter{i}/final_round.json",
+        best="results/{kernel}/iter{i}/best.json",
+        source="results/{kernel}/iter{i}/best/{kernel}.c",
     log:
-        "results/{kernel}/logs/iter{i}/final_round.log",
+        final_round="results/{kernel}/logs/iter{i}/final_round.log",
+        select="results/{kernel}/logs/iter{i}/select.log",
     wildcard_constraints:
         i="[1-9][0-9]*",
     resources:
         timing_slots=timing_slots,
     params:
-        cmd=timing_step("final-round"),
+        final_round=timing_step("final-round"),
+        select=step("select"),
     shell:
-        "{params.cmd} --kernel {wildcards.kernel} --iteration {wildcards.i}"
-        " --finals {input.finals} --previous {input.previous} --out {output} > {log} 2>&1"
-
-
-rule select:
-    input:
-        finals=pg_finals,
-        final_round=final_round_input,
-        previous=previous_best,
-    output:
-        best="results/{kernel}/iter{i}/best.json",
-        source="results/{kernel}/iter{i}/best/{kernel}.c",
-    log:
-        "results/{kernel}/logs/iter{i}/select.log",
-    threads: 0
-    params:
-        cmd=step("select"),
-        previous=lambda wc, input: (
-            f"--previous {input.previous}" if input.previous else ""
-        ),
-        final_round=lambda wc, input: (
-            f"--final-round {input.final_round}" if input.final_round else ""
-        ),
-    shell:
-        "{params.cmd} --kernel {wildcards.kernel} --iteration {wildcards.i}"
-        " --finals {input.finals} {params.previous} {params.final_round}"
-        " --out-dir results/{wildcards.kernel}/iter{wildcards.i} > {log} 2>&1"
+        "{params.final_round} --kernel {wildcards.kernel} --iteration {wildcards.i}"
+        " --evaluations {input.evaluations} --previous {input.previous}"
+        " --out {output.final_round} > {log.final_round} 2>&1"
+        " && {params.select} --kernel {wildcards.kernel} --iteration {wildcards.i}"
+        " --final-round {output.final_round} --previous {input.previous}"
+        " --out {output.best} > {log.select} 2>&1"
