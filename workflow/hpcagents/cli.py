@@ -74,7 +74,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from .kernelspec import load_kernel
     from .select import select_iteration
 
-    kernel = load_kernel(args.kernel)
+    kernel = load_kernel(args.kernel, _cfg(args).kernel_search)
     if args.final_round:  # after the baseline: the final round lists every PG's chain end
         ends = read_json(args.final_round, "final_round")["finals"]
         finals = [Path(end["evaluation"]) for end in ends]
@@ -216,10 +216,13 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
     )
     for key, what in blanks:
         print(f"  - {key}: {what}")
+    builtin = Path(args.kernels_dir).resolve() == (REPO_DIR / "kernels").resolve()
+    where = "" if builtin else f" --kernels-dir {folder.parent}"
     print(
-        f"then check it: hpcagents evaluate --kernel {args.name} --source "
+        f"then check it: hpcagents evaluate --kernel {args.name}{where} --source "
         f"{folder / (args.name + '.c')} (the baseline against your original), and add "
         f"{args.name} to `kernels:` in config/config.yaml"
+        + ("" if builtin else f" with `kernels_dir: {folder.parent}`")
     )
     return 0
 
@@ -378,8 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kernels-dir",
         default=str(REPO_DIR / "kernels"),
-        help="where kernel folders live (default: this checkout's kernels/, where the "
-        "campaign and hpcagents evaluate look)",
+        help="where kernel folders live (default: this checkout's kernels/; a folder of "
+        "your own is found by campaigns naming it as kernels_dir, and by hpcagents "
+        "evaluate --kernels-dir)",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing folder")
 

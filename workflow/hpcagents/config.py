@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from .artifacts import REPO_DIR, ArtifactError, validate
+from .artifacts import ArtifactError, validate
+from .kernelspec import kernel_search_path, known_kernels
 
 
 class ConfigError(ValueError):
@@ -107,22 +108,42 @@ class CampaignConfig:
     threads: int | None
     llm: LLMConfig
     finalists: int = 3
+    # The user's own kernel folders, searched before the built-in kernels/ (absolute).
+    kernels_dir: Path | None = None
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
+    @property
+    def kernel_search(self) -> tuple[Path, ...]:
+        """Where this campaign's kernels are looked for, first match wins."""
+        return kernel_search_path(self.kernels_dir)
 
-def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> CampaignConfig:
-    """Validate a config mapping against the schema and check that every kernel exists."""
+
+def parse_config(raw: dict[str, Any]) -> CampaignConfig:
+    """Validate a config mapping against the schema and check that every kernel exists.
+
+    A relative ``kernels_dir`` is resolved against the working directory (the campaign's)
+    and stored absolute, so every step, wherever it runs, reads the same folders."""
     try:
         validate(raw, "config", what="config")
     except ArtifactError as exc:
         raise ConfigError(str(exc)) from None
-    kernels_dir = kernels_dir or REPO_DIR / "kernels"
-    for name in raw["kernels"]:
-        if not (kernels_dir / name / "kernel.yaml").is_file():
-            known = sorted(p.parent.name for p in kernels_dir.glob("*/kernel.yaml"))
+    kernels_dir = None
+    if raw.get("kernels_dir"):
+        kernels_dir = Path(raw["kernels_dir"]).expanduser().resolve()
+        if not kernels_dir.is_dir():
             raise ConfigError(
-                f"config: key 'kernels': unknown kernel '{name}' "
-                f"(no {kernels_dir / name / 'kernel.yaml'}; known: {', '.join(known) or 'none'})"
+                f"config: key 'kernels_dir': {raw['kernels_dir']} is not a directory "
+                f"(resolved from {Path.cwd()}: {kernels_dir}); give the folder that holds "
+                "your kernel folders (<name>/kernel.yaml)"
+            )
+        raw = {**raw, "kernels_dir": str(kernels_dir)}
+    search = kernel_search_path(kernels_dir)
+    for name in raw["kernels"]:
+        if not any((d / name / "kernel.yaml").is_file() for d in search):
+            known = known_kernels(search)
+            raise ConfigError(
+                f"config: key 'kernels': unknown kernel '{name}' (no {name}/kernel.yaml in "
+                f"{' or '.join(str(d) for d in search)}; known: {', '.join(known) or 'none'})"
             )
     names = [s["name"] for s in raw["llm"]["servers"]]
     if len(set(names)) != len(names):
@@ -180,6 +201,7 @@ def parse_config(raw: dict[str, Any], kernels_dir: Path | None = None) -> Campai
         bench_size=ev.get("bench_size"),
         threads=ev.get("threads"),
         finalists=int(ev.get("finalists", 3)),
+        kernels_dir=kernels_dir,
         llm=LLMConfig(
             servers=servers,
             temperature=float(llm["temperature"]),

@@ -433,13 +433,16 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cc", default="gcc")
     parser.add_argument("--cflags", default="-O3 -march=native -fopenmp")
     parser.add_argument("--workdir", help="build directory (default: a temp dir, removed)")
+    parser.add_argument(
+        "--kernels-dir", help="a folder of your own kernel folders, searched before kernels/"
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     import tempfile
 
     try:
-        kernel = load_kernel(args.kernel)
+        kernel = load_kernel(args.kernel, args.kernels_dir)
     except KernelError as exc:
         print(f"hpcagents evaluate: {exc}", file=sys.stderr)
         return 2

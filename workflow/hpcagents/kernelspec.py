@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,19 +389,50 @@ def _params(raw: dict[str, Any], where: str) -> list[Param]:
     return out
 
 
-def load_kernel(name: str, kernels_dir: Path | None = None) -> KernelSpec:
-    """Load and validate ``kernels/<name>/kernel.yaml``; every error names the key."""
-    kernels_dir = Path(kernels_dir or REPO_DIR / "kernels")
+#: The kernels that come with hpcagents (the search path's last entry).
+BUILTIN_KERNELS = REPO_DIR / "kernels"
+
+
+def kernel_search_path(kernels_dir: Path | str | Sequence[Path | str] | None) -> tuple[Path, ...]:
+    """Where kernel folders are looked for, first match wins: the given folder(s) (a
+    campaign's ``kernels_dir``: users keep their kernels outside this checkout), then the
+    built-in ``kernels/``."""
+    if kernels_dir is None:
+        given: list[Path] = []
+    elif isinstance(kernels_dir, (str, Path)):
+        given = [Path(kernels_dir)]
+    else:
+        given = [Path(d) for d in kernels_dir]
+    return tuple(dict.fromkeys([*given, BUILTIN_KERNELS]))
+
+
+def known_kernels(search: Sequence[Path]) -> list[str]:
+    return sorted({p.parent.name for d in search for p in d.glob("*/kernel.yaml")})
+
+
+def find_kernel(name: str, kernels_dir: Path | str | Sequence[Path | str] | None = None) -> Path:
+    """The folder of kernel ``name`` (``<dir>/<name>/`` with a kernel.yaml) on the search
+    path; the error names every folder looked in and the kernels found there."""
+    search = kernel_search_path(kernels_dir)
+    where = " or ".join(str(d) for d in search)
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
-        raise KernelError(
-            f"unknown kernel {name!r}: a kernel name is a folder name under {kernels_dir}"
-        )
-    path = kernels_dir / name / "kernel.yaml"
-    if not path.is_file():
-        known = sorted(p.parent.name for p in kernels_dir.glob("*/kernel.yaml"))
-        raise KernelError(
-            f"unknown kernel '{name}': no {path} (known: {', '.join(known) or 'none'})"
-        )
+        raise KernelError(f"unknown kernel {name!r}: a kernel name is a folder name under {where}")
+    for d in search:
+        if (d / name / "kernel.yaml").is_file():
+            return d / name
+    known = known_kernels(search)
+    raise KernelError(
+        f"unknown kernel '{name}': no {name}/kernel.yaml in {where} "
+        f"(known: {', '.join(known) or 'none'})"
+    )
+
+
+def load_kernel(
+    name: str, kernels_dir: Path | str | Sequence[Path | str] | None = None
+) -> KernelSpec:
+    """Load and validate ``<name>/kernel.yaml`` (see :func:`find_kernel` for where it is
+    looked for); every error names the key."""
+    path = find_kernel(name, kernels_dir) / "kernel.yaml"
     try:  # libyaml's safe loader where present: a campaign of many kernels loads them all
         raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:

@@ -81,7 +81,7 @@ def build_info(
 
 def baseline(cfg: CampaignConfig, kernel_name: str, out_dir: Path) -> None:
     """Iteration 0: the kernel's own baseline source becomes attempt 0 of pg0."""
-    kernel = load_kernel(kernel_name)
+    kernel = load_kernel(kernel_name, cfg.kernel_search)
     src = kernel.directory / kernel.source
     out = out_dir / kernel.source
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def baseline(cfg: CampaignConfig, kernel_name: str, out_dir: Path) -> None:
 
 
 def plan(cfg: CampaignConfig, kernel_name: str, iteration: int, best_json: Path, out: Path) -> None:
-    kernel = load_kernel(kernel_name)
+    kernel = load_kernel(kernel_name, cfg.kernel_search)
     best = read_json(best_json, "best")
     source = Path(best["source"]).read_text()
     pool = pool_from_env(cfg.llm)
@@ -156,7 +156,7 @@ def generate(
     previous_dir: Path | None,
 ) -> None:
     """One PG writes (or repairs) one attempt, from the kernel its plan starts from."""
-    kernel = load_kernel(kernel_name)
+    kernel = load_kernel(kernel_name, cfg.kernel_search)
     plan_rec = read_json(plan_json, "plan")
     best = read_json(plan_rec["best"], "best")
     strategy = plan_rec["strategies"][(pg - 1) % len(plan_rec["strategies"])]
@@ -222,7 +222,7 @@ def evaluate_attempt(cfg: CampaignConfig, kernel_name: str, out: Path) -> dict[s
     """Evaluate the attempt whose record is ``out`` (``<attempt>/evaluation.json``, beside
     its source and generation); a generation without code is not compiled."""
     attempt_dir = out.parent
-    kernel = load_kernel(kernel_name)
+    kernel = load_kernel(kernel_name, cfg.kernel_search)
     gen = read_json(attempt_dir / "generation.json", "generation")
     source = attempt_dir / kernel.source
     if gen["status"] != "ok":
@@ -294,7 +294,7 @@ def final_round_step(
     reference measured in their own run (a figure normalised by the reference timed beside
     it, so less sensitive to drift than raw GFLOP/s); the incumbent is the previous best.
     """
-    kernel = load_kernel(kernel_name)
+    kernel = load_kernel(kernel_name, cfg.kernel_search)
     prev = read_json(previous, "best")
     ends = [chain_end(f) for f in finals]
     chosen = finalists(ends, cfg.finalists)

@@ -31,7 +31,7 @@ def _llm_calls(kernel_dir: Path, iteration: int) -> list[dict[str, Any]]:
 def reference_label(cfg: CampaignConfig, kernel: str) -> str:
     """The reference the kernel is measured against, as the table names it."""
     try:
-        ref = load_kernel(kernel).reference
+        ref = load_kernel(kernel, cfg.kernel_search).reference
     except KernelError:
         return cfg.blas
     return cfg.blas if ref.library == "blas" else f"the reference {ref.file}"

@@ -18,10 +18,10 @@ def load_campaign(config: dict[str, Any]) -> CampaignConfig:
     try:
         cfg = parse_config(dict(config))
         for name in cfg.kernels:
-            kernel = load_kernel(name)
+            kernel = load_kernel(name, cfg.kernel_search)
             if kernel.source != f"{name}.c":
                 raise ConfigError(
-                    f"kernels/{name}/kernel.yaml: key 'source' must be '{name}.c' "
+                    f"{kernel.directory / 'kernel.yaml'}: key 'source' must be '{name}.c' "
                     f"(the candidate file of kernel <name> is <name>.c), not '{kernel.source}'"
                 )
     except (ConfigError, ValueError) as exc:

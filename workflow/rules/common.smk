@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
+from hpcagents.kernelspec import find_kernel
 from hpcagents.workflow_support import (
     check_servers_or_die,
     load_campaign,
@@ -102,9 +103,10 @@ def stop_pilot():
 
 
 def baseline_source(wildcards):
-    """The kernel's own baseline, beside the workflow (not the working directory)."""
+    """The kernel's own baseline, in its folder (the campaign's kernels_dir or the
+    built-in kernels/ beside the workflow), never in the working directory."""
     return str(
-        Path(workflow.basedir) / "kernels" / wildcards.kernel / f"{wildcards.kernel}.c"
+        find_kernel(wildcards.kernel, CFG.kernel_search) / f"{wildcards.kernel}.c"
     )
 
 
