@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -62,6 +64,20 @@ def campaign_config(server_url: str, **overrides: Any) -> dict[str, Any]:
             node = node[p]
         node[last] = value
     return raw
+
+
+def copy_kernel(name: str, kernels_dir: Path, like: str = "dgemm") -> Path:
+    """A kernel folder ``kernels_dir/name`` that is the built-in ``like`` under another
+    name (its kernel.yaml, sources and scripted answers), as a user's own kernel would be
+    outside this checkout."""
+    dst = kernels_dir / name
+    shutil.copytree(REPO_DIR / "kernels" / like, dst)
+    (dst / f"{like}.c").rename(dst / f"{name}.c")
+    spec = (dst / "kernel.yaml").read_text()
+    spec = re.sub(rf"^name: {like}$", f"name: {name}", spec, flags=re.M)
+    spec = re.sub(rf"^source: {like}\.c$", f"source: {name}.c", spec, flags=re.M)
+    (dst / "kernel.yaml").write_text(spec)
+    return dst
 
 
 def write_campaign(workdir: Path, raw: dict[str, Any]) -> Path:

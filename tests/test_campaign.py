@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import (
     campaign_config,
+    copy_kernel,
     read_log,
     run_snakemake,
     snakemake_cmd,
     write_campaign,
 )
-from hpcagents.artifacts import read_json
+from hpcagents.artifacts import REPO_DIR, read_json
 from hpcagents.scripted import serve
 
 pytestmark = pytest.mark.slow
@@ -200,6 +201,32 @@ def _iteration_sources(workdir: Path, i: int) -> dict[tuple[str, str], str]:
     for gen in it.glob("pg*/attempt*/generation.json"):
         out[(gen.parts[-3], gen.parts[-2])] = read_json(gen, "generation")["source_sha256"]
     return out
+
+
+def test_a_kernel_outside_the_checkout_runs_a_campaign(tmp_path):
+    """A user's kernel lives in their own folder (config ``kernels_dir``, relative to the
+    campaign's directory), not in this checkout: it is found, judged and selected."""
+    own = tmp_path / "own"
+    copy_kernel("mm", own)
+    assert not (REPO_DIR / "kernels" / "mm").exists()
+    server = serve(port=0, kernels_dir=own, log_path=tmp_path / "requests.jsonl", latency=0.0)
+    try:
+        raw = campaign_config(server.url, kernels=["mm"], kernels_dir="../own")
+        raw["campaign"].update(iterations=1, pgs=2, max_repairs=1)
+        workdir = tmp_path / "campaign"
+        write_campaign(workdir, raw)
+        proc = run_snakemake(workdir)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    finally:
+        server.shutdown()
+    base = read_json(workdir / "results/mm/iter0/pg0/attempt0/generation.json", "generation")
+    assert (workdir / "results/mm/iter0/pg0/attempt0/mm.c").read_bytes() == (
+        own / "mm" / "mm.c"
+    ).read_bytes()
+    assert base["kind"] == "baseline"
+    summary = read_json(workdir / "results/mm/summary.json", "summary")
+    assert summary["speedup"] > 1.0
+    assert read_json(workdir / "results/mm/iter1/best.json", "best")["candidates"]
 
 
 def test_unreachable_server_stops_at_once_naming_it(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from hpcagents.artifacts import REPO_DIR
 from hpcagents.config import ConfigError, check_servers, parse_config
+from hpcagents.kernelspec import load_kernel
 
 DEFAULT = yaml.safe_load((REPO_DIR / "config" / "config.yaml").read_text())
 
@@ -124,3 +125,36 @@ def test_unknown_role_is_rejected():
     servers = [{"name": "a", "base_url": "http://h:1/v1", "model": "m", "roles": ["boss"]}]
     with pytest.raises(ConfigError, match=r"llm.servers.0.roles.0"):
         parse_config(cfg(llm__servers=servers))
+
+
+def test_kernels_dir_adds_the_users_kernels_resolved_from_the_campaign_dir(tmp_path, monkeypatch):
+    from conftest import copy_kernel
+
+    copy_kernel("mykernel", tmp_path / "own")
+    (tmp_path / "campaign").mkdir()
+    monkeypatch.chdir(tmp_path / "campaign")
+    c = parse_config(cfg(kernels=["mykernel", "dgemv"], kernels_dir="../own"))
+    assert c.kernels_dir == tmp_path / "own"
+    assert c.raw["kernels_dir"] == str(tmp_path / "own")  # what every step reads
+    assert c.kernel_search == (tmp_path / "own", REPO_DIR / "kernels")
+    assert load_kernel("mykernel", c.kernel_search).directory == tmp_path / "own" / "mykernel"
+    assert load_kernel("dgemv", c.kernel_search).directory == REPO_DIR / "kernels" / "dgemv"
+
+
+def test_a_users_kernel_shadows_the_builtin_of_that_name(tmp_path):
+    from conftest import copy_kernel
+
+    mine = copy_kernel("dgemv", tmp_path / "own", like="dgemm")
+    c = parse_config(cfg(kernels=["dgemv"], kernels_dir=str(tmp_path / "own")))
+    assert load_kernel("dgemv", c.kernel_search).directory == mine
+
+
+def test_kernels_dir_that_is_not_a_folder_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'kernels_dir': .*nowhere is not a directory"):
+        parse_config(cfg(kernels_dir=str(tmp_path / "nowhere")))
+
+
+def test_unknown_kernel_names_every_folder_looked_in(tmp_path):
+    (tmp_path / "own").mkdir()
+    with pytest.raises(ConfigError, match=rf"unknown kernel 'sgemv'.*{tmp_path / 'own'} or "):
+        parse_config(cfg(kernels=["sgemv"], kernels_dir=str(tmp_path / "own")))

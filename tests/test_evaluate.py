@@ -225,6 +225,22 @@ def test_cli_bad_usage_exits_non_zero(tmp_path):
     assert proc.returncode != 0 and "unknown kernel 'zgemm'" in proc.stderr
 
 
+def test_cli_evaluates_a_kernel_kept_outside_the_checkout(tmp_path):
+    from conftest import copy_kernel
+
+    mine = copy_kernel("mm", tmp_path / "own")
+    cmd = [sys.executable, "-m", "hpcagents", "evaluate", "--kernel", "mm"]
+    cmd += ["--source", str(mine / "mm.c"), "--bench-size", "64", "--repeats", "1"]
+    cmd += ["--out", str(tmp_path / "mm.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "unknown kernel 'mm'" in proc.stderr
+    own = subprocess.run(
+        [*cmd, "--kernels-dir", str(tmp_path / "own")], capture_output=True, text=True, timeout=300
+    )
+    assert own.returncode == 0, own.stderr
+    assert json.loads((tmp_path / "mm.json").read_text())["status"] == "ok"
+
+
 def test_cli_evaluate_baseline_variant_and_wrong_file(tmp_path):
     wrong = tmp_path / "wrong.c"
     wrong.write_text(IKJ.replace("c[j] += a *", "c[j] -= a *"))

@@ -250,6 +250,9 @@ def test_cli_writes_the_folder_and_lists_the_blanks(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "parameters.4 (acc).intent" in out.stdout
     assert (tmp_path / "k" / "mine" / "original.c").is_file()
+    # a folder outside the checkout: the next steps name it
+    assert f"--kernels-dir {tmp_path / 'k'}" in out.stdout
+    assert f"kernels_dir: {tmp_path / 'k'}" in out.stdout
     bad = subprocess.run(
         cmd[:-4] + ["--function", "nope"] + cmd[-2:], capture_output=True, text=True
     )

@@ -11,9 +11,9 @@ the input functions can walk every checkpoint), and runs ``snakemake -n --forcea
 which plans every job of the campaign as if it had to run again. Nothing is executed; the
 files are not real results and live in a temporary directory only.
 
-The workflow reads kernels from ``kernels/`` beside the Snakefile (there is no option for
-a kernels directory elsewhere), so the extra kernels are copies of dgemm (dgemm_k01, ...)
-in a scratch copy of this checkout (``git worktree``), never in the checkout itself.
+The extra kernels are copies of dgemm (dgemm_k01, ...) in the ``kernels/`` of a scratch
+copy of this checkout (``git worktree``), never in the checkout itself; not in a
+``kernels_dir`` of the campaign, so that ``--rev`` can plan with revisions older than it.
 
 Prints: jobs planned, wall time and peak RSS of the dry run (GNU time), and beside it
 Snakemake's own floor: the dry run of a trivial workflow with the same jobs per rule (plain
@@ -42,23 +42,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import campaign_config  # noqa: E402
+from conftest import campaign_config, copy_kernel  # noqa: E402
 
 
-def add_kernel_copies(tree: Path, count: int) -> list[str]:
-    """dgemm plus count-1 renamed copies of it under tree/kernels."""
-    names = ["dgemm"]
-    src = tree / "kernels" / "dgemm"
-    for k in range(1, count):
-        name = f"dgemm_k{k:02d}"
-        dst = tree / "kernels" / name
-        shutil.copytree(src, dst)
-        (dst / "dgemm.c").rename(dst / f"{name}.c")
-        spec = (dst / "kernel.yaml").read_text()
-        spec = re.sub(r"^name: dgemm$", f"name: {name}", spec, flags=re.M)
-        spec = re.sub(r"^source: dgemm\.c$", f"source: {name}.c", spec, flags=re.M)
-        (dst / "kernel.yaml").write_text(spec)
-        names.append(name)
+def add_kernel_copies(kernels_dir: Path, count: int) -> list[str]:
+    """dgemm plus count-1 renamed copies of it in kernels_dir (the campaign's kernels_dir)."""
+    names = ["dgemm"] + [f"dgemm_k{k:02d}" for k in range(1, count)]
+    for name in names[1:]:
+        copy_kernel(name, kernels_dir)
     return names
 
 
@@ -154,7 +145,7 @@ def main() -> int:
             shutil.rmtree(tree / "workflow")
             shutil.copytree(REPO / "workflow", tree / "workflow")
         try:
-            kernels = add_kernel_copies(tree, args.kernels)
+            kernels = add_kernel_copies(tree / "kernels", args.kernels)
             workdir = root / "campaign"
             raw = campaign_config("http://127.0.0.1:9/v1")
             raw["kernels"] = kernels
