@@ -37,8 +37,9 @@ def step(name):
 
 # ---- Slurm: timing steps go through the campaign's pilot job (hpcagents/pilot.py) ----
 # Under the slurm executor, evaluate and select are local rules whose timing command hands
-# the step (an evaluation, the final round) to ONE exclusive pilot job that runs them one after another (a submission per
-# evaluation costs far more than the evaluation; see the README, "On a Slurm cluster").
+# the step (an evaluation, the final round) to ONE exclusive pilot job that runs them one
+# after another (a submission per evaluation costs far more than the evaluation; see the
+# README, "On a Slurm cluster").
 # Under the local executor the command is the step itself, unchanged.
 PILOT_DIR = "results/.hpcagents/pilot"
 
