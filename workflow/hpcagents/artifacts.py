@@ -91,6 +91,17 @@ def write_json(path: Path | str, data: Any, schema_name: str | None = None) -> N
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def read_json_or_none(path: Path | str) -> dict[str, Any] | None:
+    """A JSON object, or None when it is missing, unreadable or not an object: for views
+    of a campaign still running (status, reports), which go on with what is there."""
+    try:
+        with Path(path).open() as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_json(path: Path | str, schema_name: str | None = None) -> Any:
     """Read a JSON artifact, validating it when a schema is named."""
     with Path(path).open() as fh:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from .artifacts import write_text_atomic  # noqa: E402
+from .artifacts import read_json_or_none, write_text_atomic  # noqa: E402
 
 #: Colours of evaluation statuses: green passes, warm colours for wrong code, greys for
 #: answers that never became code. Unknown statuses get a fallback colour.
@@ -53,16 +52,6 @@ STATUS_COLOURS = {
 }
 SERVER_COLOURS = ["#1f77b4", "#17becf", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"]
 DPI = 110
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    """A JSON artifact, or None when it is missing or unreadable (the report goes on)."""
-    try:
-        with path.open() as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _num(value: Any) -> float | None:
@@ -143,7 +132,7 @@ def _call(rec: dict[str, Any], lane: str, iteration: int, what: str) -> Call:
 def load_campaign(kernel_dir: Path) -> Campaign:
     """Everything the report shows about one kernel's campaign directory."""
     kernel_dir = Path(kernel_dir)
-    summary = _load(kernel_dir / "summary.json")
+    summary = read_json_or_none(kernel_dir / "summary.json")
     if summary is None:
         raise FileNotFoundError(
             f"{kernel_dir / 'summary.json'} is missing or unreadable: the report is drawn "
@@ -154,20 +143,20 @@ def load_campaign(kernel_dir: Path) -> Campaign:
         i = _index(it_dir.name, "iter")
         if i < 0:
             continue
-        plan = _load(it_dir / "plan.json")
+        plan = read_json_or_none(it_dir / "plan.json")
         if plan:
             camp.plans[i] = plan
             for rec in plan.get("llm_calls") or []:
                 camp.calls.append(_call(rec, "PM", i, "plan"))
-        best = _load(it_dir / "best.json")
+        best = read_json_or_none(it_dir / "best.json")
         if best:
             camp.bests[i] = best
         for att_dir in sorted(
             it_dir.glob("pg*/attempt*"),
             key=lambda p: (_index(p.parent.name, "pg"), _index(p.name, "attempt")),
         ):
-            gen = _load(att_dir / "generation.json") or {}
-            ev = _load(att_dir / "evaluation.json")
+            gen = read_json_or_none(att_dir / "generation.json") or {}
+            ev = read_json_or_none(att_dir / "evaluation.json")
             pg, a = _index(att_dir.parent.name, "pg"), _index(att_dir.name, "attempt")
             kind = str(gen.get("kind", "baseline" if i == 0 else "generate"))
             if gen.get("llm"):

@@ -30,16 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .artifacts import read_json_or_none
 from .workflow_support import current_config
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    try:
-        with path.open() as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _index(name: str, prefix: str) -> int:
@@ -75,7 +67,7 @@ def incomplete_jobs(workdir: Path) -> dict[str, str | None]:
                 path = base64.urlsafe_b64decode(b64.encode()).decode()
             except (ValueError, UnicodeDecodeError):
                 continue
-            rec = _load(Path(dirpath) / name) or {}
+            rec = read_json_or_none(Path(dirpath) / name) or {}
             job = rec.get("external_jobid")
             out[path] = str(job) if job else None
     return out
@@ -152,9 +144,9 @@ def _pg_state(
         return PGState(pg, strategy, 0, "waiting", "its first request has not started")
     a, adir = attempts[-1]
     rel = adir.relative_to(workdir).as_posix() if adir.is_relative_to(workdir) else str(adir)
-    gen = _load(adir / "generation.json")
-    ev = _load(adir / "evaluation.json")
-    prev = _load(attempts[-2][1] / "evaluation.json") if len(attempts) > 1 else None
+    gen = read_json_or_none(adir / "generation.json")
+    ev = read_json_or_none(adir / "evaluation.json")
+    prev = read_json_or_none(attempts[-2][1] / "evaluation.json") if len(attempts) > 1 else None
     why = f" after {prev.get('status')}" if prev else ""
     if gen is None and pg == 0:
         return PGState(pg, strategy, a, "preparing", "copying the baseline source")
@@ -209,7 +201,7 @@ def kernel_status(
     # failures and the best so far, over every evaluated attempt
     counts: Counter[str] = Counter()
     for ev_path in kernel_dir.glob("iter*/pg*/attempt*/evaluation.json"):
-        ev = _load(ev_path)
+        ev = read_json_or_none(ev_path)
         if ev is None:
             continue
         ks.attempts += 1
@@ -217,7 +209,7 @@ def kernel_status(
             counts[str(ev.get("status"))] += 1
     ks.failures = dict(sorted(counts.items()))
     for i, it_dir in reversed(its):
-        best = _load(it_dir / "best.json")
+        best = read_json_or_none(it_dir / "best.json")
         if best:
             sel = best.get("selected") or {}
             ks.best = {
@@ -231,7 +223,7 @@ def kernel_status(
             }
             break
     for i, it_dir in its:
-        best = _load(it_dir / "best.json")
+        best = read_json_or_none(it_dir / "best.json")
         if best:
             ks.pgs_failed += sum(
                 1 for c in best.get("candidates") or [] if c.get("status") != "ok" and i > 0
@@ -252,7 +244,7 @@ def kernel_status(
         ks.pgs = [_pg_state(it_dir / "pg0", 0, "baseline", workdir, inflight, running, 0)]
         ks.phase = "baseline"
         return ks
-    plan = _load(it_dir / "plan.json")
+    plan = read_json_or_none(it_dir / "plan.json")
     if plan is None:
         key = f"{it_dir.relative_to(workdir).as_posix()}/plan.json"
         cut = not running and key in inflight
@@ -286,7 +278,7 @@ def campaign_status(workdir: Path, results: Path | None = None) -> CampaignStatu
     if not results.is_absolute():
         results = workdir / results
     effective = current_config(results / ".hpcagents")
-    cfg = (_load(effective) if effective else None) or {}
+    cfg = (read_json_or_none(effective) if effective else None) or {}
     kernels = list(cfg.get("kernels") or [])
     # kernels with results but not in the config (e.g. the config was changed since)
     found = sorted(p.parent.name for p in results.glob("*/iter0")) if results.is_dir() else []
