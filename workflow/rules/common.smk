@@ -131,7 +131,7 @@ def failed_attempt(wildcards):
     }
 
 
-def chain_end(kernel, i, j):
+def walk_chain(kernel, i, j):
     """The evaluation that ends PG j's repair chain: the first attempt that passed, or
     the last one allowed. While the chain is unfinished, the checkpoint target of its
     current attempt (what Snakemake itself would put in the DAG for the exception)."""
@@ -160,7 +160,7 @@ def final_evaluations(wildcards):
     failed attempt: an attempt after a passed one is never asked for."""
     i = int(wildcards.i)
     pgs = [0] if i == 0 else range(1, CFG.pgs + 1)
-    return [chain_end(wildcards.kernel, i, j) for j in pgs]
+    return [walk_chain(wildcards.kernel, i, j) for j in pgs]
 
 
 def all_bests(wildcards):
