@@ -74,6 +74,9 @@ class Param:
     ld: str | None = None  # the ld parameter of this array's last extent
     halo: int = 0  # cells on each side of every extent that are not part of the output
     poison_when: str | None = None  # the array is NaN on entry when this holds
+    # the elements of the output the kernel may write, as a predicate over the indices
+    # (i, j, ...), e.g. "j <= i" for a lower triangle; the others must stay bit for bit
+    writes: str | None = None
     generator: dict[str, Any] = field(default_factory=lambda: {"kind": "uniform"})
 
 
@@ -365,6 +368,7 @@ def _params(raw: dict[str, Any], where: str) -> list[Param]:
                 ld=p.get("ld"),
                 halo=int(p.get("halo", 0)),
                 poison_when=p.get("poison_when"),
+                writes=p.get("writes"),
                 generator=_generator(p.get("generator"), key),
             )
         )
