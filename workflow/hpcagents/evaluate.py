@@ -33,18 +33,6 @@ from .kernelspec import KernelError, KernelSpec, load_kernel
 from .sandbox import Limits
 from .timinglock import PhaseLock
 
-FAILED_STATUSES = (
-    "compile_error",
-    "link_error",
-    "wrong_answer",
-    "crash",
-    "timeout",
-    "harness_error",
-    "no_code",
-    "truncated",
-    "generation_error",
-)
-
 
 @dataclass(frozen=True)
 class BuildConfig:

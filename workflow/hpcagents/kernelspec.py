@@ -111,7 +111,6 @@ class Reference:
     file: str  # the C file beside kernel.yaml defining the kernel's function
     library: str | None  # "blas" or None
     describe: str
-    is_adapter: bool
 
 
 @dataclass(frozen=True)
@@ -493,7 +492,6 @@ def _build(raw: dict[str, Any], path: Path, name: str) -> KernelSpec:
             file=ref_file,
             library=ref_raw.get("library"),
             describe=ref_raw.get("describe", ref_file),
-            is_adapter="adapter" in ref_raw,
         ),
         tolerance=tolerance,
         flops_expr=str(raw["flops"]),
