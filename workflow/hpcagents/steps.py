@@ -277,6 +277,11 @@ def eval_config(cfg: CampaignConfig) -> EvalConfig:
     )
 
 
+def final_round_max_rounds(cfg: CampaignConfig) -> int:
+    """The final round's bound on timed rounds while its verdict is uncertain."""
+    return max(cfg.repeats, cfg.final_round_max_rounds or 3 * cfg.repeats)
+
+
 def final_round_step(
     cfg: CampaignConfig,
     kernel_name: str,
@@ -316,7 +321,7 @@ def final_round_step(
             "kernel": kernel.name,
             "case": {},
             "flops": 0.0,
-            "rounds": max(1, cfg.repeats),
+            "rounds": 0,
             "status": "ok",
             "reason": "nothing to re-time",
             "reference": None,
@@ -333,7 +338,13 @@ def final_round_step(
         work = Path(tempfile.mkdtemp(prefix=".final-round-", dir=out.parent))
         try:
             record = final_round(
-                kernel, contenders, work, BuildConfig(cfg.cc, cfg.cflags), eval_config(cfg)
+                kernel,
+                contenders,
+                work,
+                BuildConfig(cfg.cc, cfg.cflags),
+                eval_config(cfg),
+                rounds=cfg.repeats,
+                max_rounds=final_round_max_rounds(cfg),
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
