@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from hpcagents import judge
 from hpcagents.artifacts import REPO_DIR, validate
 from hpcagents.evaluate import BuildConfig, EvalConfig
 from hpcagents.finalround import final_round
@@ -69,3 +70,81 @@ def test_a_contender_that_does_not_compile_gets_its_status_and_no_figure(tmp_pat
     bad_rec, good = rec["contenders"]
     assert bad_rec["status"] == "compile_error" and bad_rec["best_s"] is None
     assert good["status"] == "ok" and good["pct_of_reference"] > 0
+
+
+LOOP = (SCRIPTED / "loop_reorder.c").read_text()
+
+
+def test_a_kernel_that_tells_the_bench_size_apart_fails_the_fresh_validation_case(tmp_path):
+    # right at the bench size (128^3), wrong elsewhere: a kernel tuned to the judge's
+    # timed case; the fresh case of the round (random sizes) catches it before any timing
+    sly = tmp_path / "sly.c"
+    sly.write_text(
+        LOOP.replace("{\n#pragma omp", "{\n    if (m != 128 || n != 128) return;\n#pragma omp", 1)
+    )
+    rec = final_round(
+        KERNEL,
+        [
+            ("incumbent", KERNEL.directory / "dgemm.c"),
+            ("sly", sly),
+            ("honest", SCRIPTED / "loop_reorder.c"),
+        ],
+        tmp_path / "final",
+        BuildConfig(),
+        EvalConfig(warmup=0, timeout_s=60, bench_size=128),
+        rounds=2,
+    )
+    validate(rec, "final_round")
+    by = {c["label"]: c for c in rec["contenders"]}
+    assert rec["status"] == "ok", rec["reason"]
+    assert (rec["validation_case"]["m"], rec["validation_case"]["n"]) != (128, 128)
+    assert by["sly"]["status"] == "wrong_answer" and "fresh validation case" in by["sly"]["reason"]
+    assert by["sly"]["runs_s"] == [] and by["sly"]["gflops"] is None
+    # the others went on and were timed in every round
+    assert by["honest"]["status"] == by["incumbent"]["status"] == "ok"
+    assert len(by["honest"]["runs_s"]) == rec["rounds"] >= 2
+    assert all("sly" not in order for order in rec["order"])
+
+
+def test_one_contender_crashing_or_failing_the_judge_is_removed_and_the_round_goes_on(
+    tmp_path, monkeypatch
+):
+    # a crash at the bench size only (it passes the fresh case), and a fault the judge
+    # raises on one contender's process (JudgeError; injected: no honest kernel causes
+    # one today, and an adversarial one must not veto the round by causing it)
+    crash = tmp_path / "crash.c"
+    crash.write_text(
+        LOOP.replace(
+            "{\n#pragma omp", "{\n    if (m == 96) { volatile int *p = 0; *p = 1; }\n#pragma omp", 1
+        )
+    )
+    real_call = judge.candidate_call
+
+    def call(kernel, runner, lay, data, deadline, settle=True):
+        if runner.stderr_path.name == "c2.stderr" and runner.calls >= 2:
+            raise judge.JudgeError("the runner answered b'dd\\n'")
+        return real_call(kernel, runner, lay, data, deadline, settle)
+
+    monkeypatch.setattr(judge, "candidate_call", call)
+    rec = final_round(
+        KERNEL,
+        [
+            ("incumbent", KERNEL.directory / "dgemm.c"),
+            ("crash", crash),
+            ("faulty", SCRIPTED / "loop_reorder.c"),
+            ("honest", SCRIPTED / "loop_reorder.c"),
+        ],
+        tmp_path / "final",
+        BuildConfig(),
+        EvalConfig(warmup=1, timeout_s=60, bench_size=96),
+        rounds=3,
+    )
+    validate(rec, "final_round")
+    by = {c["label"]: c for c in rec["contenders"]}
+    assert rec["status"] == "ok", rec["reason"]
+    assert by["crash"]["status"] == "crash" and "signal" in by["crash"]["reason"]
+    assert by["faulty"]["status"] == "harness_error" and "dd" in by["faulty"]["reason"]
+    assert "(final round)" in by["faulty"]["reason"]
+    assert by["honest"]["status"] == by["incumbent"]["status"] == "ok"
+    assert len(by["honest"]["runs_s"]) == rec["rounds"] >= 3
+    assert rec["verdict"]["outcome"] in ("challenger", "incumbent")
