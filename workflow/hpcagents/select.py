@@ -321,7 +321,13 @@ def select_iteration(
     ``finals`` are the evaluations that end each PG's chain (after the baseline, the final
     round lists them); ``final_round`` is the iteration's side-by-side re-timing
     (required after the baseline).
+
+    Also writes the iteration's archive of elites beside ``out`` (``archive.json``, see
+    :mod:`.archive`), from the previous iteration's archive and this iteration's
+    artifacts.
     """
+    from .archive import ARCHIVE_FILE, read_archive, update_archive, write_archive
+
     per_pg: dict[int, list[Attempt]] = {}
     for f in finals:
         atts = attempts_of(Path(f).parent)
@@ -353,6 +359,7 @@ def select_iteration(
     best_dir = out.parent / "best"
     best_source = best_dir / source_name
     decision: dict[str, Any] = {"decided_by": "baseline"}
+    fr: dict[str, Any] | None = None
     if prev is None:
         if not valid:
             why = "; ".join(f"pg{r['pg']}: {r['status']}: {r['reason']}" for r in rows)
@@ -402,4 +409,9 @@ def select_iteration(
         "step": step_record(),
     }
     write_json(out, record, "best")
+    previous_archive = read_archive(Path(previous).parent / ARCHIVE_FILE) if previous else None
+    write_archive(
+        out.parent / ARCHIVE_FILE,
+        update_archive(kernel, iteration, previous_archive, record, per_pg, source_name, fr),
+    )
     return record
