@@ -231,8 +231,12 @@ def _final_round(
             if not c.ok:
                 label = f"fresh validation case {vcase.label()}"
                 drop(who, "wrong_answer", judge.check_reason(kernel, vlay, c, label))
-        for runner in runners.values():
-            runner.watch()
+        for who in list(runners):  # quiet before any timing; idle from now on
+            try:
+                runners[who].settle()
+                runners[who].watch()
+            except Exception as exc:  # noqa: BLE001 - this contender's fault alone
+                drop(who, *_fault(exc, cfg.timeout_s))
         ref_runs: list[float] = []
         r = -cfg.warmup
         while runners:
