@@ -185,6 +185,15 @@ def _from_round(
     }
 
 
+def _gain(gain: float) -> str:
+    """A gain as a reader says it: "12.3% faster", "4.10x faster", "8.0% slower"."""
+    if gain >= 1.0:
+        return f"{1.0 + gain:.2f}x faster"
+    if gain >= 0:
+        return f"{gain * 100:.1f}% faster"
+    return f"{(1.0 / (1.0 + gain) - 1.0) * 100:.1f}% slower" if gain > -1.0 else "slower"
+
+
 def round_verdict(fr: dict[str, Any]) -> Verdict:
     """The final round's verdict, recomputed from its recorded runs (the same function the
     round used to decide when to stop, on the same figures: select and the round agree)."""
@@ -288,7 +297,7 @@ def _decide(
         return (
             _from_round(att, entry, fr, path, pg, best_source),
             att.directory / source_name,
-            f"{label} ({strategy}) is {best.gain * 100:.1f}% faster than the incumbent "
+            f"{label} ({strategy}) is {_gain(best.gain)} than the incumbent "
             f"(median of the paired per-round ratios) {side}",
             decision,
         )
@@ -300,8 +309,8 @@ def _decide(
     return (
         None,
         None,
-        f"fastest finalist {label} ({strategy}) gains {best.gain * 100:.1f}% (median of the "
-        f"paired per-round ratios) {side}; {why}, so the incumbent stays",
+        f"fastest finalist {label} ({strategy}) is {_gain(best.gain)} than the incumbent "
+        f"(median of the paired per-round ratios) {side}; {why}, so the incumbent stays",
         decision,
     )
 
