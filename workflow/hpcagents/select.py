@@ -301,11 +301,15 @@ def _decide(
             f"(median of the paired per-round ratios) {side}",
             decision,
         )
-    why = (
-        "it is not faster by more than the margin"
-        if verdict.certain
-        else f"the gain is not established after {fr['rounds']} rounds"
-    )
+    if verdict.certain:
+        why = f"it is not faster by more than {verdict.min_gain * 100:g}%"
+    elif best.state == "futile":
+        why = (
+            f"no further rounds (up to {verdict.max_rounds}) could establish a gain of more "
+            f"than {verdict.min_gain * 100:g}%"
+        )
+    else:
+        why = f"a gain is not established within {verdict.max_rounds} rounds"
     return (
         None,
         None,
