@@ -143,7 +143,7 @@ def update_archive(
         "iteration": iteration,
         "incumbent": incumbent if incumbent in elites else None,
         "elites": [],
-        "last_round": _last_round(iteration, best, final_round, per_pg, prev_inc),
+        "last_round": _last_round(iteration, best, final_round, per_pg, prev_inc, elites),
     }
     record["elites"] = ranked({"elites": list(elites.values())})
     for e in record["elites"]:
@@ -157,6 +157,7 @@ def _last_round(
     fr: Mapping[str, Any] | None,
     per_pg: Mapping[int, list[Attempt]],
     prev_inc: str | None,
+    elites: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any] | None:
     """What the PM reads about this iteration's final round: every contender's figure
     side by side (or why it has none) and the decision with its reason."""
@@ -167,7 +168,8 @@ def _last_round(
     for c in fr.get("contenders", []):
         label = c["label"]
         if label == "incumbent":
-            ident, strategy = prev_inc, "incumbent"
+            ident = prev_inc
+            strategy = str(elites[prev_inc]["strategy"]) if prev_inc in elites else "incumbent"
         else:
             pg = int(label.removeprefix("pg"))
             gen = per_pg[pg][-1].generation if pg in per_pg else {}
