@@ -121,10 +121,10 @@ def test_one_contender_crashing_or_failing_the_judge_is_removed_and_the_round_go
     )
     real_call = judge.candidate_call
 
-    def call(kernel, runner, lay, data, deadline, settle=True):
+    def call(kernel, runner, lay, data, deadline):
         if runner.stderr_path.name == "c2.stderr" and runner.calls >= 2:
             raise judge.JudgeError("the runner answered b'dd\\n'")
-        return real_call(kernel, runner, lay, data, deadline, settle)
+        return real_call(kernel, runner, lay, data, deadline)
 
     monkeypatch.setattr(judge, "candidate_call", call)
     rec = final_round(

@@ -49,21 +49,14 @@ def _figures(runs: list[float], flops: float) -> dict[str, Any]:
 
 
 def fresh_case(kernel: KernelSpec, rng: np.random.Generator, avoid: Case | None = None) -> Case:
-    """A validation case nobody has seen: one of the kernel's validation cases (its
-    scalars, e.g. beta == 0, stay semantically valid) with every size drawn anew between 1
-    and the largest that size takes in the validation cases, and a random padding of the
-    leading dimensions where the kernel has some. Never the bench case ``avoid``."""
-    template = kernel.cases[int(rng.integers(len(kernel.cases)))]
-    values = dict(template.values)
-    sizes = [p.name for p in kernel.parameters if p.kind == "size"]
-    for name in sizes:
-        top = max(int(c.get(name, 0) or 0) for c in kernel.cases)
-        values[name] = int(rng.integers(1, max(top, 2) + 1))
-    if any(p.ld for p in kernel.parameters):
-        values["pad"] = int(rng.integers(0, 8))
-    if avoid is not None and sizes and all(values[n] == avoid.get(n) for n in sizes):
-        values[sizes[0]] = max(1, int(values[sizes[0]]) - 1)
-    return Case(values)
+    """A validation case nobody has seen (:func:`judge.random_case`: a kernel.yaml case with
+    every size drawn anew and a random padding), never the bench case ``avoid``."""
+    for _ in range(100):
+        case = judge.random_case(kernel, rng)
+        sizes = [p.name for p in kernel.parameters if p.kind == "size"]
+        if avoid is None or not sizes or any(case[n] != avoid.get(n) for n in sizes):
+            return case
+    return case
 
 
 def _fault(exc: BaseException, timeout_s: float) -> tuple[str, str]:
@@ -116,10 +109,10 @@ def _final_round(
     threads = cfg.threads or _cores()
     bench = kernel.bench_case(cfg.bench_size)
     flops = kernel.flops(bench)
-    lay = judge.plan(kernel, bench)
     rng = np.random.default_rng(secrets.randbits(63))
     vcase = fresh_case(kernel, rng, bench)
-    vlay = judge.plan(kernel, vcase)
+    frm = judge.frame(kernel, [vcase, bench])  # one frame: both cases, every runner
+    lay, vlay = judge.plan(kernel, bench, frm), judge.plan(kernel, vcase, frm)
     blas: BlasInfo | None = None
     entries: list[dict[str, Any]] = []
     for label, source in contenders:
@@ -186,7 +179,6 @@ def _final_round(
         cpu_s=int(cfg.timeout_s * threads * (max_rounds + cfg.warmup + 2)) + 30,
         memory_mb=cfg.memory_mb,
     )
-    size = judge.arena_size(kernel, [vcase, bench])
     ref_runner = None
     try:
         for i, ((_, source), entry) in enumerate(zip(contenders, entries, strict=True)):
@@ -201,7 +193,7 @@ def _final_round(
                     entry.update(status=built.status, reason=built.reason)
                     continue
                 runners[i] = judge.Runner(
-                    built.exe, workdir / f"c{i}", size, env, limits, [], cfg.sandbox, f"c{i}"
+                    built.exe, workdir / f"c{i}", frm, env, limits, [], cfg.sandbox, f"c{i}"
                 )
                 sandbox = runners[i].sandbox
             except Exception as exc:  # noqa: BLE001 - this contender's fault, not the round's
@@ -211,16 +203,16 @@ def _final_round(
         ref_limits = Limits(cpu_s=limits.cpu_s, memory_mb=cfg.memory_mb + 4096)
         ro = list(blas.lib_dirs) if blas else []
         ref_runner = judge.Runner(
-            exe, workdir / "ref", size, env, ref_limits, ro, cfg.sandbox, "ref"
+            exe, workdir / "ref", frm, env, ref_limits, ro, cfg.sandbox, "ref"
         )
         reference = judge.Reference(kernel, ref_runner)
         # validation first, on the fresh case: untimed, every contender on the same inputs
         data = judge.generate_inputs(kernel, vlay, rng)
-        _, want, mag = reference.run(vlay, data, time.monotonic() + cfg.timeout_s, False)
+        _, want, mag = reference.run(vlay, data, time.monotonic() + cfg.timeout_s)
         for who in sorted(runners):
             try:
                 _, image, after, out = judge.candidate_call(
-                    kernel, runners[who], vlay, data, time.monotonic() + cfg.timeout_s, False
+                    kernel, runners[who], vlay, data, time.monotonic() + cfg.timeout_s
                 )
                 c = judge.check_call(kernel, vlay, image, after, out, want, mag)
             except Exception as exc:  # noqa: BLE001 - this contender's fault, not the round's
@@ -231,17 +223,10 @@ def _final_round(
             if not c.ok:
                 label = f"fresh validation case {vcase.label()}"
                 drop(who, "wrong_answer", judge.check_reason(kernel, vlay, c, label))
-        for who in list(runners):  # quiet before any timing; idle from now on
-            try:
-                runners[who].settle()
-                runners[who].watch()
-            except Exception as exc:  # noqa: BLE001 - this contender's fault alone
-                drop(who, *_fault(exc, cfg.timeout_s))
         ref_runs: list[float] = []
         r = -cfg.warmup
         while runners:
             data = judge.generate_inputs(kernel, lay, rng)
-            ref_runner.settle()  # after last round's untimed magnitude run
             order: list[int | None] = [None, *sorted(runners)]
             shift = (r + cfg.warmup) % len(order)
             order = order[shift:] + order[:shift]
@@ -280,15 +265,14 @@ def _final_round(
             r += 1
             if r >= rounds and (r >= max_rounds or _verdict(entries, ref_runs, max_rounds).stop):
                 break
-        ref_runner.settle()
         for who in list(runners):
             try:
-                quiet = judge.check_idle(runners[who], threads)
+                quiet = judge.check_frozen(runners[who])
             except Exception as exc:  # noqa: BLE001 - this contender's fault alone
                 drop(who, *_fault(exc, cfg.timeout_s))
                 continue
             if quiet:
-                drop(who, "wrong_answer", quiet)
+                drop(who, "tampering", quiet)
     except judge.JudgeError as exc:
         return finish("harness_error", str(exc))
     finally:
