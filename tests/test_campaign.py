@@ -156,7 +156,7 @@ def test_the_archive_keeps_every_valid_kernel_and_the_pm_reads_it(reference_run)
         hashes = {e["source_sha256"] for e in archive["elites"]}
         for c in best["candidates"]:
             if c["status"] == "ok":
-                ev = read_json(c["evaluation"], "evaluation")
+                ev = read_json(workdir / c["evaluation"], "evaluation")
                 seen.add(ev["source_sha256"])
         assert seen <= hashes  # nothing valid is forgotten, across iterations
         if i:
