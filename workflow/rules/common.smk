@@ -121,6 +121,12 @@ def previous_best(wildcards):
     return [f"results/{wildcards.kernel}/iter{i - 1}/best.json"] if i > 0 else []
 
 
+def previous_archive(wildcards):
+    """archive.json of the iteration before: the elites the PM (and PGs) are shown."""
+    i = int(wildcards.i)
+    return [f"results/{wildcards.kernel}/iter{i - 1}/archive.json"] if i > 0 else []
+
+
 def failed_attempt(wildcards):
     """What a repair reads: the failed attempt before it (its error, source and answer)."""
     prev = attempt_dir(wildcards.kernel, wildcards.i, wildcards.j, int(wildcards.a) - 1)

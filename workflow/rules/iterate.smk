@@ -39,6 +39,7 @@ rule baseline:
 rule plan:
     input:
         best=previous_best,
+        archive=previous_archive,
     output:
         "results/{kernel}/iter{i}/plan.json",
     log:
@@ -127,6 +128,7 @@ rule select_baseline:
     output:
         best="results/{kernel}/iter0/best.json",
         source="results/{kernel}/iter0/best/{kernel}.c",
+        archive="results/{kernel}/iter0/archive.json",
     log:
         "results/{kernel}/logs/iter0/select.log",
     threads: 0
@@ -148,6 +150,7 @@ rule select:
         final_round="results/{kernel}/iter{i}/final_round.json",
         best="results/{kernel}/iter{i}/best.json",
         source="results/{kernel}/iter{i}/best/{kernel}.c",
+        archive="results/{kernel}/iter{i}/archive.json",
     log:
         final_round="results/{kernel}/logs/iter{i}/final_round.log",
         select="results/{kernel}/logs/iter{i}/select.log",
