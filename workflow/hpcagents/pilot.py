@@ -86,7 +86,7 @@ HEARTBEAT_S = 5.0
 STALE_S = 60.0
 #: The pilots' Slurm states are asked for at most this often (all pilots in one squeue).
 REFRESH_S = 3.0
-#: A pilot looks at its node's state (DRAIN) this often between steps.
+#: An idle pilot looks at its node's state (DRAIN) this often (and before every step).
 NODE_CHECK_S = 5.0
 #: Slurm states in which a job can still run (or is running) our requests.
 LIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "RESIZING", "UNKNOWN"}
@@ -607,11 +607,11 @@ def _run_one(paths: Paths, path: Path, job: str, node: str, model: str) -> None:
         "wall_s": round(time.time() - started, 3),
     }
     write_text_atomic(paths.done(rid), json.dumps(record))
-    # The pilot's own account of its busy time (tests/bench/cluster_scaling.py reads it).
+    # The pool's account of its busy time, one line per step run to its end (what
+    # tests/bench/cluster_scaling.py and the node-failure test read).
+    busy = {"rid": rid, "job_id": job, "node": node, "start": started, "end": time.time()}
     with open(paths.root / "busy.jsonl", "a") as fh:
-        fh.write(
-            json.dumps({"job_id": job, "node": node, "start": started, "end": time.time()}) + "\n"
-        )
+        fh.write(json.dumps(busy) + "\n")
     claim.unlink(missing_ok=True)
     print(f"{time.strftime('%H:%M:%S')} {rid} rc={rc} {record['wall_s']} s", flush=True)
 
@@ -647,19 +647,24 @@ def serve(
     stop_taking = start + max(0.0, (runtime_min - reserve_min) * 60)
     idle_since = last_node_check = time.monotonic()
     while True:
+        if time.monotonic() < stop_taking:
+            nxt = _next_request(paths, only, pool)
+            # Before every step: a node set to DRAIN takes nothing new (what it ran, it
+            # finished; the pool replaces this pilot on another node).
+            if nxt is not None and node_draining(node):
+                with locked(paths):
+                    return _leave(paths, job, f"node {node} is draining")
+            if nxt is not None:
+                _run_one(paths, nxt, job, node, model)
+                idle_since = last_node_check = time.monotonic()
+                if only:
+                    return _leave(paths, job, "ran the request retried alone")
+                continue
         if time.monotonic() - last_node_check >= NODE_CHECK_S:
             last_node_check = time.monotonic()
             if node_draining(node):
                 with locked(paths):
                     return _leave(paths, job, f"node {node} is draining")
-        if time.monotonic() < stop_taking:
-            nxt = _next_request(paths, only, pool)
-            if nxt is not None:
-                _run_one(paths, nxt, job, node, model)
-                idle_since = time.monotonic()
-                if only:
-                    return _leave(paths, job, "ran the request retried alone")
-                continue
         if only and not paths.queued(only).exists():
             return _leave(paths, job, "its request is gone")
         # An idle pilot yields its node to a request that must be retried alone: on a
