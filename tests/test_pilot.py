@@ -68,20 +68,18 @@ def test_pilot_runs_only_its_pools_requests(tmp_path):
     assert serve(paths.root, runtime_min=10, reserve_min=0, idle_s=0.3, pool="p1") == 0
     assert json.loads(paths.done("mine").read_text())["rc"] == 3
     assert not paths.done("other").exists() and paths.queued("other").exists()
-    pinned = json.loads(paths.pool("p1").read_text())
+    pinned = json.loads(paths.node_type.read_text())
     assert pinned["cpu_model"] == cpu_model() and pinned["first_node"] == node_name()
 
 
-def test_a_node_of_another_cpu_model_times_nothing_and_is_excluded_from_the_pool(tmp_path):
+def test_a_node_of_another_cpu_model_times_nothing_and_is_excluded_from_then_on(tmp_path):
     paths = Paths(tmp_path / "pilot")
-    paths.pool("p1").write_text(
-        json.dumps({"pool": "p1", "cpu_model": "Other CPU 9000", "first_node": "n7"})
-    )
+    paths.node_type.write_text(json.dumps({"cpu_model": "Other CPU 9000", "first_node": "n7"}))
     _request(paths, "r", created=1.0, pool="p1")
     assert serve(paths.root, runtime_min=10, reserve_min=0, idle_s=30, pool="p1") == 0
     assert not paths.done("r").exists() and paths.queued("r").exists()
-    assert refused_nodes(paths, "p1") == (node_name(),)
-    exclude = PilotResources().sbatch_args(refused_nodes(paths, "p1"))
+    assert refused_nodes(paths) == (node_name(),)
+    exclude = PilotResources().sbatch_args(refused_nodes(paths))
     assert f"--exclude={node_name()}" in exclude
 
 

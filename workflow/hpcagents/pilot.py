@@ -34,8 +34,8 @@ node and the compute nodes, like every other artifact), under ``results/.hpcagen
                          (no touch for STALE_S) is dropped, never run for nobody
 ``pilots/<job>.json``    one per submitted pilot: its pool, and the request it was
                          submitted for if it is a retry alone; removed when it ends
-``pools/<pool>.json``    the node type the pool's timings run on (the first pilot's CPU
-                         model) and the nodes refused for another CPU model
+``node_type.json``      the CPU model every timing of the campaign runs on (the first
+                         pilot's) and the nodes refused for another CPU model
 ``squeue.json``          the pilots' Slurm states, refreshed at most every REFRESH_S by
                          whichever client looks first (one squeue for the whole pool,
                          never one per waiting evaluation)
@@ -43,10 +43,11 @@ node and the compute nodes, like every other artifact), under ``results/.hpcagen
 
 A pool is the set of pilots submitted with the same Slurm request (partition, account,
 constraint, CPUs, memory, extra options): requests of another pool never run on its
-nodes. All timings of a pool run on ONE CPU model: the first pilot pins its CPU model; a
-later pilot that lands on a node with another one runs nothing, records the node as
-refused (the pool's next submissions exclude it) and leaves; the hand-over logs say so.
-So a heterogeneous partition never mixes node types by accident within a campaign.
+nodes. All timings of a campaign run on ONE CPU model: the first pilot pins its CPU
+model; a later pilot that lands on a node with another one runs nothing, records the node
+as refused (later submissions exclude it) and leaves, saying why in its Slurm output. So a
+heterogeneous partition (or a resume with another partition) never mixes node types by
+accident; ``python -m hpcagents.nodetypes`` lists the node of every figure.
 
 Each evaluation writes its own record with its own Slurm provenance (the step runs
 inside the pilot's allocation: SLURM_JOB_ID, SLURMD_NODENAME, ``scontrol`` says whether
@@ -164,14 +165,15 @@ class Paths:
     root: Path
 
     def __post_init__(self) -> None:
-        for sub in ("queue", "claimed", "done", "logs", "alive", "pilots", "pools"):
+        for sub in ("queue", "claimed", "done", "logs", "alive", "pilots"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def pilot(self, job: str) -> Path:
         return self.root / "pilots" / f"{job}.json"
 
-    def pool(self, name: str) -> Path:
-        return self.root / "pools" / f"{name}.json"
+    @property
+    def node_type(self) -> Path:
+        return self.root / "node_type.json"
 
     @property
     def squeue_cache(self) -> Path:
@@ -301,8 +303,9 @@ def _never_message(job_id: str, reason: str, res: PilotResources) -> str:
     )
 
 
-def refused_nodes(paths: Paths, pool: str) -> tuple[str, ...]:
-    info = _read(paths.pool(pool)) or {}
+def refused_nodes(paths: Paths) -> tuple[str, ...]:
+    """Nodes whose CPU model is not the campaign's: no pilot is submitted to them."""
+    info = _read(paths.node_type) or {}
     return tuple(sorted(info.get("refused", {})))
 
 
@@ -336,7 +339,7 @@ def submit(paths: Paths, res: PilotResources, only: str | None = None) -> str:
         f"--job-name=hpcagents-pilot{'-alone' if only else ''}",
         f"--chdir={Path.cwd()}",
         f"--output={paths.root.resolve()}/slurm-%j.out",
-        *res.sbatch_args(refused_nodes(paths, res.pool)),
+        *res.sbatch_args(refused_nodes(paths)),
         "--wrap",
         "exec " + shlex.join(cmd),
     ]
@@ -554,25 +557,25 @@ def node_draining(node: str) -> bool:
     return "DRAIN" in fields.get("State", "")
 
 
-def pin_node_type(paths: Paths, pool: str, node: str, model: str) -> str | None:
-    """Join the pool's node type, or say why not: the first pilot of a pool pins its CPU
-    model; a node with another model is recorded as refused (later pilots exclude it).
-    Returns None when this node may time the pool's steps, else the refusal."""
+def pin_node_type(paths: Paths, node: str, model: str) -> str | None:
+    """Join the campaign's node type, or say why not: the first pilot pins its CPU model;
+    a node with another model is recorded as refused (later pilots exclude it). Returns
+    None when this node may time the campaign's steps, else the refusal."""
     with locked(paths):
-        info = _read(paths.pool(pool)) or {"pool": pool, "refused": {}}
+        info = _read(paths.node_type) or {"refused": {}}
         if not info.get("cpu_model"):
             info.update(cpu_model=model, first_node=node, pinned_at=time.time())
-            write_text_atomic(paths.pool(pool), json.dumps(info, indent=1))
+            write_text_atomic(paths.node_type, json.dumps(info, indent=1))
             return None
         if info["cpu_model"] == model:
             return None
         info.setdefault("refused", {})[node] = model
-        write_text_atomic(paths.pool(pool), json.dumps(info, indent=1))
+        write_text_atomic(paths.node_type, json.dumps(info, indent=1))
         return (
             f"node {node} has CPU {model!r}, but this campaign's timings run on "
             f"{info['cpu_model']!r} (first seen on {info.get('first_node')}): figures of two "
-            "CPU models are never compared; the pool excludes this node from now on. Name "
-            "one node type with slurm_partition or slurm_extra --constraint in profiles/slurm."
+            "CPU models are never compared; no pilot goes to this node again. Name one node "
+            "type with slurm_partition or slurm_extra --constraint in profiles/slurm."
         )
 
 
@@ -637,8 +640,8 @@ def serve(
     job = os.environ.get("SLURM_JOB_ID", f"local-{os.getpid()}")
     node, model = node_name(), cpu_model()
     print(f"pilot {job} on node {node} ({model}): serving {root}", flush=True)
-    if pool is not None:
-        refusal = pin_node_type(paths, pool, node, model)
+    if os.environ.get("SLURM_JOB_ID") or pool is not None:
+        refusal = pin_node_type(paths, node, model)
         if refusal:
             print(f"pilot {job}: {refusal}", flush=True)
             with locked(paths):
