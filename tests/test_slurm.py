@@ -303,7 +303,9 @@ def test_a_drained_node_finishes_its_evaluation_and_takes_no_more(slurm, tmp_pat
         drained.append((node, time.time()))
 
     try:
-        node, job, attempt = _run_until_claimed(tmp_path / "campaign", server.url, drain)
+        node, job, attempt = _run_until_claimed(
+            tmp_path / "campaign", server.url, drain, iterations=1
+        )
     finally:
         server.shutdown()
         for name, _ in drained:

@@ -171,6 +171,101 @@ def dry_run(kernels: int, pgs: int, iterations: int, nodes: int) -> str:
     )
 
 
+def _wait_jobs(jobs: list[str], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", ",".join(jobs), "-o", "%T"], capture_output=True, text=True
+        ).stdout.split()
+        if all(state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") for state in out):
+            return
+        time.sleep(0.2)
+
+
+def mechanisms(nodes: int, steps: int, blocker_s: int) -> None:
+    """The ways Slurm offers to give K nodes to many short exclusive steps, measured on
+    the test cluster with ``steps`` no-op steps (a step's cost is then all overhead), once
+    on an idle cluster and once with another user's job holding one node for blocker_s:
+
+    - pilot pool: hpcagents.pilot's hand-over to up to K one-node pilots;
+    - one K-node allocation, one ``srun -N1 -n1 --exclusive`` step per evaluation;
+    - a job array, one element (one Slurm job) per evaluation.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hpcagents.pilot import Paths, PilotResources, hand_over, stop
+
+    def pool(root: Path) -> float:
+        paths = Paths(root / "pilot")
+        res = PilotResources(extra=("--exclusive",), max_nodes=nodes, idle_s=5)
+        start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=steps) as pool_:
+            list(pool_.map(lambda _: hand_over(paths, ["true"], res, poll_s=0.05), range(steps)))
+        wall = time.monotonic() - start
+        stop(paths.root)
+        return wall
+
+    def allocation(root: Path) -> float:
+        script = root / "steps.sh"
+        script.write_text(
+            f"#!/bin/bash\nfor i in $(seq {steps}); do srun -N1 -n1 --exclusive true & done; wait\n"
+        )
+        start = time.monotonic()
+        job = subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                f"-N{nodes}",
+                "--exclusive",
+                f"-o{root}/alloc.out",
+                str(script),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        _wait_jobs([job])
+        return time.monotonic() - start
+
+    def array(root: Path) -> float:
+        start = time.monotonic()
+        job = subprocess.run(
+            ["sbatch", "--parsable", f"--array=1-{steps}", "--exclusive", "-o/dev/null"]
+            + ["--wrap", "true"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        _wait_jobs([job])
+        return time.monotonic() - start
+
+    print(f"\nmechanisms: {steps} no-op exclusive steps over {nodes} nodes (wall, s)")
+    print(f"                                  idle cluster   one node busy for {blocker_s} s")
+    for name, fn in (
+        ("pilot pool (hpcagents)", pool),
+        ("one K-node allocation + srun", allocation),
+        ("job array", array),
+    ):
+        walls = []
+        for blocked in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                blocker = None
+                if blocked:
+                    blocker = subprocess.run(
+                        ["sbatch", "--parsable", "-w", "n1", "--exclusive", "-o/dev/null"]
+                        + ["--wrap", f"sleep {blocker_s}"],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout.strip()
+                    time.sleep(3)
+                walls.append(fn(Path(tmp)))
+                if blocker:
+                    subprocess.run(["scancel", blocker], check=False)
+                    _wait_jobs([blocker])
+        print(f"  {name:32s}{walls[0]:10.1f}   {walls[1]:10.1f}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default=None, help="pool sizes (default 1,2 or 1,2,4)")
@@ -183,11 +278,21 @@ def main() -> int:
     parser.add_argument("--dry-run-pgs", type=int, default=8)
     parser.add_argument("--dry-run-nodes", type=int, default=64)
     parser.add_argument("--stop", action="store_true", help="stop the test cluster at the end")
+    parser.add_argument(
+        "--mechanisms",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="only compare pilot pool / K-node allocation + srun / job array on STEPS no-op steps",
+    )
     args = parser.parse_args()
     ncpu = os.cpu_count() or 1
     sizes = [int(n) for n in (args.nodes or ("1,2,4" if ncpu >= 8 else "1,2")).split(",")]
     cluster = start_cluster(max(sizes))
     cpus = cluster[0][1]
+    if args.mechanisms:
+        mechanisms(len(cluster), args.mechanisms, blocker_s=30)
+        return 0
     cpu = next(
         (
             ln.split(":", 1)[1].strip()
