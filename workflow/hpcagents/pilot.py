@@ -15,9 +15,10 @@ step per evaluation (tests/bench/cluster_scaling.py --mechanisms 16, 2-node test
 15.7 s): a K-node allocation starts only when K nodes are free at once (on a busy
 cluster it waits for the last one while the others could already work), cannot grow
 while work queues up nor give back one idle node (Slurm shrinks a running job only by
-hand, and never grows it), and the whole allocation dies with any one of its nodes. One-node pilots start one by one as
-nodes free up, leave one by one when idle, and a node failure costs one pilot. Job arrays
-are still one job per evaluation (the submission cost above), and Snakemake's grouping
+hand, and never grows it), and the whole allocation dies with any one of its nodes.
+One-node pilots start one by one as nodes free up, leave one by one when idle, and a node
+failure costs one pilot. Job arrays are still one job per evaluation (the submission
+cost above), and Snakemake's grouping
 runs a group on one node.
 
 The pool grows while timing work is queued: whenever the requests waiting or running
