@@ -18,8 +18,7 @@ while work queues up nor give back one idle node (Slurm shrinks a running job on
 hand, and never grows it), and the whole allocation dies with any one of its nodes.
 One-node pilots start one by one as nodes free up, leave one by one when idle, and a node
 failure costs one pilot. Job arrays are still one job per evaluation (the submission
-cost above), and Snakemake's grouping
-runs a group on one node.
+cost above), and Snakemake's grouping runs a group on one node.
 
 The pool grows while timing work is queued: whenever the requests waiting or running
 outnumber the pool's live pilots, a client submits one more, up to ``max_nodes``. It
