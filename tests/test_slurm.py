@@ -216,9 +216,45 @@ def _node_of(job: str) -> str:
     ).stdout.strip()
 
 
-def _run_until_claimed(workdir: Path, url: str, event, **campaign) -> tuple[str, str, str]:
+def _job_tree(job: str) -> list[int]:
+    """The processes of a running Slurm job on the test cluster: its slurmstepd and every
+    descendant (proctrack/linuxproc)."""
+    table = [
+        tuple(map(int, line.split()))
+        for line in subprocess.run(
+            ["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True
+        ).stdout.splitlines()
+    ]
+    roots = subprocess.run(
+        ["pgrep", "-f", rf"^slurmstepd: \[{job}\."], capture_output=True, text=True
+    ).stdout.split()
+    keep = {int(p) for p in roots}
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in table:
+            if ppid in keep and pid not in keep:
+                keep.add(pid)
+                grew = True
+    return sorted(keep)
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _run_until_claimed(
+    workdir: Path, url: str, event, freeze: bool = False, **campaign
+) -> tuple[str, str, str]:
     """Run a small campaign; when an evaluation of iteration >= 1 is running in a pilot,
-    call ``event(node, job)``; return (node, job, attempt dir) once the campaign ends."""
+    call ``event(node, job)``; return (node, job, attempt dir) once the campaign ends.
+    With ``freeze``, the pilot's processes are stopped first and the event happens only
+    if the evaluation was still running then (otherwise they go on and the next is
+    taken): what is killed next is surely mid-evaluation."""
     raw = small(url)
     raw["campaign"].update(**campaign)
     write_campaign(workdir, raw)
@@ -235,6 +271,14 @@ def _run_until_claimed(workdir: Path, url: str, event, **campaign) -> tuple[str,
         deadline = time.monotonic() + 600
         while found is None and time.monotonic() < deadline and proc.poll() is None:
             found = _claimed_evaluation(workdir)
+            if found and freeze:
+                frozen = _job_tree(found[0])
+                _signal(frozen, signal.SIGSTOP)
+                if (workdir / found[1] / "evaluation.json").exists() or found != (
+                    _claimed_evaluation(workdir)
+                ):
+                    _signal(frozen, signal.SIGCONT)  # it had finished: try the next one
+                    found = None
             time.sleep(0.05)
         assert found, "no evaluation of iteration 1 or later was seen running in a pilot"
         job, attempt = found
@@ -272,7 +316,9 @@ def test_a_node_that_dies_mid_evaluation_loses_nothing_and_repeats_nothing(slurm
         crashed.append(node)
 
     try:
-        node, job, attempt = _run_until_claimed(tmp_path / "campaign", server.url, crash)
+        node, job, attempt = _run_until_claimed(
+            tmp_path / "campaign", server.url, crash, freeze=True
+        )
     finally:
         server.shutdown()
         for name in crashed:

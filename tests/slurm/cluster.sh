@@ -194,25 +194,31 @@ stop() {
     log "stopped (killed)"
 }
 
-# Every process of the jobs running on node $1: their slurmstepd, and whatever carries
-# the job's SLURM_JOB_ID in its environment.
+# Every process of the jobs running on node $1: their slurmstepd and all its descendants
+# (proctrack/linuxproc: a job's processes are the slurmstepd's process tree).
 job_pids() {
-    local node=$1 job pid
+    local node=$1 job roots
+    roots=""
     for job in $(squeue -h -w "$node" -o %i 2>/dev/null); do
-        pgrep -f "^slurmstepd: \[$job\." || true
-        for pid in /proc/[0-9]*; do
-            pid=${pid#/proc/}
-            if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$job"; then
-                echo "$pid"
-            fi
-        done
+        roots="$roots $(pgrep -f "^slurmstepd: \[$job\." | tr '\n' ' ')"
     done
-    return 0
+    [ -n "${roots// /}" ] || return 0
+    ps -e -o pid=,ppid= | awk -v roots="$roots" '
+        BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
+        { parent[$1] = $2; pids[NR] = $1 }
+        END {
+            do { grew = 0
+                 for (i in pids) { p = pids[i]; if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; grew = 1 } }
+            } while (grew)
+            for (p in keep) print p
+        }'
 }
 
 crash_node() {
     local node=$1 pids
     pids="$(cat "$STATE/$node.pid" 2>/dev/null || true) $(job_pids "$node")"
+    # shellcheck disable=SC2086
+    kill -STOP $pids 2>/dev/null || true # all at once: nothing finishes while we kill
     # shellcheck disable=SC2086
     kill -9 $pids 2>/dev/null || true
     rm -f "$STATE/$node.pid"
