@@ -279,6 +279,13 @@ def main() -> int:
     parser.add_argument("--dry-run-nodes", type=int, default=64)
     parser.add_argument("--stop", action="store_true", help="stop the test cluster at the end")
     parser.add_argument(
+        "--rows",
+        type=Path,
+        help="keep each run's row in this JSON-lines file and print the table of all rows in "
+        "it (split the sizes over several calls: --nodes 1 --rows F, then --nodes 2,4 --rows F)",
+    )
+    parser.add_argument("--no-dry-run", action="store_true")
+    parser.add_argument(
         "--mechanisms",
         type=int,
         default=0,
@@ -316,12 +323,17 @@ def main() -> int:
             for n in sizes:
                 rows.append(run_campaign(root, server.url, args, n, cpus))
                 r = rows[-1]
+                if args.rows:
+                    with open(args.rows, "a") as fh:
+                        fh.write(json.dumps(r) + "\n")
                 print(
                     f"  {n} node(s): {r['wall_s']:.0f} s, {r['evals']} evaluations",
                     flush=True,
                 )
         finally:
             server.shutdown()
+    if args.rows:
+        rows = [json.loads(line) for line in args.rows.read_text().splitlines()]
     base = rows[0]
     print(
         "\nnodes  wall_s  evals  steps  evals/min  steps/min  busy  step_s  most_held  "
@@ -341,8 +353,9 @@ def main() -> int:
         f"\nsqueue while the {big['nodes']}-node run held the most nodes ({big['most_running']}):"
     )
     print(big["squeue"] or "(no snapshot)")
-    print()
-    print(dry_run(args.dry_run_kernels, args.dry_run_pgs, args.iterations, args.dry_run_nodes))
+    if not args.no_dry_run:
+        print()
+        print(dry_run(args.dry_run_kernels, args.dry_run_pgs, args.iterations, args.dry_run_nodes))
     if args.stop:
         subprocess.run(["bash", str(CLUSTER), "stop"], check=False)
     return 0
