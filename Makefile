@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint clean-results system-deps report status study suite
 
 # Debian packages the tests use: bubblewrap (the candidate sandbox), slurm-wlm + munge (a
-# real one-node Slurm for the Slurm tests), chromium + chromium-driver (the HTML report
+# real multi-node Slurm for the Slurm tests), chromium + chromium-driver (the HTML report
 # opened in a real headless browser). Installed when running as root; otherwise those
 # tests skip and say why.
 SYSTEM_PKGS := bubblewrap slurm-wlm munge chromium chromium-driver
