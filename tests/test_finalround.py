@@ -151,7 +151,7 @@ def test_one_contender_crashing_or_failing_the_judge_is_removed_and_the_round_go
     assert rec["verdict"]["outcome"] in ("challenger", "incumbent")
 
 
-HOG = "import time\nend = time.time() + 300\nwhile time.time() < end: pass\n"
+HOG = "while True: pass\n"  # until killed: the rounds under load take minutes
 BROKEN = ("register_blocking_typo.c", "unroll_j8_noremainder.c")
 
 
@@ -178,7 +178,7 @@ def _a_slow_and_a_fast_variant(tmp_path) -> tuple[str, str, float, float]:
                 pairs.append((ratio, slow, fast))
     assert pairs, f"no two scripted variants differ by 1.6x here: {runs}"
     ratio, slow, fast = min(pairs)
-    return slow, fast, ratio, rec["reference"]["gflops"]
+    return slow, fast, ratio, rec["reference"]["median_s"]
 
 
 BENCH = 512
@@ -192,7 +192,7 @@ def test_under_16_cpu_hogs_a_faster_kernel_is_crowned_and_a_slower_one_never(tmp
     which of two kernels is faster changes with the load (dynamic_schedule measured 1.6x
     faster than transpose_b calm and 2x slower under the hogs). One thread each is slowed
     alike by time-slicing, so "truly faster" means the same calm and under the hogs."""
-    slow, fast, ratio, calm_ref = _a_slow_and_a_fast_variant(tmp_path)
+    slow, fast, ratio, calm_ref_s = _a_slow_and_a_fast_variant(tmp_path)
     hogs = [  # each in a session of its own: autogrouping cannot fold them into one share
         subprocess.Popen([sys.executable, "-c", HOG], start_new_session=True) for _ in range(16)
     ]
@@ -218,8 +218,11 @@ def test_under_16_cpu_hogs_a_faster_kernel_is_crowned_and_a_slower_one_never(tmp
         assert rec["status"] == "ok", rec["reason"]
         v = rec["verdict"]
         print(f"incumbent {incumbent}: {v['outcome']} after {rec['rounds']} rounds, {v['best']}")
-        # the hogs really disturbed the round: the reference ran much slower than calm
-        assert rec["reference"]["gflops"] < 0.7 * calm_ref, "the hogs did not slow the round"
+        # the hogs really disturbed the round: the reference's median call was much slower
+        # than calm (its best may not be: a call that just woke up can run a whole slice)
+        slowed = rec["reference"]["median_s"] / calm_ref_s
+        print(f"reference median {slowed:.2f}x its calm median under the hogs")
+        assert slowed > 1.4, "the hogs did not slow the round: the test proves nothing"
     faster_wins, slower_loses = rounds[slow]["verdict"], rounds[fast]["verdict"]
     assert faster_wins["outcome"] == "challenger", (slow, fast, ratio, faster_wins)
     assert faster_wins["winner"] == "pg1"
