@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import judge
+from . import hwcounters, judge, optreport
 from .artifacts import write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .kernelspec import KernelError, KernelSpec, load_kernel
@@ -110,6 +110,8 @@ def _record(kernel: KernelSpec, source: Path, status: str, reason: str, **parts:
         "reference": parts.get("reference"),
         "pct_of_reference": parts.get("pct_of_reference"),
         "provenance": parts.get("provenance"),
+        # [feedback] the compiler's vectorisation report (a second, sandboxed compile)
+        **({"optreport": parts["optreport"]} if parts.get("optreport") else {}),
     }
 
 
@@ -241,6 +243,7 @@ def _evaluate_source(
     workdir.mkdir(parents=True, exist_ok=True)
     threads = cfg.threads or _cores()
     sandbox_info: dict[str, Any] | None = None
+    opt: dict[str, Any] | None = None  # [feedback] the compiler's report, once it compiles
     blas: BlasInfo | None = None
     blas_error = ""
     if kernel.reference.library == "blas":
@@ -253,7 +256,7 @@ def _evaluate_source(
         return {**_provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
 
     def fail(status: str, reason: str, **parts: Any) -> dict[str, Any]:
-        return _record(kernel, source, status, reason, provenance=prov(), **parts)
+        return _record(kernel, source, status, reason, provenance=prov(), optreport=opt, **parts)
 
     if kernel.reference.library == "blas" and blas is None:
         return fail("harness_error", blas_error)
@@ -266,6 +269,17 @@ def _evaluate_source(
     comp = built.compile
     if not built.ok:
         return fail(built.status, built.reason, compile=comp)
+    # [feedback] the compiler's own words for the model: a second sandboxed compile whose
+    # output is thrown away; the object timed below is the one just built
+    opt = optreport.optimisation_report(
+        kernel.source,
+        source.read_text(errors="replace"),
+        kernel.signature,
+        workdir / "optreport",
+        build.cc,
+        build.cflags,
+        use_bwrap=cfg.sandbox,
+    )
     try:
         ref_exe = judge.build_reference(kernel, build.cc, build.cflags, blas)
     except judge.JudgeError as exc:
@@ -281,6 +295,7 @@ def _evaluate_source(
     (workdir / "ref").mkdir(exist_ok=True)
     ref_exe = Path(shutil.copy2(ref_exe, workdir / "ref" / "reference-runner"))
     cand = ref = None
+    counters: hwcounters.Counters | None = None
     try:
         cand = judge.Runner(
             built.exe, workdir / "cand", size, env, limits, [], cfg.sandbox, "candidate"
@@ -331,6 +346,8 @@ def _evaluate_source(
         lay = judge.plan(kernel, bench)
         runs, ref_runs = [], []
         cand.watch()  # from now on the candidate must stay idle between its calls
+        counters = hwcounters.Counters(cand.proc.pid).open()  # [feedback] from our side
+        counters.start()
         for r in range(-cfg.warmup, cfg.repeats):
             data = judge.generate_inputs(kernel, lay, rng)
             cand.settle()  # nothing of the candidate runs while the reference is timed
@@ -358,6 +375,8 @@ def _evaluate_source(
                 )
             runs.append(t)
             ref_runs.append(t_ref)
+        counters.stop()
+        counted = counters.record(calls=cfg.warmup + cfg.repeats)
         reference.runner.settle()
         idle = judge.check_idle(cand, threads)
         if idle:
@@ -377,6 +396,8 @@ def _evaluate_source(
     except judge.JudgeError as exc:
         return fail("harness_error", str(exc), compile=comp)
     finally:
+        if counters is not None:
+            counters.close()
         for runner in (cand, ref):
             if runner is not None:
                 runner.close()
@@ -390,6 +411,7 @@ def _evaluate_source(
         "output_checked": True,
         "idle_cpu_s": round(cand.idle_cpu_s, 4),
         "idle_s": round(cand.idle_wall_s, 4),
+        "counters": counted,  # [feedback] hardware counters, or why there are none
     }
     reference_rec = {**_record_reference(kernel, blas, build), **_stats(ref_runs, flops)}
     reference_rec.pop("spread")
@@ -406,6 +428,7 @@ def _evaluate_source(
         reference=reference_rec,
         pct_of_reference=round(pct, 3),
         provenance=prov(),
+        optreport=opt,
     )
 
 
