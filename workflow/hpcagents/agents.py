@@ -513,6 +513,8 @@ class Previous:
     status: str
     error: str
     source: str
+    # [feedback] what the compiler and the machine said about it (hpcagents.feedback)
+    feedback: str = ""
 
 
 def pg_messages(
@@ -528,11 +530,13 @@ def pg_messages(
     max_error_chars: int = 6000,
     *,
     siblings: Sequence[Mapping[str, str]] = (),
+    best_feedback: str = "",
 ) -> list[dict[str, str]]:
     """PG messages: a first attempt (``pg.txt``) or a repair (``repair.txt``).
 
     ``siblings`` are the other strategies of this iteration, so a PG knows what its
-    teammates cover and does not drift into their work.
+    teammates cover and does not drift into their work. ``best_feedback`` (a repair:
+    ``previous.feedback``) is the compiler's report on the version shown, as a section.
     """
     common = {
         **_kernel_values(kernel, build),
@@ -550,6 +554,7 @@ def pg_messages(
             best_roofline=roofline_line(kernel, best["selected"], build),
             best_source=best_source.rstrip(),
             siblings=siblings_text(siblings),
+            best_feedback=best_feedback,
         )
     else:
         error = previous.error
@@ -566,6 +571,7 @@ def pg_messages(
             status=previous.status,
             error=error,
             previous_source_block=block,
+            feedback=previous.feedback,
         )
     return [
         {"role": "system", "content": render("pg_system")},

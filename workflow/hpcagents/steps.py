@@ -26,6 +26,7 @@ from .evaluate import (
     evaluate_source,
     failed_generation_record,
 )
+from .feedback import best_feedback_block, feedback_block
 from .finalround import final_round
 from .kernelspec import KernelSpec, load_kernel
 from .llm import pool_from_env
@@ -170,6 +171,9 @@ def generate(
             status=prev_eval["status"],
             error=error_text(prev_eval, prev_gen),
             source=(previous_dir / kernel.source).read_text(),
+            feedback=feedback_block(
+                "What the compiler said about your previous attempt", prev_eval
+            ),
         )
     best_source = Path(best["source"]).read_text()
     pool = pool_from_env(cfg.llm)
@@ -189,6 +193,7 @@ def generate(
             previous,
             max_error_chars=chars,
             siblings=siblings,
+            best_feedback=best_feedback_block(best) if previous is None else "",
         ),
     )
     source_out = out_dir / kernel.source
