@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -271,3 +272,45 @@ def test_pending_lists_waiting_requests_oldest_first(tmp_path):
     time.sleep(0.02)
     queue.submit("pg-b", "pg", server, MESSAGES, {"seed": 2})
     assert queue.pending() == ["pg-a", "pg-b"]
+
+
+def test_a_campaign_stops_at_an_unanswered_queue_and_a_rerun_completes_once_answered(tmp_path):
+    """2 PGs, 1 iteration, the LLM a file queue: the first run stops at the PM's waiting
+    request with its file named; once a thread answers (the scripted model, a stand-in
+    for a person), the rerun completes, every answer reaches its generation.json, and
+    nothing is asked twice."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from conftest import campaign_config, run_snakemake, write_campaign
+    from files_answerer import MODEL, serve
+
+    raw = campaign_config("http://unused/v1")
+    raw["campaign"].update(iterations=1, pgs=2, max_repairs=1)
+    raw["evaluation"].update(bench_size=96, repeats=1, warmup=0, timeout_s=300)
+    server = {"name": "desk", "kind": "files", "queue_dir": "llm-queue", "model": "a-person"}
+    raw["llm"]["servers"] = [{**server, "timeout_s": 2, "poll_s": 0.2}]
+    write_campaign(tmp_path, raw)
+    first = run_snakemake(tmp_path, "--cores", "2")
+    assert first.returncode != 0
+    queue = tmp_path / "llm-queue"
+    (waiting,) = queue.glob("pm-*.request.md")
+    assert str(waiting) in first.stdout + first.stderr
+    raw["llm"]["servers"] = [{**server, "timeout_s": 300, "poll_s": 0.2}]
+    write_campaign(tmp_path, raw)
+    stop, answered = threading.Event(), []
+    answerer = threading.Thread(target=serve, args=(queue, stop), kwargs={"answered": answered})
+    answerer.start()
+    try:
+        second = run_snakemake(tmp_path, "--cores", "2")
+    finally:
+        stop.set()
+        answerer.join(timeout=10)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert waiting.name.replace(".request.md", "") in answered  # the same request, resumed
+    gens = sorted((tmp_path / "results" / "dgemm" / "iter1").glob("pg*/attempt*/generation.json"))
+    assert len(gens) >= 2
+    for g in gens:
+        llm = json.loads(g.read_text())["llm"]
+        assert llm["server"] == "desk" and llm["model"] == MODEL
+    assert len(answered) == len(set(answered)) == 1 + len(gens)  # one PM + one per attempt
+    assert not list(queue.glob("*.request.*"))  # all moved to answered/
+    assert (tmp_path / "results" / "dgemm" / "summary.json").is_file()
