@@ -314,3 +314,35 @@ def test_a_campaign_stops_at_an_unanswered_queue_and_a_rerun_completes_once_answ
     assert len(answered) == len(set(answered)) == 1 + len(gens)  # one PM + one per attempt
     assert not list(queue.glob("*.request.*"))  # all moved to answered/
     assert (tmp_path / "results" / "dgemm" / "summary.json").is_file()
+
+
+def test_answer_queue_forwards_waiting_requests_to_a_server_and_the_pool_reads_them(
+    tmp_path, start_scripted
+):
+    """The air-gapped side: a real HTTP server (the scripted model, a stand-in for an
+    LLM) answers the queue through hpcagents.answer_queue; the campaign's pool then
+    reads the answer with the server's own token counts."""
+    from hpcagents.answer_queue import main as answer_queue
+
+    server = start_scripted()
+    prompt = [
+        {"role": "system", "content": "You are an expert HPC programmer."},
+        {
+            "role": "user",
+            "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
+            "Strategy: loop_reorder\n\nWrite the file.",
+        },
+    ]
+    with pytest.raises(LLMUnavailable):
+        files_pool(tmp_path, timeout_s=0.2).chat(prompt, index=0, seed=1)
+    queue = tmp_path / "queue"
+    args = [str(queue), "--base-url", server.url, "--model", "scripted-stand-in"]
+    assert answer_queue(args) == 0
+    (answer_file,) = queue.glob("*.answer.json")
+    time.sleep(0.6)  # settles
+    result = files_pool(tmp_path, timeout_s=5).chat(prompt, index=0, seed=1)
+    assert "kernel_dgemm" in result.text
+    assert result.model == "scripted-stand-in" and result.completion_tokens > 0
+    assert not any("estimated" in t["detail"] for t in result.tries)
+    assert answer_queue(args) == 0  # nothing waiting: nothing sent again
+    assert len(list(queue.glob("*.answer.json"))) == 0  # moved to answered/
