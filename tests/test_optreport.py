@@ -3,6 +3,7 @@ from the judge's side, and how both reach the repair / PG prompts."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -209,7 +210,7 @@ def test_feedback_shows_the_report_the_time_per_size_and_the_counters():
     text = feedback_text(EVALUATION)
     assert "loop at line 9: NOT vectorised: x" in text
     assert "m=97 n=65: 1.100 ms" in text
-    assert "not available on the timing node (no PMU here)" in text
+    assert "not available on the timing node: no PMU here" in text
     # per-case times are optional: a record without them shows no scaling line
     no_times = {**EVALUATION, "validation": {"cases": [{"label": "m=1"}]}}
     assert scaling_text(no_times) == "" and "ms" not in feedback_text(no_times)
@@ -230,3 +231,15 @@ def test_the_repair_prompt_carries_the_previous_attempts_report():
     assert "## What the compiler said about your previous attempt" in user
     assert "loop at line 9: NOT vectorised: x" in user
     assert user.index("C[0][0] wrong") < user.index("loop at line 9")
+
+
+def test_a_pg_starting_from_the_best_is_shown_the_best_evaluations_report(tmp_path):
+    from hpcagents.feedback import best_feedback_block
+
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps(EVALUATION))
+    block = best_feedback_block({"selected": {"evaluation": str(path)}})
+    assert block.startswith("## What the compiler and the machine said about the current best")
+    assert "loop at line 9: NOT vectorised: x" in block
+    # a best whose evaluation is gone (or predates the report) shows nothing
+    assert best_feedback_block({"selected": {"evaluation": str(tmp_path / "none.json")}}) == ""

@@ -495,6 +495,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         write_json(args.out, rec, "evaluation")
     print(f"status: {rec['status']}")
     print(f"reason: {rec['reason']}")
+    if rec.get("optreport"):  # [feedback] what the model would be told
+        print(f"compiler report ({rec['optreport']['seconds']:.2f} s, a second sandboxed compile):")
+        print(optreport.report_text(rec["optreport"]))
+    if (rec.get("timing") or {}).get("counters"):
+        print(hwcounters.counters_text(rec["timing"]["counters"]))
     if rec["timing"]:
         t, r = rec["timing"], rec["reference"]
         print(

@@ -48,7 +48,7 @@ def scaling_text(evaluation: Mapping[str, Any]) -> str:
             f"bench {label}: {timing['best_s'] * 1e3:.3f} ms (best of {timing.get('repeats')}, "
             f"{timing.get('gflops', 0):.2f} GFLOP/s)"
         )
-    return "time per call at each size (one untimed-quality call each, noisy):\n" + "\n".join(
+    return "time per call at each size (one call each, not repeated: a rough guide):\n" + "\n".join(
         f"  {r}" for r in rows
     )
 
@@ -59,7 +59,7 @@ def feedback_text(evaluation: Mapping[str, Any] | None) -> str:
     if not evaluation or not evaluation.get("optreport"):
         return ""
     parts = [
-        "Compiler vectorisation report on your file (same compiler and flags, "
+        "Compiler vectorisation report on this file (same compiler and flags, "
         f"{evaluation['optreport'].get('compiler', 'gcc')} -fopt-info):",
         report_text(evaluation["optreport"]),
     ]

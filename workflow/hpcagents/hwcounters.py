@@ -251,7 +251,7 @@ def counters_text(rec: dict[str, Any] | None) -> str:
     if not rec:
         return "hardware counters: not measured"
     if not rec.get("available"):
-        return f"hardware counters: not available on the timing node ({rec.get('reason')})"
+        return f"hardware counters: not available on the timing node: {rec.get('reason')}"
     pc = rec["per_call"]
     parts = []
     if "cycles" in pc:
