@@ -314,6 +314,17 @@ def test_a_campaign_stops_at_an_unanswered_queue_and_a_rerun_completes_once_answ
     assert len(answered) == len(set(answered)) == 1 + len(gens)  # one PM + one per attempt
     assert not list(queue.glob("*.request.*"))  # all moved to answered/
     assert (tmp_path / "results" / "dgemm" / "summary.json").is_file()
+    # a PG's first attempt was shown the compiler's report on the version it starts from
+    first_pg = [
+        p.read_text()
+        for p in (queue / "answered").glob("pg-*.request.md")
+        if "Attempt: 0" in p.read_text()
+    ]
+    assert first_pg and all(
+        "## What the compiler and the machine said about the current best" in t
+        and "Compiler vectorisation report on this file" in t
+        for t in first_pg
+    )
 
 
 def test_answer_queue_forwards_waiting_requests_to_a_server_and_the_pool_reads_them(
