@@ -11,7 +11,6 @@ import re
 import subprocess
 
 import pytest
-from hpcagents import judge
 from hpcagents.artifacts import validate
 from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
 from hpcagents.kernelspec import load_kernel
@@ -202,8 +201,8 @@ ATTACKS = {
     "modifies_its_inputs": (
         honest() + SIG + " { honest(m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);\n"
         "  if (m > 0 && k > 0) ((double *)A)[0] = 0.0; }",
-        "wrong_answer",
-        "modified its input",
+        "crash",  # inputs are mapped read-only: the write faults during the call
+        "its input A .*read-only",
     ),
     "caches_results_static_flag": (
         "#include <stdlib.h>\n#include <string.h>\n"
@@ -226,8 +225,10 @@ ATTACKS = {
         "  if (A == ka && B == kb && kc) { memcpy(C, kc, bytes); return; }\n"
         "  honest(m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);\n"
         "  free(kc); kc = malloc(bytes); memcpy(kc, C, bytes); ka = A; kb = B; }",
-        "wrong_answer",
-        "wrong",  # in validation or in a timed run, depending on where the arena lands
+        # the arrays keep their addresses for a runner's life: the cache "hits" on the
+        # next call, whose fresh inputs make it wrong (or, at another size, overrun it)
+        ("wrong_answer", "crash"),
+        "wrong|SIGSEGV",
     ),
     "behaves_differently_when_timed": (
         honest()
@@ -411,46 +412,6 @@ def test_honest_idiom_is_accepted(tmp_path, name):
     src.write_text(IDIOMS[name] + "\n")
     rec = evaluate_source(KERNEL, src, tmp_path / "work", BuildConfig(), CFG)
     assert rec["status"] == "ok", f"{name}: {rec['status']}: {rec['reason']}"
-
-
-def test_work_left_running_after_the_call_is_caught_by_the_judge(tmp_path):
-    """The judge's own check, with the screens bypassed: a kernel that leaves a thread
-    burning CPU after it returns is caught in the quiet window (read from /proc)."""
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "bg.c").write_text(
-        "#include <pthread.h>\nstatic volatile double sink;\n"
-        "static void *burn(void *x) { for (;;) sink += 1.0; return x; }\n"
-        + honest()
-        + "static int started;\n"
-        + SIG
-        + " { if (!started) { pthread_t t; started = 1; pthread_create(&t, 0, burn, 0); }\n"
-        "  honest(m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); }\n"
-    )
-    (work / "runner.c").write_text(judge.RUNNER_C.read_text())
-    (work / "stub.c").write_text(judge.stub_source(KERNEL))
-    subprocess.run(
-        ["gcc", "-O2", "-pthread", "runner.c", "stub.c", "bg.c", "-o", "runner"],
-        cwd=work,
-        check=True,
-    )
-    case = KERNEL.cases[2]
-    lay = judge.plan(KERNEL, case)
-    env = judge.runner_env(1, None, work)
-    runner = judge.Runner(
-        work / "runner", work, lay.size, env, judge.Limits(cpu_s=60), [], True, "bg"
-    )
-    try:
-        import time
-
-        import numpy as np
-
-        data = judge.generate_inputs(KERNEL, lay, np.random.default_rng(1))
-        judge.candidate_call(KERNEL, runner, lay, data, time.monotonic() + 30)
-        reason = judge.check_idle(runner, threads=1)
-    finally:
-        runner.close()
-    assert reason is not None and "outside the timed call" in reason
 
 
 @pytest.mark.parametrize(

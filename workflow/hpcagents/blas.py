@@ -22,7 +22,6 @@ class BlasInfo:
     link_args: tuple[str, ...]  # the library by real path + rpath: no LD_LIBRARY_PATH needed
     env: dict[str, str] = field(default_factory=dict)  # runtime environment of the reference runner
     lib_dirs: list[Path] = field(default_factory=list)  # read-only inside the sandbox
-    include_dir: Path | None = None
     header: str = "cblas.h"
 
 
@@ -48,7 +47,6 @@ def _mkl() -> BlasInfo:
         # MKL on GNU OpenMP, the runtime the -fopenmp candidate uses: one runtime per process.
         env={"MKL_THREADING_LAYER": "GNU"},
         lib_dirs=[lib.parent.resolve()],
-        include_dir=header.parent,
         header="mkl_cblas.h",
     )
 
@@ -102,7 +100,6 @@ def _openblas() -> BlasInfo:
         link_args=(f"-L{lib_dir}", "-lopenblas", f"-Wl,-rpath,{lib_dir}"),
         env={},
         lib_dirs=[lib_dir],
-        include_dir=header.parent,
         header="cblas.h",
     )
 

@@ -33,18 +33,6 @@ from .kernelspec import KernelError, KernelSpec, load_kernel
 from .sandbox import Limits
 from .timinglock import PhaseLock
 
-FAILED_STATUSES = (
-    "compile_error",
-    "link_error",
-    "wrong_answer",
-    "crash",
-    "timeout",
-    "harness_error",
-    "no_code",
-    "truncated",
-    "generation_error",
-)
-
 
 @dataclass(frozen=True)
 class BuildConfig:
@@ -288,7 +276,11 @@ def _evaluate_source(
     seed = seed if seed is not None else secrets.randbits(31)
     rng = np.random.default_rng(seed)
     bench = kernel.bench_case(cfg.bench_size)
-    size = judge.arena_size(kernel, [*kernel.cases, bench])
+    # the validation cases of kernel.yaml, and one the candidate cannot predict (sizes and
+    # padding drawn by the judge), at a place in the order drawn too
+    cases = list(kernel.cases)
+    cases.insert(int(rng.integers(len(cases) + 1)), judge.random_case(kernel, rng))
+    fr = judge.frame(kernel, [*cases, bench])
     env = judge.runner_env(threads, blas, workdir)
     limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb)
     ro = list(blas.lib_dirs) if blas else []
@@ -298,23 +290,22 @@ def _evaluate_source(
     counters: hwcounters.Counters | None = None
     try:
         cand = judge.Runner(
-            built.exe, workdir / "cand", size, env, limits, [], cfg.sandbox, "candidate"
+            built.exe, workdir / "cand", fr, env, limits, [], cfg.sandbox, "candidate"
         )
         ref_limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb + 4096)
         ref = judge.Runner(
-            ref_exe, workdir / "ref", size, env, ref_limits, ro, cfg.sandbox, "reference"
+            ref_exe, workdir / "ref", fr, env, ref_limits, ro, cfg.sandbox, "reference"
         )
-        sandbox_info = {**cand.sandbox, "timeout_s": cfg.timeout_s}
+        sandbox_info = {**cand.sandbox, "timeout_s": cfg.timeout_s, "seccomp": True}
         reference = judge.Reference(kernel, ref)
         deadline = time.monotonic() + cfg.timeout_s
         phase = "validation"
-        cases, failures = [], []
-        for case in kernel.cases:
-            lay = judge.plan(kernel, case)
+        records, failures = [], []
+        for case in cases:
+            lay = judge.plan(kernel, case, fr)
             data = judge.generate_inputs(kernel, lay, rng)
-            # untimed: no need to wait for either process to settle
-            _, want, mag = reference.run(lay, data, time.monotonic() + cfg.timeout_s, False)
-            _, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline, False)
+            _, want, mag = reference.run(lay, data, time.monotonic() + cfg.timeout_s)
+            t_case, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
             c = judge.check_call(kernel, lay, image, after, got, want, mag)
             if c.reference_nonfinite:
                 return fail(
@@ -325,14 +316,15 @@ def _evaluate_source(
                 )
             rec = {"case": dict(case.values), "label": case.label(), **c.record()}
             rec["ld"] = {p.ld: int(lay.names[p.ld]) for p in kernel.parameters if p.ld}
-            cases.append(rec)
+            rec["seconds"] = round(t_case, 6)  # untimed in earnest: how the kernel scales
+            records.append(rec)
             if not c.ok:
                 failures.append((case.label(), judge.check_reason(kernel, lay, c, case.label())))
         validation = {
             "seed": seed,
             "tolerance": _tolerance_record(kernel),
             "passed": not failures,
-            "cases": cases,
+            "cases": records,
         }
         if failures:
             more = ""
@@ -343,14 +335,13 @@ def _evaluate_source(
             return fail("wrong_answer", failures[0][1] + more, compile=comp, validation=validation)
         phase = "timing"
         lock.exclusive()  # the timed calls have this host's cores to themselves
-        lay = judge.plan(kernel, bench)
+        lay = judge.plan(kernel, bench, fr)
         runs, ref_runs = [], []
-        cand.watch()  # from now on the candidate must stay idle between its calls
         counters = hwcounters.Counters(cand.proc.pid).open()  # [feedback] from our side
         counters.start()
         for r in range(-cfg.warmup, cfg.repeats):
             data = judge.generate_inputs(kernel, lay, rng)
-            cand.settle()  # nothing of the candidate runs while the reference is timed
+            # each process is frozen while the other is timed: neither can slow the other
             t_ref, want = reference.timed(lay, data, time.monotonic() + cfg.timeout_s)
             t, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
             if r < 0:
@@ -377,10 +368,9 @@ def _evaluate_source(
             ref_runs.append(t_ref)
         counters.stop()
         counted = counters.record(calls=cfg.warmup + cfg.repeats)
-        reference.runner.settle()
-        idle = judge.check_idle(cand, threads)
-        if idle:
-            return fail("wrong_answer", idle, compile=comp, validation=validation)
+        frozen = judge.check_frozen(cand)
+        if frozen:
+            return fail("tampering", frozen, compile=comp, validation=validation)
     except judge.RunnerFault as exc:
         where = "validation or timing" if phase == "validation" else "timing"
         if exc.status == "timeout":
@@ -390,9 +380,9 @@ def _evaluate_source(
                 compile=comp,
             )
         reason = exc.reason
-        if "signal" in reason:
+        if exc.status == "crash" and "signal" in reason:
             reason += f" during {where}"
-        return fail("crash", reason, compile=comp)
+        return fail(exc.status, reason, compile=comp)
     except judge.JudgeError as exc:
         return fail("harness_error", str(exc), compile=comp)
     finally:
@@ -409,8 +399,11 @@ def _evaluate_source(
         "repeats": cfg.repeats,
         **_stats(runs, flops),
         "output_checked": True,
-        "idle_cpu_s": round(cand.idle_cpu_s, 4),
-        "idle_s": round(cand.idle_wall_s, 4),
+        # the candidate's process, every thread, exited ones included: CPU per timed call
+        # (the last repeats), CPU while frozen between calls (0), longest freeze
+        "cpu_s": [round(x, 6) for x in cand.call_cpu_s[-cfg.repeats :]],
+        "frozen_cpu_s": round(cand.frozen_cpu_s, 6),
+        "freeze_s": round(cand.freeze_s, 6),
         "counters": counted,  # [feedback] hardware counters, or why there are none
     }
     reference_rec = {**_record_reference(kernel, blas, build), **_stats(ref_runs, flops)}

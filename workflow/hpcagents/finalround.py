@@ -70,7 +70,8 @@ def _final_round(
     threads = cfg.threads or _cores()
     bench = kernel.bench_case(cfg.bench_size)
     flops = kernel.flops(bench)
-    lay = judge.plan(kernel, bench)
+    fr = judge.frame(kernel, [bench])
+    lay = judge.plan(kernel, bench, fr)
     blas: BlasInfo | None = None
     entries: list[dict[str, Any]] = []
     for label, source in contenders:
@@ -136,22 +137,18 @@ def _final_round(
                 entry.update(status=built.status, reason=built.reason)
                 continue
             runners[i] = judge.Runner(
-                built.exe, workdir / f"c{i}", lay.size, env, limits, [], cfg.sandbox, f"c{i}"
+                built.exe, workdir / f"c{i}", fr, env, limits, [], cfg.sandbox, f"c{i}"
             )
             sandbox = runners[i].sandbox
-            runners[i].watch()
         (workdir / "ref").mkdir(exist_ok=True)
         exe = Path(shutil.copy2(ref_exe, workdir / "ref" / "reference-runner"))
         ref_limits = Limits(cpu_s=limits.cpu_s, memory_mb=cfg.memory_mb + 4096)
         ro = list(blas.lib_dirs) if blas else []
-        ref_runner = judge.Runner(
-            exe, workdir / "ref", lay.size, env, ref_limits, ro, cfg.sandbox, "ref"
-        )
+        ref_runner = judge.Runner(exe, workdir / "ref", fr, env, ref_limits, ro, cfg.sandbox, "ref")
         reference = judge.Reference(kernel, ref_runner)
         ref_runs: list[float] = []
         for r in range(-cfg.warmup, rounds):
             data = judge.generate_inputs(kernel, lay, rng)
-            ref_runner.settle()  # after last round's untimed magnitude run
             order: list[int | None] = [None, *sorted(runners)]
             shift = (r + cfg.warmup) % len(order)
             order = order[shift:] + order[:shift]
@@ -191,11 +188,10 @@ def _final_round(
                 else:
                     entries[who]["runs_s"].append(t)
             ref_runs.append(t_ref)
-        ref_runner.settle()
         for who in list(runners):
-            quiet = judge.check_idle(runners[who], threads)
+            quiet = judge.check_frozen(runners[who])
             if quiet:
-                entries[who].update(status="wrong_answer", reason=quiet)
+                entries[who].update(status="tampering", reason=quiet)
                 runners.pop(who).close()
     except judge.JudgeError as exc:
         return finish("harness_error", str(exc))

@@ -61,7 +61,6 @@ MAX_OUTPUT = 8000
 FLOAT_SENTINEL = -7.77e37
 INT_SENTINEL = 0x7E57AB1E
 INT_POISON = -(2**31) + 7
-QUIET_WINDOW_S = 0.25
 PROTOTYPE_H = "hpca_prototype.h"
 
 
@@ -343,9 +342,14 @@ def runner_objects(kernel: KernelSpec, cc: str, cflags: tuple[str, ...]) -> list
         return objs
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
     (tmp / "hpca_stub.c").write_text(stub)
-    for src, obj in ((RUNNER_C, objs[0]), (tmp / "hpca_stub.c", objs[1])):
+    # the candidate's runner installs the system-call filter (HPCA_SECCOMP); the
+    # reference's (build_reference) does not: it is trusted library code
+    for src, obj, defs in (
+        (RUNNER_C, objs[0], ["-DHPCA_SECCOMP"]),
+        (tmp / "hpca_stub.c", objs[1], []),
+    ):
         out = subprocess.run(
-            [cc, *cflags, "-c", str(src), "-o", str(tmp / obj.name)],
+            [cc, *cflags, *defs, "-c", str(src), "-o", str(tmp / obj.name)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -408,6 +412,9 @@ def build_reference(
 
 # --- layout and inputs -----------------------------------------------------------------
 
+PAGE = os.sysconf("SC_PAGESIZE") if hasattr(os, "sysconf") else 4096
+GAP_BYTE = 0xF5  # every byte the judge does not lay out: fenced, compared after each call
+
 
 @dataclass
 class ArrayLayout:
@@ -434,6 +441,73 @@ class ArrayLayout:
             sl[-1] = slice(0, self.shape[-1])
         return tuple(sl)
 
+    def write_mask(self) -> np.ndarray | None:
+        """Within the output region, the elements the kernel may write (``writes`` in
+        kernel.yaml, e.g. the lower triangle ``j <= i``); None when it may write them all.
+        The others are fenced: compared bit for bit, never within a tolerance."""
+        expr = self.param.writes
+        if not expr:
+            return None
+        region = self.output_region()
+        idx = np.indices(tuple(s.stop - s.start for s in region), dtype=np.int64)
+        names = {n: idx[d] + region[d].start for d, n in enumerate("ijkl"[: len(region)])}
+        return np.broadcast_to(np.asarray(_index_predicate(expr, names), bool), idx.shape[1:])
+
+
+_INDEX_EXPR = re.compile(r"^[ijkl0-9+\-*/%<>=!() ]+$")
+
+
+def _index_predicate(expr: str, names: dict[str, np.ndarray]) -> Any:
+    """A kernel.yaml index predicate over whole index arrays (i, j, k, l; +-*/%, compares)."""
+    if not _INDEX_EXPR.match(expr):
+        raise JudgeError(f"writes expression {expr!r}: only i, j, k, l, numbers and operators")
+    return eval(expr, {"__builtins__": {}}, names)  # noqa: S307 - checked by the regex above
+
+
+def _align(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+def _array_layouts(kernel: KernelSpec, names: dict[str, float]) -> list[ArrayLayout]:
+    out = []
+    for p in kernel.parameters:
+        if p.kind != "array":
+            continue
+        shape = tuple(max(0, int(evaluate_expression(e, names))) for e in p.shape)
+        alloc = shape[:-1] + (int(names[p.ld]),) if p.ld else shape
+        out.append(ArrayLayout(p, np.dtype(ELEMENT_TYPES[p.type][1]), shape, alloc, 0, p.shape[-1]))
+    return out
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where every array lives for the whole life of a runner: a fixed offset and room for
+    the largest case it will see. The header and the read-only inputs come first, up to
+    ``readonly`` bytes (a page boundary), so the runner maps them once without write
+    permission; the outputs follow. Everything between arrays is fenced."""
+
+    offsets: dict[str, int]
+    readonly: int
+    size: int
+
+
+def frame(kernel: KernelSpec, cases: list[Case]) -> Frame:
+    room: dict[str, int] = {}
+    for case in cases:
+        for a in _array_layouts(kernel, kernel.names(case)):
+            room[a.param.name] = max(room.get(a.param.name, 0), a.nbytes)
+    offsets: dict[str, int] = {}
+    arrays = [p for p in kernel.parameters if p.kind == "array"]
+    offset = HEADER_BYTES
+    for p in (p for p in arrays if p.intent == "in"):
+        offsets[p.name] = offset
+        offset = _align(offset + room.get(p.name, 0) + GUARD_BYTES, ALIGN)
+    readonly = offset = _align(offset, PAGE)
+    for p in (p for p in arrays if p.intent != "in"):
+        offsets[p.name] = offset
+        offset = _align(offset + room.get(p.name, 0) + GUARD_BYTES, ALIGN)
+    return Frame(offsets, readonly, _align(offset + GUARD_BYTES, PAGE))
+
 
 @dataclass
 class Layout:
@@ -441,22 +515,55 @@ class Layout:
     names: dict[str, float]
     arrays: dict[str, ArrayLayout]
     size: int
+    frame: Frame | None = None
+    _fixed: np.ndarray | None = field(default=None, repr=False)
+
+    def output_bytes(self) -> np.ndarray:
+        """A mask over the arena's bytes: True where the kernel may write. Everything else
+        (header, inputs, padding, halos, untouchable elements, guards, gaps) is fenced."""
+        if self._fixed is None:
+            mask = np.zeros(self.size, bool)
+            for a in self.arrays.values():
+                if a.param.intent == "in" or not a.count:
+                    continue
+                el = np.zeros(a.alloc, bool)
+                region = a.output_region()
+                writes = a.write_mask()
+                el[region] = True if writes is None else writes
+                mask[a.offset : a.offset + a.nbytes] = np.repeat(el.reshape(-1), a.dtype.itemsize)
+            self._fixed = mask
+        return self._fixed
 
 
-def plan(kernel: KernelSpec, case: Case) -> Layout:
+def plan(kernel: KernelSpec, case: Case, fr: Frame | None = None) -> Layout:
+    """The layout of one case, inside ``fr`` (by default a frame of that case alone)."""
+    fr = fr or frame(kernel, [case])
     names = kernel.names(case)
-    arrays: dict[str, ArrayLayout] = {}
-    offset = HEADER_BYTES
+    arrays = {}
+    for a in _array_layouts(kernel, names):
+        a.offset = fr.offsets[a.param.name]
+        arrays[a.param.name] = a
+    return Layout(case, names, arrays, fr.size, fr)
+
+
+def random_case(kernel: KernelSpec, rng: np.random.Generator) -> Case:
+    """A validation case the candidate cannot predict: one of kernel.yaml's cases with every
+    size drawn anew (between half and twice its value, at least 1) and a random padding of
+    the leading dimensions. Scalars keep their values (they carry the BLAS edge cases)."""
+    sized = [
+        c
+        for c in kernel.cases
+        if all(int(c[p.name]) > 0 for p in kernel.parameters if p.kind == "size")
+    ] or list(kernel.cases)
+    base = sized[int(rng.integers(len(sized)))]
+    values = dict(base.values)
     for p in kernel.parameters:
-        if p.kind != "array":
-            continue
-        shape = tuple(max(0, int(evaluate_expression(e, names))) for e in p.shape)
-        alloc = shape[:-1] + (int(names[p.ld]),) if p.ld else shape
-        lay = ArrayLayout(p, np.dtype(ELEMENT_TYPES[p.type][1]), shape, alloc, offset, p.shape[-1])
-        arrays[p.name] = lay
-        offset += lay.nbytes + GUARD_BYTES
-        offset = (offset + ALIGN - 1) // ALIGN * ALIGN
-    return Layout(case, names, arrays, offset + GUARD_BYTES)
+        if p.kind == "size":
+            v = int(base[p.name])
+            values[p.name] = int(rng.integers(max(1, v // 2), max(2, 2 * v + 4)))
+    if any(p.ld for p in kernel.parameters):
+        values["pad"] = int(rng.integers(0, 4))
+    return Case(values)
 
 
 def _poisoned(kernel: KernelSpec, lay: Layout, p: Param) -> bool:
@@ -497,26 +604,45 @@ def generate_inputs(kernel: KernelSpec, lay: Layout, rng: np.random.Generator) -
     return data
 
 
+def csr_row_lengths(rows: int, cols: int, nnz: int, rng: np.random.Generator) -> np.ndarray:
+    """Ragged row lengths that add up to ``nnz``: about one row in eight empty, the rest
+    drawn from a heavy-tailed law (a few long rows, many short ones), none longer than
+    ``cols``. A kernel that assumes equal rows, or reads row_ptr wrong, gets wrong rows."""
+    if rows <= 0 or nnz <= 0:
+        return np.zeros(max(rows, 0), np.int64)
+    weights = rng.pareto(1.5, rows) + 0.05
+    weights[rng.random(rows) < 0.125] = 0.0
+    if not weights.any():
+        weights[int(rng.integers(rows))] = 1.0
+    lengths = rng.multinomial(nnz, weights / weights.sum()).astype(np.int64)
+    over = np.maximum(lengths - cols, 0)
+    lengths -= over
+    spare = int(over.sum())
+    while spare:  # rows full to cols hand their surplus to rows with room, at random
+        room = np.flatnonzero(lengths < cols)
+        take = rng.choice(room, size=min(spare, room.size), replace=False)
+        lengths[take] += 1
+        spare -= take.size
+    return lengths
+
+
 def _csr(kernel: KernelSpec, lay: Layout, m: str, rng: np.random.Generator) -> dict:
+    """A CSR matrix with ragged rows (see :func:`csr_row_lengths`) whose columns are
+    distinct, sorted and spread over the whole row: entry j of a row of length L lies in
+    the j-th of L equal strata of the columns, at a random place in it."""
     spec = kernel.sparse[m]
     rows = int(evaluate_expression(str(spec["rows"]), lay.names))
     cols = int(evaluate_expression(str(spec["cols"]), lay.names))
     nnz = int(lay.names[f"{m}_nnz"])
-    per = nnz // rows if rows else 0
-    row_ptr = np.arange(rows + 1, dtype=np.int64) * per
-    if per:
-        j = np.arange(per)
-        lo = (j * cols) // per
-        hi = ((j + 1) * cols) // per
-        u = rng.random((rows, per))
-        col = (lo + np.floor(u * (hi - lo))).astype(np.int64)
-    else:
-        col = np.zeros((rows, 0), dtype=np.int64)
-    return {
-        "row_ptr": row_ptr,
-        "col_idx": col.reshape(-1),
-        "values": rng.uniform(-1.0, 1.0, rows * per),
-    }
+    lengths = csr_row_lengths(rows, cols, nnz, rng)
+    row_ptr = np.zeros(max(rows, 0) + 1, np.int64)
+    np.cumsum(lengths, out=row_ptr[1:])
+    per = np.repeat(lengths, lengths)
+    j = np.arange(nnz, dtype=np.int64) - np.repeat(row_ptr[:-1], lengths)
+    lo = (j * cols) // np.maximum(per, 1)
+    hi = ((j + 1) * cols) // np.maximum(per, 1)
+    col = lo + np.floor(rng.random(nnz) * (hi - lo)).astype(np.int64)
+    return {"row_ptr": row_ptr, "col_idx": col, "values": rng.uniform(-1.0, 1.0, nnz)}
 
 
 def _sentinel(dtype: np.dtype) -> Any:
@@ -545,9 +671,6 @@ class Arena:
         return np.frombuffer(self.mm, dtype=a.dtype, count=a.count, offset=a.offset).reshape(
             a.alloc
         )
-
-    def guard(self, a: ArrayLayout) -> np.ndarray:
-        return self.bytes[a.offset + a.nbytes : a.offset + a.nbytes + GUARD_BYTES]
 
     def write_header(self, kernel: KernelSpec, lay: Layout) -> None:
         iv = np.frombuffer(self.mm, dtype=np.int64, count=len(kernel.parameters))
@@ -578,7 +701,7 @@ def fill_reference(arena: Arena, kernel: KernelSpec, lay: Layout, data: dict, ab
         for p in kernel.parameters:
             if p.kind == "scalar" and p.type in ("double", "float"):
                 names[p.name] = abs(names[p.name])
-    arena.write_header(kernel, Layout(lay.case, names, lay.arrays, lay.size))
+    arena.write_header(kernel, Layout(lay.case, names, lay.arrays, lay.size, lay.frame))
     for name, a in lay.arrays.items():
         v = arena.view(a)
         v[...] = 0
@@ -589,7 +712,9 @@ def fill_reference(arena: Arena, kernel: KernelSpec, lay: Layout, data: dict, ab
 
 
 def fill_candidate(arena: Arena, kernel: KernelSpec, lay: Layout, data: dict) -> np.ndarray:
-    """The candidate's inputs: poison, sentinels, guards. Returns the image written."""
+    """The candidate's inputs: poison, sentinels, and the gap pattern in every other byte of
+    the arena (header slack, room past each array, guards). Returns the image written."""
+    arena.bytes[: lay.size] = GAP_BYTE
     arena.write_header(kernel, lay)
     for name, a in lay.arrays.items():
         p = a.param
@@ -614,10 +739,11 @@ def fill_candidate(arena: Arena, kernel: KernelSpec, lay: Layout, data: dict) ->
                 mask = np.ones(a.shape, bool)
                 mask[out_region] = False
                 v[full][mask] = data[name][mask]
-        arena.guard(a)[...] = np.frombuffer(
-            np.full(GUARD_BYTES // a.dtype.itemsize, _sentinel(a.dtype), a.dtype).tobytes(),
-            np.uint8,
-        )
+            writes = a.write_mask()
+            if writes is not None and p.intent == "out":
+                # elements that may not be written hold data of the caller, not poison
+                region_view = v[out_region]
+                region_view[~writes] = _sentinel(a.dtype)
     return arena.bytes[: lay.size].copy()
 
 
@@ -632,18 +758,14 @@ def read_outputs(arena: Arena, lay: Layout) -> dict[str, np.ndarray]:
 # --- the runner process ----------------------------------------------------------------
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds of one process, in nanoseconds' precision where the kernel offers it
-    (the sum of its threads' schedstat), else in clock ticks (/proc/<pid>/stat)."""
-    total, found = 0, False
-    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        try:
-            total += int(task.read_text().split()[0])
-            found = True
-        except (OSError, ValueError, IndexError):
-            pass
-    if found:
-        return total / 1e9
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a whole process (every thread, exited ones included), from the
+    kernel's per-process CPU clock (nanoseconds); /proc/<pid>/stat ticks as a fallback."""
+    clock = ((~pid) << 3) | 2  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+    try:
+        return time.clock_gettime(clock)
+    except OSError:
+        pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -665,30 +787,74 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and every process below it (live threads), from /proc."""
-    return sum(_proc_cpu(p) for p in _descendants(pid))
+def _task_states(pid: int) -> list[str]:
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # a thread that just exited
+        states.append(text[text.rindex(")") + 2])
+    return states
+
+
+_SYSCALL_NAMES: dict[int, str] = {}
+
+
+def syscall_name(number: int) -> str:
+    """The x86-64 name of a system call number, from the kernel headers gcc compiles with."""
+    if not _SYSCALL_NAMES:
+        for header in (
+            "/usr/include/x86_64-linux-gnu/asm/unistd_64.h",
+            "/usr/include/asm/unistd_64.h",
+        ):
+            try:
+                text = Path(header).read_text()
+            except OSError:
+                continue
+            for m in re.finditer(r"#define __NR_(\w+)\s+(\d+)", text):
+                _SYSCALL_NAMES[int(m.group(2))] = m.group(1)
+            break
+    return _SYSCALL_NAMES.get(number, f"number {number}")
+
+
+ALLOWED_SYSCALLS_TEXT = (
+    "a kernel may only compute in memory: allocate (malloc, mmap without MAP_FIXED), use "
+    "OpenMP or threads of its own process, wait on futexes, read clocks, query sysconf and "
+    "the CPU affinity, and return; files, processes, signals to others, and remapping or "
+    "unprotecting the judge's arguments are not allowed"
+)
 
 
 class Runner:
-    """One runner process (candidate or reference) and its arena; times every call."""
+    """One runner process (candidate or reference) and its arena; times every call.
+
+    Nothing the process says is believed: every call is timed from this side; the whole
+    process (every thread) is frozen with SIGSTOP the moment its answer arrives, and stays
+    frozen whenever no call of the judge's is running (while the reference or a rival is
+    timed, while outputs are read and checked). An early or forged answer therefore only
+    stops the kernel's work, which the output check then sees; an answer that does not
+    carry the call's nonce, or bytes nobody asked for on the channel, fail the candidate.
+    """
 
     def __init__(
         self,
         exe: Path,
         workdir: Path,
-        arena_size: int,
+        fr: Frame,
         env: dict[str, str],
         limits: Limits,
         ro_dirs: list[Path],
         use_bwrap: bool,
         label: str,
     ) -> None:
-        self.arena = Arena(arena_size, label)
+        self.frame = fr
+        self.arena = Arena(fr.size, label)
         self.workdir = workdir
         self.stderr_path = workdir / f"{label}.stderr"
+        self.exe = str(exe)
         self.proc, self.sandbox = start_untrusted(
-            [str(exe), str(self.arena.path)],
+            [self.exe, str(self.arena.path), str(fr.size), str(fr.readonly)],
             workdir,
             env,
             limits,
@@ -698,74 +864,145 @@ class Runner:
             stderr_path=self.stderr_path,
         )
         self.calls = 0
-        # Idle accounting (see watch()): CPU and wall time between a settled answer and
-        # the next command, over the intervals watched.
-        self.idle_cpu_s = 0.0
-        self.idle_wall_s = 0.0
-        self.idle_intervals = 0
-        self._watch = False
-        self._idle_from: tuple[float, float] | None = None
+        self.call_cpu_s: list[float] = []  # CPU time of the whole process in each call
+        self.frozen_cpu_s = 0.0  # CPU time used while frozen: must stay 0
+        self.freeze_s = 0.0  # the longest time a freeze took to take hold
+        self._buf = b""
+        self._cpu_frozen_at = 0.0
+        self.pid: int | None = None
+        self.layout: Layout | None = None  # the call in progress, to name a faulting address
+        try:
+            line = self._read_line(time.monotonic() + 120)
+        except RunnerFault as exc:
+            raise JudgeError(f"the runner did not start: {exc.reason}") from None
+        if line != b"r":
+            raise JudgeError(f"the runner did not start: {line[:120]!r}")
+        self.pid = self._find_pid(time.monotonic() + 10)
+        self._freeze()
+
+    # -- process control --
+    def _find_pid(self, deadline: float) -> int:
+        """The runner's own pid (bubblewrap starts it two processes down)."""
+        if self.sandbox["kind"] != "bubblewrap":
+            return self.proc.pid
+        while time.monotonic() < deadline:
+            for pid in _descendants(self.proc.pid):
+                try:
+                    argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+                except OSError:
+                    continue
+                if argv0.decode(errors="replace") == self.exe:
+                    return pid
+            time.sleep(0.001)
+        raise JudgeError("the runner's process was not found under the sandbox")
 
     def cpu(self) -> float:
-        return tree_cpu_seconds(self.proc.pid)
+        return process_cpu_seconds(self.pid) if self.pid else 0.0
 
-    def call(self, deadline: float) -> float:
-        """One kernel call; returns its wall time in seconds, measured from outside."""
-        self._close_idle()
-        cmd = b"c %d\n" % self.arena.size
-        fd_in, fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
-        t0 = time.perf_counter()
+    def _freeze(self) -> None:
+        """SIGSTOP the whole process and wait until every thread has stopped."""
+        t0 = time.monotonic()
         try:
-            os.write(fd_in, cmd)
-        except OSError:
+            os.kill(self.pid, signal.SIGSTOP)
+        except ProcessLookupError:
             raise self._died() from None
-        buf = b""
-        while not buf.endswith(b"\n"):
+        spins = 0
+        while any(st not in "TtZX" for st in _task_states(self.pid)):
+            if self.proc.poll() is not None:
+                raise self._died()
+            if time.monotonic() - t0 > 5.0:
+                raise JudgeError("the kernel's process could not be frozen within 5 s")
+            spins += 1
+            if spins > 50:
+                time.sleep(0.0005)
+        self.freeze_s = max(self.freeze_s, time.monotonic() - t0)
+        self._cpu_frozen_at = self.cpu()
+
+    def _thaw(self) -> None:
+        used = self.cpu() - self._cpu_frozen_at
+        if used > 0:
+            self.frozen_cpu_s += used
+        try:
+            os.kill(self.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            raise self._died() from None
+
+    def _read_line(self, deadline: float) -> bytes:
+        fd_out = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RunnerFault("timeout", "timeout")
             ready, _, _ = select.select([fd_out], [], [], left)
             if not ready:
                 continue
-            chunk = os.read(fd_out, 64)
+            chunk = os.read(fd_out, 256)
             if not chunk:
                 raise self._died()
-            buf += chunk
-        t1 = time.perf_counter()
-        if buf != b"d\n":
-            raise JudgeError(f"the runner answered {buf[:80]!r}")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line
+
+    def _unasked(self) -> bytes:
+        """Bytes on the channel that no command asked for (the process is frozen now)."""
+        fd_out = self.proc.stdout.fileno()
+        while select.select([fd_out], [], [], 0)[0]:
+            chunk = os.read(fd_out, 4096)
+            if not chunk:
+                break
+            self._buf += chunk
+        extra, self._buf = self._buf, b""
+        return extra
+
+    def call(self, deadline: float) -> float:
+        """One kernel call; returns its wall time in seconds, measured from this side. The
+        process is frozen again when this returns (or raises)."""
+        extra = self._unasked()
+        if extra:
+            raise RunnerFault(
+                "tampering",
+                f"the kernel's process wrote {len(extra)} byte(s) to the judge's command "
+                f"channel ({extra[:40]!r}): a kernel computes its outputs and returns, it "
+                "never writes to stdout",
+            )
+        nonce = os.urandom(8).hex().encode()
+        self._thaw()
+        cpu0 = self.cpu()
+        t0 = time.perf_counter()
+        try:
+            os.write(self.proc.stdin.fileno(), b"c " + nonce + b"\n")
+        except OSError:
+            raise self._died() from None
+        try:
+            line = self._read_line(deadline)
+        finally:
+            t1 = time.perf_counter()
+            if self.proc.poll() is None:
+                self._freeze()
+        self.call_cpu_s.append(max(0.0, self._cpu_frozen_at - cpu0))
+        if line != b"d " + nonce:
+            raise RunnerFault(
+                "tampering",
+                f"the kernel's process answered {line[:40]!r} instead of the runner's answer "
+                "to this call: a kernel never writes to the judge's command channel",
+            )
         self.calls += 1
         return t1 - t0
 
-    def watch(self) -> None:
-        """From now on, every settled answer opens an idle interval that the next command
-        closes: the process must not compute while nothing is asked of it."""
-        self._watch = True
-
-    def _close_idle(self) -> None:
-        if self._idle_from is not None:
-            cpu0, wall0 = self._idle_from
-            self.idle_cpu_s += max(0.0, self.cpu() - cpu0)
-            self.idle_wall_s += time.monotonic() - wall0
-            self.idle_intervals += 1
-            self._idle_from = None
-
-    def settle(self, max_s: float = 0.05) -> float:
-        """Wait (at most ``max_s``) until this process stops using CPU: OpenMP workers
-        spin for a few ms after a parallel region, and must not steal cores from the next
-        process timed. Returns the seconds waited; opens an idle interval when watched."""
-        t0 = time.monotonic()
-        pids = _descendants(self.proc.pid)
-        last = sum(_proc_cpu(p) for p in pids)
-        while time.monotonic() - t0 < max_s:
-            time.sleep(0.001)
-            now = sum(_proc_cpu(p) for p in pids)
-            if now - last < 0.0002:
-                break
-            last = now
-        if self._watch and self._idle_from is None:
-            self._idle_from = (self.cpu(), time.monotonic())
-        return time.monotonic() - t0
+    def _array_at(self, offset: int) -> str:
+        """What lies at ``offset`` of the arena in the call that faulted."""
+        if offset < HEADER_BYTES:
+            return "the header (the call's arguments)"
+        lay = self.layout
+        if lay is not None:
+            for name, a in lay.arrays.items():
+                if a.offset <= offset < a.offset + a.nbytes:
+                    kind = "its input" if a.param.intent == "in" else "its output"
+                    return f"{kind} {name} (element {(offset - a.offset) // a.dtype.itemsize})"
+            before = [(a.offset, n) for n, a in lay.arrays.items() if a.offset <= offset]
+            if before:
+                return f"the fenced bytes past the end of {max(before)[1]}"
+        return "the fenced bytes between the arguments"
 
     def _died(self) -> RunnerFault:
         try:
@@ -778,9 +1015,48 @@ class Runner:
             tail = ""
         if rc is not None and rc > 128 and self.sandbox["kind"] == "bubblewrap":
             rc = 128 - rc  # bwrap reports a child killed by signal N as exit code 128 + N
+        m = re.search(r"hpca-seccomp: (arena )?(\d+)", tail)
+        if rc == 97 and m:
+            name = syscall_name(int(m.group(2)))
+            if m.group(1):
+                return RunnerFault(
+                    "forbidden_syscall",
+                    f"the kernel called {name} on the judge's arguments (remapping, "
+                    "unprotecting or unmapping them, or mapping at a fixed address): its "
+                    "inputs are read-only and stay where the judge put them",
+                )
+            return RunnerFault(
+                "forbidden_syscall",
+                f"the kernel made the system call {name}, which is not allowed: "
+                + ALLOWED_SYSCALLS_TEXT,
+            )
+        m = re.search(r"hpca-fault: (SIGSEGV|SIGBUS) (arena\+(\d+)|outside)", tail)
+        if rc == 96 and m:
+            if m.group(3) is not None:
+                offset = int(m.group(3))
+                where = self._array_at(offset)
+                if offset < self.frame.readonly:
+                    return RunnerFault(
+                        "crash",
+                        f"the kernel wrote to {where}, which is read-only (signal {m.group(1)} "
+                        "at the first write, during the call): inputs must not be modified, "
+                        "not even as scratch space restored afterwards",
+                    )
+                return RunnerFault(
+                    "crash", f"the kernel crashed with signal {m.group(1)} inside {where}"
+                )
+            return RunnerFault(
+                "crash", f"the kernel crashed with signal {m.group(1)} (a bad address)"
+            )
         if rc is not None and rc < 0:
             sig = -rc
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig
+            if str(name) == "SIGSYS":
+                return RunnerFault(
+                    "forbidden_syscall",
+                    "the kernel made a system call that is not allowed (SIGSYS): "
+                    + ALLOWED_SYSCALLS_TEXT,
+                )
             hint = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)"}.get(
                 str(name), ""
             )
@@ -792,15 +1068,11 @@ class Runner:
 
     def close(self) -> None:
         try:
-            if self.proc.poll() is None:
-                try:
-                    os.write(self.proc.stdin.fileno(), b"q\n")
-                    self.proc.wait(timeout=2)
-                except (OSError, subprocess.TimeoutExpired):
-                    pass
+            if self.pid and self.proc.poll() is None:
+                os.kill(self.pid, signal.SIGKILL)
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+            self.proc.wait(timeout=10)
         except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
             pass
         for f in (self.proc.stdin, self.proc.stdout):
@@ -831,14 +1103,24 @@ class Check:
     max_ratio: float = 0.0
     first_bad: dict[str, Any] | None = None
     padding: dict[str, int] = field(default_factory=dict)  # array -> elements written
+    untouchable: dict[str, int] = field(default_factory=dict)  # outside `writes`
     past_end: list[str] = field(default_factory=list)
     modified: list[str] = field(default_factory=list)
+    header: bool = False
+    gaps: int = 0  # bytes between arrays written
     reference_nonfinite: int = 0
 
     @property
     def ok(self) -> bool:
         return not (
-            self.wrong or self.padding or self.past_end or self.modified or self.reference_nonfinite
+            self.wrong
+            or self.padding
+            or self.untouchable
+            or self.past_end
+            or self.modified
+            or self.header
+            or self.gaps
+            or self.reference_nonfinite
         )
 
     def record(self) -> dict[str, Any]:
@@ -854,13 +1136,53 @@ class Check:
         }
         if self.padding:
             rec["padding_arrays"] = dict(self.padding)
+        if self.untouchable:
+            rec["untouchable_written"] = dict(self.untouchable)
         if self.modified:
             rec["modified_inputs"] = list(self.modified)
         if self.past_end:
             rec["written_past_end"] = list(self.past_end)
+        if self.header:
+            rec["header_written"] = True
+        if self.gaps:
+            rec["gap_bytes_written"] = self.gaps
         if self.first_bad:
             rec["first_bad"] = self.first_bad
         return rec
+
+
+def _fences(lay: Layout, c: Check, changed: np.ndarray) -> None:
+    """Name every fenced byte that changed: the header, an input, an output's padding,
+    halo or untouchable elements, the room past an array's end, or a gap."""
+    if not changed.size:
+        return
+    if changed[0] < HEADER_BYTES:
+        c.header = True
+    placed = 0
+    for name, a in sorted(lay.arrays.items(), key=lambda kv: kv[1].offset):
+        lo, hi = a.offset, a.offset + a.nbytes
+        inside = changed[(changed >= lo) & (changed < hi)]
+        placed += inside.size
+        if inside.size:
+            if a.param.intent == "in":
+                c.modified.append(name)
+            else:
+                el = np.unique((inside - lo) // a.dtype.itemsize)
+                region = np.zeros(a.alloc, bool)
+                region[a.output_region()] = True
+                flat = region.reshape(-1)[el]
+                if (~flat).any():
+                    c.padding[name] = int((~flat).sum())
+                if flat.any():
+                    c.untouchable[name] = int(flat.sum())
+        nxt = [b.offset for b in lay.arrays.values() if b.offset > lo]
+        end = min(nxt) if nxt else lay.size
+        past = changed[(changed >= hi) & (changed < end)]
+        placed += past.size
+        if past.size:
+            c.past_end.append(name)
+    header = int(np.count_nonzero(changed < HEADER_BYTES))
+    c.gaps = max(0, int(changed.size) - placed - header)
 
 
 def check_call(
@@ -872,35 +1194,22 @@ def check_call(
     want: dict[str, np.ndarray],
     mag: dict[str, np.ndarray] | None,
 ) -> Check:
-    """Everything about one call: inputs untouched, fences intact, every output in bound."""
+    """Everything about one call: every byte outside the outputs exactly as it was (header,
+    inputs, padding, halos, untouchable elements, guards, gaps), every output in bound."""
     c = Check()
     tol = kernel.tolerance
     terms = float(evaluate_expression(tol.terms, lay.names)) if tol.model == "error_bound" else 0
+    fenced = ~lay.output_bytes()
+    _fences(lay, c, np.flatnonzero((image[: lay.size] != after[: lay.size]) & fenced))
     for name, a in lay.arrays.items():
-        lo, hi = a.offset, a.offset + a.nbytes
-        if not np.array_equal(image[hi : hi + GUARD_BYTES], after[hi : hi + GUARD_BYTES]):
-            c.past_end.append(name)
         if a.param.intent == "in":
-            if not np.array_equal(image[lo:hi], after[lo:hi]):
-                c.modified.append(name)
             continue
-        uint = np.dtype(f"u{a.dtype.itemsize}")
-        before_u = image[lo:hi].view(uint).reshape(a.alloc)
-        after_u = after[lo:hi].view(uint).reshape(a.alloc)
-        fence = np.ones(a.alloc, bool)
-        fence[a.output_region()] = False
-        if a.param.intent == "inout" and a.param.halo:
-            fence[...] = False
-            fence[tuple(slice(0, e) for e in a.shape)] = True
-            fence[a.output_region()] = False
-            # an inout halo holds input: it must stay as it was, like padding
-        changed = int(np.count_nonzero((before_u != after_u) & fence))
-        if changed:
-            c.padding[name] = changed
+        writes = a.write_mask()
         g = got[name].astype(np.float64)
         w = want[name].astype(np.float64)
-        finite_ref = np.isfinite(w)
-        c.reference_nonfinite += int(np.count_nonzero(~finite_ref))
+        judged = np.ones(g.shape, bool) if writes is None else writes
+        finite_ref = np.isfinite(w) & judged
+        c.reference_nonfinite += int(np.count_nonzero(~np.isfinite(w) & judged))
         if a.dtype.kind != "f":
             bound = np.zeros_like(w)
         elif tol.model == "error_bound":
@@ -993,10 +1302,21 @@ def check_reason(kernel: KernelSpec, lay: Layout, c: Check, label: str) -> str:
         else:
             where = f"the halo of {a.param.halo} cell(s) on each side must not be written"
         parts.append(f"wrote {count} element(s) of {name}'s padding ({where})")
+    for name, count in c.untouchable.items():
+        a = lay.arrays[name]
+        parts.append(
+            f"wrote {count} element(s) of {name} that must not be written (only the elements "
+            f"where {a.param.writes} may be written; the others hold the caller's data and "
+            "must come back bit for bit)"
+        )
     if c.past_end:
         parts.append(f"wrote past the end of {_join(c.past_end)}")
     if c.modified:
         parts.append(f"modified its input {_join(c.modified)} (inputs are read-only)")
+    if c.header:
+        parts.append("overwrote the call's arguments (the judge's header)")
+    if c.gaps:
+        parts.append(f"wrote {c.gaps} byte(s) between the arrays (outside every argument)")
     return f"case {label}: " + "; ".join(parts)
 
 
@@ -1028,22 +1348,17 @@ class Reference:
     kernel: KernelSpec
     runner: Runner
 
-    def timed(
-        self, lay: Layout, data: dict, deadline: float, settle: bool = True
-    ) -> tuple[float, dict]:
+    def timed(self, lay: Layout, data: dict, deadline: float) -> tuple[float, dict]:
         """The reference on clean inputs, timed like the candidate: (seconds, outputs)."""
         fill_reference(self.runner.arena, self.kernel, lay, data, absolute=False)
         try:
             t = self.runner.call(deadline)
-            if settle:
-                self.runner.settle()
         except RunnerFault as exc:
             raise JudgeError(f"the reference failed: {exc.reason}") from None
         return t, read_outputs(self.runner.arena, lay)
 
     def magnitude(self, lay: Layout, data: dict, deadline: float) -> dict | None:
-        """The reference on |inputs| (the error bound's magnitude); None for other models.
-        Untimed: the next timed call waits for this process to settle."""
+        """The reference on |inputs| (the error bound's magnitude); None for other models."""
         if self.kernel.tolerance.model != "error_bound":
             return None
         fill_reference(self.runner.arena, self.kernel, lay, data, absolute=True)
@@ -1053,57 +1368,30 @@ class Reference:
             raise JudgeError(f"the reference failed: {exc.reason}") from None
         return read_outputs(self.runner.arena, lay)
 
-    def run(self, lay: Layout, data: dict, deadline: float, settle: bool = True):
-        t, want = self.timed(lay, data, deadline, settle)
+    def run(self, lay: Layout, data: dict, deadline: float):
+        t, want = self.timed(lay, data, deadline)
         return t, want, self.magnitude(lay, data, deadline)
 
 
 def candidate_call(
-    kernel: KernelSpec,
-    runner: Runner,
-    lay: Layout,
-    data: dict,
-    deadline: float,
-    settle: bool = True,
+    kernel: KernelSpec, runner: Runner, lay: Layout, data: dict, deadline: float
 ) -> tuple[float, np.ndarray, np.ndarray, dict]:
-    """Lay out the poisoned inputs, call, and snapshot the arena at once on "done".
-
-    ``settle``: wait for the process to stop spinning afterwards (before anything else is
-    timed; not needed between untimed validation calls)."""
+    """Lay out the poisoned inputs and call; the process is frozen when the call returns,
+    so the outputs read first, then the whole arena copied, are what the call left."""
     image = fill_candidate(runner.arena, kernel, lay, data)
+    runner.layout = lay
     t = runner.call(deadline)
-    after = runner.arena.bytes[: lay.size].copy()
     got = read_outputs(runner.arena, lay)
-    if settle:
-        runner.settle()
+    after = runner.arena.bytes[: lay.size].copy()
     return t, image, after, got
 
 
-def arena_size(kernel: KernelSpec, cases: list[Case]) -> int:
-    return max(plan(kernel, c).size for c in cases)
-
-
-def check_idle(runner: Runner, threads: int) -> str | None:
-    """Fail a candidate whose process computes while it is idle (a thread or a task left
-    running after its call returned, or work between calls).
-
-    The idle intervals watched during timing (the reference's calls, the judge's checks)
-    count; when they add up to less than QUIET_WINDOW_S the judge waits for the rest.
-    CPU time comes from /proc (schedstat). After settle() an honest runner is blocked in
-    read(): what is left of an OpenMP worker's spin is allowed, per interval.
-    """
-    runner.settle()
-    if runner._idle_from is None:
-        runner._idle_from = (runner.cpu(), time.monotonic())
-    open_wall = time.monotonic() - runner._idle_from[1]
-    time.sleep(max(0.0, QUIET_WINDOW_S - runner.idle_wall_s - open_wall))
-    runner._close_idle()
-    used, wall = runner.idle_cpu_s, runner.idle_wall_s
-    allowed = 0.01 + 0.005 * threads * runner.idle_intervals
-    if used > allowed:
+def check_frozen(runner: Runner) -> str | None:
+    """Fail a candidate whose process used CPU while it was frozen (it cannot, unless the
+    freeze failed): the last line behind the freeze, never clamped, never sampled."""
+    if runner.frozen_cpu_s > 0.005:
         return (
-            f"the kernel's process used {used:.2f} s of CPU while idle ({wall:.2f} s between "
-            f"calls, allowed {allowed:.2f} s): work outside the timed call is not allowed "
-            "(threads or tasks left running after the call returned)"
+            f"the kernel's process used {runner.frozen_cpu_s:.3f} s of CPU while the judge held "
+            "it frozen between calls: no work may happen outside the timed call"
         )
     return None

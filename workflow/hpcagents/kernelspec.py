@@ -74,6 +74,9 @@ class Param:
     ld: str | None = None  # the ld parameter of this array's last extent
     halo: int = 0  # cells on each side of every extent that are not part of the output
     poison_when: str | None = None  # the array is NaN on entry when this holds
+    # the elements of the output the kernel may write, as a predicate over the indices
+    # (i, j, ...), e.g. "j <= i" for a lower triangle; the others must stay bit for bit
+    writes: str | None = None
     generator: dict[str, Any] = field(default_factory=lambda: {"kind": "uniform"})
 
 
@@ -108,7 +111,6 @@ class Reference:
     file: str  # the C file beside kernel.yaml defining the kernel's function
     library: str | None  # "blas" or None
     describe: str
-    is_adapter: bool
 
 
 @dataclass(frozen=True)
@@ -365,6 +367,7 @@ def _params(raw: dict[str, Any], where: str) -> list[Param]:
                 ld=p.get("ld"),
                 halo=int(p.get("halo", 0)),
                 poison_when=p.get("poison_when"),
+                writes=p.get("writes"),
                 generator=_generator(p.get("generator"), key),
             )
         )
@@ -489,7 +492,6 @@ def _build(raw: dict[str, Any], path: Path, name: str) -> KernelSpec:
             file=ref_file,
             library=ref_raw.get("library"),
             describe=ref_raw.get("describe", ref_file),
-            is_adapter="adapter" in ref_raw,
         ),
         tolerance=tolerance,
         flops_expr=str(raw["flops"]),

@@ -43,6 +43,8 @@ STATUS_COLOURS = {
     "link_error": "#b2182b",
     "forbidden_code": "#8c564b",
     "forbidden_symbol": "#6b3e2e",
+    "forbidden_syscall": "#4a2a1e",
+    "tampering": "#17becf",
     "crash": "#222222",
     "timeout": "#7f7f7f",
     "harness_error": "#bcbd22",

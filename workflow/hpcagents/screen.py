@@ -27,10 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORBIDDEN_HEADERS = re.compile(
-    r"^(dlfcn|unistd|pthread|signal|setjmp|fcntl|spawn|sched|syscall|ucontext|poll|"
+    r"^(dlfcn|pthread|signal|setjmp|fcntl|spawn|sched|syscall|ucontext|poll|"
     r"mkl.*|cblas|lapacke|openblas.*|netdb|ifaddrs|termios|link|elf|ftw|glob|dirent|"
     r"sys/.*|netinet/.*|arpa/.*|linux/.*|asm/.*)\.h$"
 )
+# <unistd.h> is allowed for sysconf() (cache sizes, page size, processors): the object
+# screen still refuses every other function it declares (write, fork, ...), and the
+# system-call filter refuses what a kernel does not need at run time.
 _WHY_HEADERS = "no processes, files, sockets, threads, signals, dynamic loading or BLAS in a kernel"
 OUTSIDE = "code that runs outside the call (before main, at load or exit) is not allowed"
 FORBIDDEN_TOKENS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -41,8 +44,16 @@ FORBIDDEN_TOKENS: tuple[tuple[re.Pattern[str], str], ...] = (
         f"constructors/destructors: {OUTSIDE}",
     ),
     (
-        re.compile(r"\b(__)?(ifunc|target_clones|section)(__)?\b(?=\s*\()"),
-        f"ifunc resolvers, target_clones and named sections (.init_array, ...): {OUTSIDE} "
+        re.compile(r"\b(__)?target_clones(__)?\b(?=\s*\()"),
+        "target_clones makes the compiler emit an ifunc resolver, which runs when the "
+        f'program is loaded: {OUTSIDE}. Instead put __attribute__((target("avx2"))) (or '
+        "avx512f, ...) on static helper functions and choose one inside the kernel with "
+        '__builtin_cpu_supports("avx2"); the file is already compiled with -march=native '
+        "for this CPU",
+    ),
+    (
+        re.compile(r"\b(__)?(ifunc|section)(__)?\b(?=\s*\()"),
+        f"ifunc resolvers and named sections (.init_array, ...): {OUTSIDE} "
         "(target attributes are fine)",
     ),
     (
@@ -61,7 +72,7 @@ ALLOWED_SYMBOLS = frozenset(
     exp exp2 expf log log2 logf pow powf ldexp frexp copysign nearbyint rint
     sin cos sinf cosf tan atan atan2 tanh erf cbrt hypot expm1 log1p
     __stack_chk_fail __cpu_model __cpu_indicator_init __cpu_features2 _GLOBAL_OFFSET_TABLE_
-    __assert_fail abort
+    __assert_fail abort sysconf getpagesize
     omp_get_num_threads omp_get_thread_num omp_get_max_threads omp_get_num_procs
     omp_in_parallel omp_get_wtime omp_get_wtick omp_get_level omp_get_active_level
     omp_get_team_size omp_get_ancestor_thread_num omp_get_dynamic omp_get_thread_limit
