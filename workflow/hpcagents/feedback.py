@@ -17,6 +17,8 @@ from .artifacts import read_json_or_none
 from .hwcounters import counters_text
 from .optreport import report_text
 
+#: The most validation sizes listed (a kernel.yaml may have many cases).
+MAX_CASES = 16
 #: Keys under which a validation case may carry the seconds of its call (the judge's).
 _CASE_SECONDS = ("call_s", "seconds", "time_s", "wall_s")
 
@@ -35,7 +37,7 @@ def scaling_text(evaluation: Mapping[str, Any]) -> str:
     how the kernel scales (empty when the record has no per-case times)."""
     cases = (evaluation.get("validation") or {}).get("cases") or []
     rows = []
-    for case in cases:
+    for case in cases[:MAX_CASES]:
         seconds = case_seconds(case)
         if seconds is not None:
             rows.append(f"{case.get('label', '?')}: {seconds * 1e3:.3f} ms")
