@@ -675,6 +675,8 @@ class Previous:
     status: str
     error: str
     source: str
+    # [feedback] what the compiler and the machine said about it (hpcagents.feedback)
+    feedback: str = ""
 
 
 def pg_messages(
@@ -691,12 +693,14 @@ def pg_messages(
     *,
     siblings: Sequence[Mapping[str, str]] = (),
     inspiration: Mapping[str, Any] | None = None,
+    best_feedback: str = "",
 ) -> list[dict[str, str]]:
     """PG messages: a first attempt (``pg.txt``) or a repair (``repair.txt``).
 
     ``siblings`` are the other strategies of this iteration, so a PG knows what its
     teammates cover and does not drift into their work. ``inspiration`` (archive search,
-    first attempts only) is one other elite, shown for ideas.
+    first attempts only) is one other elite, shown for ideas. ``best_feedback`` is the
+    compiler's report (and timings by size, counters) on the version shown, as a section.
     """
     common = {
         **_kernel_values(kernel, build),
@@ -715,6 +719,7 @@ def pg_messages(
             best_source=best_source.rstrip(),
             siblings=siblings_text(siblings),
             inspiration=inspiration_text(inspiration),
+            best_feedback=best_feedback,
         )
     else:
         error = previous.error
@@ -731,6 +736,7 @@ def pg_messages(
             status=previous.status,
             error=error,
             previous_source_block=block,
+            feedback=previous.feedback,
         )
     return [
         {"role": "system", "content": render("pg_system")},

@@ -43,6 +43,11 @@ class ServerConfig:
     structured_output: bool | None = None
     context_tokens: int | None = None  # None: ask the server (probe)
     roles: tuple[str, ...] = ROLES  # which agents this server may answer for
+    # [feedback] how requests reach the model: "openai" (HTTP, OpenAI-compatible) or
+    # "files" (a queue folder a person or an air-gapped model answers: hpcagents.llm_files)
+    kind: str = "openai"
+    queue_dir: Path | None = None  # kind files: absolute path of the queue folder
+    poll_s: float = 2.0  # kind files: how often the answer file is looked for
 
     def api_key(self) -> str:
         """The key from the named env var; local servers accept any non-empty string."""
@@ -121,11 +126,40 @@ class CampaignConfig:
         return kernel_search_path(self.kernels_dir)
 
 
+def _check_server_kinds(raw: dict[str, Any]) -> None:
+    """Say plainly what a mixed-up server entry needs (the schema's if/then would only
+    say "should not be valid under ...")."""
+    servers = (raw.get("llm") or {}).get("servers") if isinstance(raw, dict) else None
+    for i, s in enumerate(servers if isinstance(servers, list) else []):
+        if not isinstance(s, dict):
+            continue
+        where = f"config: key 'llm.servers.{i}' (server '{s.get('name', '?')}')"
+        if s.get("kind") == "files":
+            extra = [k for k in ("base_url", "launch") if k in s]
+            if extra:
+                raise ConfigError(
+                    f"{where}: a kind: files server reads answers from its queue_dir and has "
+                    f"no {' or '.join(extra)}; drop {', '.join(extra)} (or drop kind: files)"
+                )
+        elif "queue_dir" in s:
+            raise ConfigError(
+                f"{where}: queue_dir is only for a file-queue server; add kind: files "
+                "(and drop base_url), or drop queue_dir"
+            )
+
+
+def _files_url(server: dict[str, Any]) -> str:
+    """A file-queue server's address: ``files://`` + its queue folder, made absolute
+    against the campaign's directory (every step, wherever it runs, uses the same one)."""
+    return "files://" + str(Path(server["queue_dir"]).expanduser().resolve())
+
+
 def parse_config(raw: dict[str, Any]) -> CampaignConfig:
     """Validate a config mapping against the schema and check that every kernel exists.
 
     A relative ``kernels_dir`` is resolved against the working directory (the campaign's)
     and stored absolute, so every step, wherever it runs, reads the same folders."""
+    _check_server_kinds(raw)
     try:
         validate(raw, "config", what="config")
     except ArtifactError as exc:
@@ -159,6 +193,8 @@ def parse_config(raw: dict[str, Any]) -> CampaignConfig:
                 f"add '{role}' to the roles of at least one server (or drop 'roles' for both)"
             )
     for s in llm["servers"]:  # [slurm helper] launched servers: see hpcagents/launch.py
+        if s.get("kind", "openai") == "files":  # [feedback] no URL: a queue folder
+            continue
         if "base_url" not in s:
             raise ConfigError(
                 f"config: llm server '{s['name']}' has a launch block but no base_url yet: "
@@ -168,7 +204,7 @@ def parse_config(raw: dict[str, Any]) -> CampaignConfig:
     servers = tuple(
         ServerConfig(
             name=s["name"],
-            base_url=s["base_url"].rstrip("/"),
+            base_url=_files_url(s) if s.get("kind") == "files" else s["base_url"].rstrip("/"),
             model=s["model"],
             api_key_env=s.get("api_key_env"),
             max_concurrency=int(s.get("max_concurrency", 4)),
@@ -177,6 +213,9 @@ def parse_config(raw: dict[str, Any]) -> CampaignConfig:
             structured_output=s.get("structured_output"),
             context_tokens=s.get("context_tokens"),
             roles=tuple(r for r in ROLES if r in s.get("roles", ROLES)),
+            kind=s.get("kind", "openai"),
+            queue_dir=Path(_files_url(s)[len("files://") :]) if s.get("kind") == "files" else None,
+            poll_s=float(s.get("poll_s", 2.0)),
         )
         for s in llm["servers"]
     )

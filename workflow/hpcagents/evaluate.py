@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import judge
+from . import hwcounters, judge, optreport
 from .artifacts import write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .kernelspec import KernelError, KernelSpec, load_kernel
@@ -98,6 +98,8 @@ def _record(kernel: KernelSpec, source: Path, status: str, reason: str, **parts:
         "reference": parts.get("reference"),
         "pct_of_reference": parts.get("pct_of_reference"),
         "provenance": parts.get("provenance"),
+        # [feedback] the compiler's vectorisation report (a second, sandboxed compile)
+        **({"optreport": parts["optreport"]} if parts.get("optreport") else {}),
     }
 
 
@@ -229,6 +231,7 @@ def _evaluate_source(
     workdir.mkdir(parents=True, exist_ok=True)
     threads = cfg.threads or _cores()
     sandbox_info: dict[str, Any] | None = None
+    opt: dict[str, Any] | None = None  # [feedback] the compiler's report, once it compiles
     blas: BlasInfo | None = None
     blas_error = ""
     if kernel.reference.library == "blas":
@@ -241,7 +244,7 @@ def _evaluate_source(
         return {**_provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
 
     def fail(status: str, reason: str, **parts: Any) -> dict[str, Any]:
-        return _record(kernel, source, status, reason, provenance=prov(), **parts)
+        return _record(kernel, source, status, reason, provenance=prov(), optreport=opt, **parts)
 
     if kernel.reference.library == "blas" and blas is None:
         return fail("harness_error", blas_error)
@@ -254,6 +257,17 @@ def _evaluate_source(
     comp = built.compile
     if not built.ok:
         return fail(built.status, built.reason, compile=comp)
+    # [feedback] the compiler's own words for the model: a second sandboxed compile whose
+    # output is thrown away; the object timed below is the one just built
+    opt = optreport.optimisation_report(
+        kernel.source,
+        source.read_text(errors="replace"),
+        kernel.signature,
+        workdir / "optreport",
+        build.cc,
+        build.cflags,
+        use_bwrap=cfg.sandbox,
+    )
     try:
         ref_exe = judge.build_reference(kernel, build.cc, build.cflags, blas)
     except judge.JudgeError as exc:
@@ -273,6 +287,7 @@ def _evaluate_source(
     (workdir / "ref").mkdir(exist_ok=True)
     ref_exe = Path(shutil.copy2(ref_exe, workdir / "ref" / "reference-runner"))
     cand = ref = None
+    counters: hwcounters.Counters | None = None
     try:
         cand = judge.Runner(
             built.exe, workdir / "cand", fr, env, limits, [], cfg.sandbox, "candidate"
@@ -322,6 +337,8 @@ def _evaluate_source(
         lock.exclusive()  # the timed calls have this host's cores to themselves
         lay = judge.plan(kernel, bench, fr)
         runs, ref_runs = [], []
+        counters = hwcounters.Counters(cand.proc.pid).open()  # [feedback] from our side
+        counters.start()
         for r in range(-cfg.warmup, cfg.repeats):
             data = judge.generate_inputs(kernel, lay, rng)
             # each process is frozen while the other is timed: neither can slow the other
@@ -349,6 +366,8 @@ def _evaluate_source(
                 )
             runs.append(t)
             ref_runs.append(t_ref)
+        counters.stop()
+        counted = counters.record(calls=cfg.warmup + cfg.repeats)
         frozen = judge.check_frozen(cand)
         if frozen:
             return fail("tampering", frozen, compile=comp, validation=validation)
@@ -367,6 +386,8 @@ def _evaluate_source(
     except judge.JudgeError as exc:
         return fail("harness_error", str(exc), compile=comp)
     finally:
+        if counters is not None:
+            counters.close()
         for runner in (cand, ref):
             if runner is not None:
                 runner.close()
@@ -383,6 +404,7 @@ def _evaluate_source(
         "cpu_s": [round(x, 6) for x in cand.call_cpu_s[-cfg.repeats :]],
         "frozen_cpu_s": round(cand.frozen_cpu_s, 6),
         "freeze_s": round(cand.freeze_s, 6),
+        "counters": counted,  # [feedback] hardware counters, or why there are none
     }
     reference_rec = {**_record_reference(kernel, blas, build), **_stats(ref_runs, flops)}
     reference_rec.pop("spread")
@@ -399,6 +421,7 @@ def _evaluate_source(
         reference=reference_rec,
         pct_of_reference=round(pct, 3),
         provenance=prov(),
+        optreport=opt,
     )
 
 
@@ -465,6 +488,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         write_json(args.out, rec, "evaluation")
     print(f"status: {rec['status']}")
     print(f"reason: {rec['reason']}")
+    if rec.get("optreport"):  # [feedback] what the model would be told
+        print(f"compiler report ({rec['optreport']['seconds']:.2f} s, a second sandboxed compile):")
+        print(optreport.report_text(rec["optreport"]))
+    if (rec.get("timing") or {}).get("counters"):
+        print(hwcounters.counters_text(rec["timing"]["counters"]))
     if rec["timing"]:
         t, r = rec["timing"], rec["reference"]
         print(

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import llm_files
 from .artifacts import read_json, write_json
 from .config import ConfigError, LLMConfig, ServerConfig
 from .probe import (
@@ -276,6 +277,10 @@ def _advice(outcomes: set[str]) -> str:
             "servers' context (and context_tokens), lower max_tokens, or shorten the prompt"
         )
     parts = []
+    if "files_unanswered" in outcomes:
+        parts.append("answer the waiting request file(s) named above, then rerun to resume")
+    if "files_unwritable" in outcomes:
+        parts.append("make the file queue's queue_dir writable")
     if outcomes & {"timeout", "connection", "http_429", "http_5xx", "bad_response"}:
         parts.append("rerun to resume once a server answers")
     if outcomes & {"no_api_key", "http_401", "http_403"}:
@@ -307,6 +312,8 @@ class LLMPool:
         error) taught, else ``/v1/models`` asked now; None if unknown."""
         if server.context_tokens:
             return server.context_tokens
+        if server.kind == "files":
+            return None  # whoever answers the files fits the prompt to their model
         known = self.known(server).get("context_tokens")
         if known:
             return int(known)
@@ -455,7 +462,10 @@ class LLMPool:
             )
         for n, server in enumerate(sending):
             last = n == len(sending) - 1
-            result = self._ask(server, messages, params, key, errors, tries, last)
+            if server.kind == "files":  # [feedback] a queue folder, not HTTP
+                result = llm_files.ask(server, messages, params, key, role, errors, tries)
+            else:
+                result = self._ask(server, messages, params, key, errors, tries, last)
             if result is None:
                 continue
             result.role = role

@@ -295,6 +295,10 @@ def _sentence(text: str) -> str:
 def probe(server: ServerConfig, previous: dict[str, Any] | None = None) -> ServerCaps:
     """Probe one server. ``previous`` (what an earlier start learned) spares the
     structured-output request when the server and model are unchanged."""
+    if server.kind == "files":  # [feedback] a queue folder: nothing to ask at start
+        from .llm_files import probe as probe_files
+
+        return probe_files(server)
     caps = ServerCaps(server.name, server.base_url, server.model, probed_at=round(time.time(), 3))
     where = f"server '{server.name}' (llm.servers)"
     if server.api_key_env and not os.environ.get(server.api_key_env):

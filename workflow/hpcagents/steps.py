@@ -27,6 +27,7 @@ from .evaluate import (
     evaluate_source,
     failed_generation_record,
 )
+from .feedback import best_feedback_block, feedback_block
 from .finalround import final_round
 from .kernelspec import KernelSpec, load_kernel
 from .llm import pool_from_env
@@ -184,6 +185,9 @@ def generate(
             status=prev_eval["status"],
             error=error_text(prev_eval, prev_gen),
             source=(previous_dir / kernel.source).read_text(),
+            feedback=feedback_block(
+                "What the compiler said about your previous attempt", prev_eval
+            ),
         )
     best_source = Path(best["source"]).read_text()
     pool = pool_from_env(cfg.llm)
@@ -207,6 +211,7 @@ def generate(
             max_error_chars=chars,
             siblings=siblings,
             inspiration=inspire,
+            best_feedback=best_feedback_block(best) if previous is None else "",
         )
 
     budget = pool.prompt_budget(pg, role="pg")
