@@ -77,7 +77,9 @@ def feedback_text(evaluation: Mapping[str, Any] | None) -> str:
 def feedback_block(title: str, evaluation: Mapping[str, Any] | None) -> str:
     """A prompt section (``## title`` + text + blank line), or '' when there is nothing."""
     text = feedback_text(evaluation)
-    return f"## {title}\n```\n{text}\n```\n" if text else ""
+    # a section and the blank line after it, or nothing: the templates place it right
+    # before the next heading, so a prompt without feedback is byte for byte as before
+    return f"## {title}\n```\n{text}\n```\n\n" if text else ""
 
 
 def best_feedback_block(best: Mapping[str, Any]) -> str:
