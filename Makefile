@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint clean-results system-deps report status study suite
 
 # Debian packages the tests use: bubblewrap (the candidate sandbox), slurm-wlm + munge (a
-# real one-node Slurm for the Slurm tests), chromium + chromium-driver (the HTML report
+# real multi-node Slurm for the Slurm tests), chromium + chromium-driver (the HTML report
 # opened in a real headless browser), clang + libomp-dev (the race check: ThreadSanitizer
 # and LLVM's OpenMP race tool Archer). Installed when running as root; otherwise those
 # tests skip and say why.

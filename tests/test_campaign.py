@@ -5,6 +5,7 @@ The scripted model is a stand-in for an LLM; these tests measure the pipeline.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,6 +137,42 @@ def test_final_round_lists_every_pgs_chain_end(reference_run):
             assert end["status"] == last["status"]
         best = read_json(it / "best.json", "best")
         assert sorted(c["pg"] for c in best["candidates"]) == [1, 2, 3, 4]
+
+
+def test_the_archive_keeps_every_valid_kernel_and_the_pm_reads_it(reference_run):
+    """archive.json after every iteration holds every valid chain end so far (one elite
+    per code hash), and iteration 2's PM prompt shows the elites and iteration 1's final
+    round with its reason (the default campaign.search: archive)."""
+    workdir, _ = reference_run
+    res = workdir / "results" / "dgemm"
+    seen: set[str] = set()
+    for i in (0, 1, 2):
+        archive = read_json(res / f"iter{i}" / "archive.json", "archive")
+        best = read_json(res / f"iter{i}" / "best.json", "best")
+        sel = best["selected"]
+        assert (
+            archive["incumbent"] == f"iter{sel['iteration']}/pg{sel['pg']}/attempt{sel['attempt']}"
+        )
+        hashes = {e["source_sha256"] for e in archive["elites"]}
+        for c in best["candidates"]:
+            if c["status"] == "ok":
+                ev = read_json(workdir / c["evaluation"], "evaluation")
+                seen.add(ev["source_sha256"])
+        assert seen <= hashes  # nothing valid is forgotten, across iterations
+        if i:
+            assert archive["last_round"]["reason"] == best["reason"]
+            assert best["decision"]["rounds_used"] >= 3  # evaluation.repeats of the tests
+    plan = read_json(res / "iter2" / "plan.json", "plan")
+    assert plan["search"] == "archive" and plan["archive"].endswith("iter1/archive.json")
+    entries = [
+        json.loads(p.read_text()) for p in (workdir / "results" / ".llm-cache").glob("*/*.json")
+    ]
+    cached = [e["request"]["messages"][-1]["content"] for e in entries if "request" in e]
+    prompts = [c for c in cached if c.startswith("[hpcagents:pm]") and "\nIteration: 2\n" in c]
+    assert prompts, "no PM prompt of iteration 2 in the response cache"
+    assert "## The archive: the best kernels the team has found so far" in prompts[0]
+    assert "## The last final round (iteration 1" in prompts[0]
+    assert str(workdir) not in prompts[0]  # ids, never paths
 
 
 def test_rerun_of_a_finished_campaign_does_nothing(reference_run):

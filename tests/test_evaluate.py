@@ -62,7 +62,10 @@ def test_baseline_is_ok_with_figures_measured_side_by_side(tmp_path):
     assert t["case"] == {"m": 128, "n": 128, "k": 128, "alpha": 1.0, "beta": 0.0}
     prov = rec["provenance"]
     assert prov["cflags"] == ["-O3", "-march=native", "-fopenmp"] and prov["compiler"]
-    assert len(rec["validation"]["cases"]) == len(KERNEL.cases)
+    # kernel.yaml's cases and one drawn by the judge (sizes no published case has)
+    assert len(rec["validation"]["cases"]) == len(KERNEL.cases) + 1
+    published = [dict(c.values) for c in KERNEL.cases]
+    assert sum(c["case"] not in published for c in rec["validation"]["cases"]) == 1
 
 
 def test_honest_ikj_variant_is_ok(tmp_path):
@@ -147,9 +150,9 @@ def test_modifying_an_input_is_rejected(tmp_path):
     # correct result, but A is scribbled on after use
     code = IKJ[: IKJ.rindex("}")] + "    if (m > 0 && k > 0) ((double *)A)[0] *= 0.5;\n}\n"
     rec = evaluate(tmp_path, code)
-    assert rec["status"] == "wrong_answer" and "modified its input" in rec["reason"]
-    assert rec["validation"]["cases"][0]["inputs_modified"] is True
-    assert rec["validation"]["cases"][0]["modified_inputs"] == ["A"]
+    # inputs are mapped read-only in the candidate's process: the write faults at once
+    assert rec["status"] == "crash", rec["reason"]
+    assert "its input A" in rec["reason"] and "read-only" in rec["reason"]
 
 
 def test_single_precision_accumulation_exceeds_the_tolerance(tmp_path):
@@ -401,7 +404,7 @@ def test_a_csr_kernel_gets_generated_sparse_inputs(tmp_path):
     bad.write_text(SPMV.replace("SKIP", "1"))
     rec = evaluate_source(kernel, bad, tmp_path / "b", BuildConfig(), cfg)
     assert rec["status"] == "wrong_answer"
-    assert rec["reason"].startswith("case n=1: 1 of 1 elements wrong; first y[0] = nan")
+    assert re.match(r"case n=\d+: \d+ of \d+ elements wrong; first y\[\d+\] = nan", rec["reason"])
     assert "y holds NaN on entry: this element was not written" in rec["reason"]
 
 
@@ -437,7 +440,7 @@ def test_generators_make_what_they_promise(tmp_path):
     assert rp.dtype == np.int32 and rp[0] == 0 and rp[-1] == len(ci) == lay.names["A_nnz"]
     for i in range(37):
         row = ci[rp[i] : rp[i + 1]]
-        assert np.all(np.diff(row) > 0) and row.min() >= 0 and row.max() < 37
+        assert np.all(np.diff(row) > 0) and np.all(row >= 0) and np.all(row < 37)
     # fresh inputs on every call: never the same twice, nor a power-of-two rescale
     again = judge.generate_inputs(kernel, lay, np.random.default_rng(4))
     ratio = again["x"] / data["x"]

@@ -1,7 +1,8 @@
 """Benchmark: what Slurm costs a campaign, against the same campaign run locally (not a test).
 
 Runs one campaign (scripted model, a stand-in for an LLM, with a fixed latency) three
-ways on the one-node test Slurm (tests/slurm/cluster.sh start):
+ways on the one-node test Slurm (``HPCA_SLURM_NODES=1 bash tests/slurm/cluster.sh start``:
+the profile's pilot asks for 2 CPUs; tests/bench/cluster_scaling.py measures several nodes):
 
 - ``local``   the local executor (the reference wall time);
 - ``after``   ``--workflow-profile slurm`` of this checkout (the evaluation pilot);

@@ -329,6 +329,147 @@ def siblings_text(siblings: Sequence[Mapping[str, str]]) -> str:
     return "\n".join(f"- {s['name']}: {_one_line(s.get('description', ''), 200)}" for s in siblings)
 
 
+#: Elites listed in the PM prompt (archive search), and how many of them (not the
+#: incumbent, whose code the prompt carries anyway) come with their code.
+ELITES_SHOWN = 5
+ELITE_CODE_SHOWN = 2
+#: The elites a PG may be shown as inspiration: PG j gets the ((j - 1) mod this)-th best
+#: elite that is not the incumbent.
+INSPIRATION_POOL = 3
+
+
+def _read_code(elite: Mapping[str, Any]) -> str | None:
+    """An elite's code from its attempt's file, or None when it is gone (never a path)."""
+    try:
+        return Path(elite["source"]).read_text().rstrip()
+    except OSError:
+        return None
+
+
+def _elite_figure(elite: Mapping[str, Any]) -> str:
+    side, own = elite.get("side_by_side"), elite.get("own_run") or {}
+    if side and side.get("gflops") is not None:
+        text = f"{side['gflops']:.2f} GFLOP/s"
+        if side.get("pct_of_reference") is not None:
+            text += f" = {side['pct_of_reference']:.1f}% of the reference"
+        return text + f", side by side in iteration {side.get('iteration')}'s final round"
+    if own.get("gflops") is None:
+        return "no figure"
+    text = f"{own['gflops']:.2f} GFLOP/s"
+    if own.get("pct_of_reference") is not None:
+        text += f" = {own['pct_of_reference']:.1f}% of the reference"
+    return text + " in its own run (not re-timed side by side)"
+
+
+def _elite_line(elite: Mapping[str, Any], *, incumbent: bool) -> str:
+    lineage = []
+    if incumbent:
+        lineage.append("the current best")
+    if elite.get("parent"):
+        lineage.append(f"started from {elite['parent']}")
+    if elite.get("inspiration"):
+        lineage.append(f"inspired by {elite['inspiration']}")
+    what = f'{elite["id"]} "{elite["strategy"]}"'
+    if lineage:
+        what += f" ({'; '.join(lineage)})"
+    desc = elite.get("strategy_description")
+    text = f"{what}: {_elite_figure(elite)}"
+    return text + (f". {_one_line(desc, 200)}" if desc else "")
+
+
+def last_round_text(last: Mapping[str, Any] | None) -> str:
+    """The last final round as the PM reads it: each contender's side-by-side figure (or
+    why it has none), and the decision with its reason."""
+    if not last:
+        return ""
+    rounds = last.get("rounds")
+    lines = [
+        f"## The last final round (iteration {last['iteration']}: the finalists and the "
+        f"incumbent re-timed side by side, {rounds} interleaved round(s))"
+    ]
+    for c in last["contenders"]:
+        who = f"{c['label']} ({c.get('id') or '?'}, {c['strategy']})"
+        if c["status"] != "ok":
+            lines.append(f"- {who}: {c['status']}: {_one_line(c.get('reason', ''), 160)}")
+            continue
+        text = f"- {who}: {c['gflops']:.2f} GFLOP/s"
+        if c.get("pct_of_reference") is not None:
+            text += f" = {c['pct_of_reference']:.1f}% of the reference"
+        if c.get("median_ratio_to_incumbent") is not None:
+            text += (
+                f"; time / incumbent's time, median over the rounds: "
+                f"{c['median_ratio_to_incumbent']:.3f}"
+            )
+            if c.get("wins") is not None:
+                text += f" (faster by more than 2% in {c['wins']} of {rounds} rounds)"
+        lines.append(text)
+    kept = "the incumbent was replaced" if last.get("changed") else "the incumbent stayed"
+    lines.append(f"Decision ({kept}): {last['reason']}")
+    return "\n".join(lines)
+
+
+def archive_text(archive: Mapping[str, Any] | None, code_shown: int = ELITE_CODE_SHOWN) -> str:
+    """The PM's archive section: the top elites (figures, strategies, lineage), the code of
+    the best ``code_shown`` that are not the incumbent, and the last final round.
+    Empty for greedy search (no archive), so its prompt stays the seed's, byte for byte."""
+    if archive is None:
+        return ""
+    elites = list(archive["elites"])
+    inc = archive.get("incumbent")
+    lines = [
+        "## The archive: the best kernels the team has found so far",
+        "Ranked by % of the reference (side by side in a final round where the kernel met "
+        "the incumbent, else in its own run). Ideas from any of them may be combined.",
+    ]
+    shown = elites[:ELITES_SHOWN]
+    lines += [f"{n}. {_elite_line(e, incumbent=e['id'] == inc)}" for n, e in enumerate(shown, 1)]
+    if len(elites) > len(shown):
+        lines.append(f"({len(elites) - len(shown)} more valid kernels are archived)")
+    coded = 0
+    for n, e in enumerate(shown, 1):
+        if coded >= code_shown or e["id"] == inc:
+            continue
+        code = _read_code(e)
+        if code is None:
+            continue
+        lines += [
+            "",
+            f'### Code of {e["id"]} "{e["strategy"]}" (number {n} above)',
+            "```c",
+            code,
+            "```",
+        ]
+        coded += 1
+    last = last_round_text(archive.get("last_round"))
+    return "\n".join(lines) + "\n\n" + (last + "\n\n" if last else "")
+
+
+def inspiration_for(archive: Mapping[str, Any] | None, pg: int) -> dict[str, Any] | None:
+    """The elite PG ``pg`` is shown as inspiration (None: greedy search, or no elite but
+    the incumbent): the ((pg - 1) mod INSPIRATION_POOL)-th best non-incumbent elite."""
+    if archive is None:
+        return None
+    pool = [e for e in archive["elites"] if e["id"] != archive.get("incumbent")]
+    pool = pool[:INSPIRATION_POOL]
+    if not pool:
+        return None
+    return dict(pool[(max(pg, 1) - 1) % len(pool)])
+
+
+def inspiration_text(elite: Mapping[str, Any] | None) -> str:
+    """The PG's inspiration section (empty without one: the seed's prompt, byte for byte)."""
+    if not elite:
+        return ""
+    code = _read_code(elite)
+    if code is None:
+        return ""
+    return (
+        "## Another kernel from the team's archive, for ideas (start from the current best "
+        "above, not from this one)\n"
+        f"{_elite_line(elite, incumbent=False)}\n```c\n{code}\n```\n\n"
+    )
+
+
 def plan_schema(n: int) -> dict[str, Any]:
     """The PM answer schema sent with ``response_format``: exactly ``n`` strategies."""
     schema = copy.deepcopy(load_schema("pm_answer"))
@@ -350,25 +491,39 @@ def fit_pm(
     best: dict[str, Any],
     source: str,
     budget: int | None,
+    archive: Mapping[str, Any] | None = None,
 ) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    """PM messages within ``budget`` prompt tokens: the oldest history goes first.
+    """PM messages within ``budget`` prompt tokens: the elites' code, then the oldest
+    history go first.
 
-    The rule: keep the current best kernel and the newest history; halve the number of
-    history entries until the prompt fits (down to none). What was cut is recorded.
+    The rule: keep the current best kernel and the newest history; drop the archived
+    elites' code one kernel at a time, then halve the number of history entries until the
+    prompt fits (down to none). What was cut is recorded.
     """
     total = len(best.get("history", []))
     limit = 40
-    messages = pm_messages(kernel, build, iteration, n, best, source, limit)
-    while budget is not None and estimate_tokens(messages) > budget and limit > 0:
-        limit //= 2
-        messages = pm_messages(kernel, build, iteration, n, best, source, limit)
-    return messages, {
+    code = ELITE_CODE_SHOWN if archive is not None else 0
+
+    def build_messages() -> list[dict[str, str]]:
+        return pm_messages(kernel, build, iteration, n, best, source, limit, archive, code)
+
+    messages = build_messages()
+    while budget is not None and estimate_tokens(messages) > budget and (limit > 0 or code):
+        if code:
+            code -= 1
+        else:
+            limit //= 2
+        messages = build_messages()
+    context = {
         "budget_tokens": budget,
         "estimated_tokens": estimate_tokens(messages),
         "history_entries_cut": max(0, total - limit),
         "fits": budget is None or estimate_tokens(messages) <= budget,
         "machine": machine_provenance(build),
     }
+    if archive is not None:
+        context["elite_code_shown"] = code
+    return messages, context
 
 
 def pm_messages(
@@ -379,7 +534,11 @@ def pm_messages(
     best: dict[str, Any],
     source: str,
     history_limit: int = 40,
+    archive: Mapping[str, Any] | None = None,
+    elite_code_shown: int = ELITE_CODE_SHOWN,
 ) -> list[dict[str, str]]:
+    """The PM's messages; ``archive`` (archive search) adds the elites and the last final
+    round, and None (greedy search) renders the seed's prompt exactly."""
     sel = best["selected"]
     roof = incumbent_roofline(kernel, sel, build)
     user = render(
@@ -397,6 +556,7 @@ def pm_messages(
             history_limit,
             roof["attainable_gflops"] if roof else None,
         ),
+        archive=archive_text(archive, elite_code_shown),
     )
     return [
         {"role": "system", "content": render("pm_system")},
@@ -440,9 +600,11 @@ def run_pm(
     seed: int,
     max_reasks: int,
     budget: int | None = None,
+    archive: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Ask the PM for ``n`` strategies; return the plan.json record."""
-    messages, context = fit_pm(kernel, build, iteration, n, best, source, budget)
+    """Ask the PM for ``n`` strategies; return the plan.json record. ``archive``: the
+    archive search's elites (None: greedy, the seed's prompt)."""
+    messages, context = fit_pm(kernel, build, iteration, n, best, source, budget, archive)
     calls: list[dict[str, Any]] = []
     errors: list[str] = []
     for ask in range(max_reasks + 1):
@@ -531,11 +693,13 @@ def pg_messages(
     max_error_chars: int = 6000,
     *,
     siblings: Sequence[Mapping[str, str]] = (),
+    inspiration: Mapping[str, Any] | None = None,
 ) -> list[dict[str, str]]:
     """PG messages: a first attempt (``pg.txt``) or a repair (``repair.txt``).
 
     ``siblings`` are the other strategies of this iteration, so a PG knows what its
-    teammates cover and does not drift into their work.
+    teammates cover and does not drift into their work. ``inspiration`` (archive search,
+    first attempts only) is one other elite, shown for ideas.
     """
     common = {
         **_kernel_values(kernel, build),
@@ -553,6 +717,7 @@ def pg_messages(
             best_roofline=roofline_line(kernel, best["selected"], build),
             best_source=best_source.rstrip(),
             siblings=siblings_text(siblings),
+            inspiration=inspiration_text(inspiration),
         )
     else:
         error = previous.error

@@ -230,7 +230,9 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
 def _cmd_pilot(args: argparse.Namespace) -> int:
     from .pilot import serve
 
-    return serve(Path(args.dir), args.runtime_min, args.reserve_min, args.idle_s, args.only)
+    return serve(
+        Path(args.dir), args.runtime_min, args.reserve_min, args.idle_s, args.only, pool=args.pool
+    )
 
 
 def _cmd_hand_over(args: argparse.Namespace) -> int:
@@ -249,6 +251,7 @@ def _cmd_hand_over(args: argparse.Namespace) -> int:
         eval_runtime_min=args.runtime,
         idle_s=args.idle_s,
         extra=parse_extra(args.slurm_extra),
+        max_nodes=args.max_nodes,
     )
     try:
         return hand_over(Paths(Path(args.dir)), argv, res)
@@ -393,10 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reserve-min", type=float, default=30, help="stop taking work this early")
     p.add_argument("--idle-s", type=float, default=120, help="stop after this long idle")
     p.add_argument("--only", help="serve this one request, then stop (a retry alone)")
+    p.add_argument("--pool", help="serve only this pool's requests (one node type)")
     p = add(
         "hand-over",
         _cmd_hand_over,
-        "step wrapper under Slurm: hand a command to the campaign's pilot job and wait",
+        "step wrapper under Slurm: hand a command to the campaign's pilot pool and wait",
     )
     p.add_argument("--dir", default="results/.hpcagents/pilot")
     p.add_argument("--partition")
@@ -407,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pilot-runtime", type=int, default=240, help="the pilot's time (min)")
     p.add_argument("--idle-s", type=float, default=120)
     p.add_argument("--slurm-extra", help="extra sbatch options, e.g. --exclusive")
+    p.add_argument(
+        "--max-nodes", type=int, default=1, help="the most timing nodes (pilots) held at once"
+    )
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- the step's command")
 
     p = add(

@@ -108,6 +108,9 @@ class CampaignConfig:
     threads: int | None
     llm: LLMConfig
     finalists: int = 3
+    # [verdict] the final round's bound on rounds while uncertain; the search (archive/greedy)
+    final_round_max_rounds: int | None = None
+    search: str = "archive"
     # The user's own kernel folders, searched before the built-in kernels/ (absolute).
     kernels_dir: Path | None = None
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
@@ -201,6 +204,8 @@ def parse_config(raw: dict[str, Any]) -> CampaignConfig:
         bench_size=ev.get("bench_size"),
         threads=ev.get("threads"),
         finalists=int(ev.get("finalists", 3)),
+        final_round_max_rounds=ev.get("final_round_max_rounds"),
+        search=camp.get("search", "archive"),
         kernels_dir=kernels_dir,
         llm=LLMConfig(
             servers=servers,

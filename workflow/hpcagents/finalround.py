@@ -6,6 +6,16 @@ processes, started once; each round draws fresh inputs at the bench size and tim
 reference and every contender one after another, in an order rotated each round so no
 one always runs first (cold) or last. Every output of every round is checked; a
 contender that fails a check gets its status and reason and no figure.
+
+Each contender is judged alone: whatever goes wrong with one (a wrong output, a crash, a
+timeout, a fault the judge reports for its process) removes that one with its reason,
+and the round goes on with the others. Only a fault of the judge's own side (the
+reference, the library) stops the round. Before any timed call, every contender is
+validated on a fresh case drawn for this round (sizes, padding, scalars and contents it
+cannot predict from the bench size or from earlier calls).
+
+The round times at least ``rounds`` rounds and, while the verdict (:mod:`.verdict`) is
+uncertain, more, up to ``max_rounds``.
 """
 
 from __future__ import annotations
@@ -22,9 +32,10 @@ import numpy as np
 from . import judge
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .evaluate import BuildConfig, EvalConfig, _cores, _provenance, _record_reference, _sha
-from .kernelspec import KernelSpec
+from .kernelspec import Case, KernelSpec
 from .sandbox import Limits
 from .timinglock import PhaseLock
+from .verdict import Verdict, verdict_of
 
 
 def _figures(runs: list[float], flops: float) -> dict[str, Any]:
@@ -37,6 +48,28 @@ def _figures(runs: list[float], flops: float) -> dict[str, Any]:
     }
 
 
+def fresh_case(kernel: KernelSpec, rng: np.random.Generator, avoid: Case | None = None) -> Case:
+    """A validation case nobody has seen (:func:`judge.random_case`: a kernel.yaml case with
+    every size drawn anew and a random padding), never the bench case ``avoid``."""
+    for _ in range(100):
+        case = judge.random_case(kernel, rng)
+        sizes = [p.name for p in kernel.parameters if p.kind == "size"]
+        if avoid is None or not sizes or any(case[n] != avoid.get(n) for n in sizes):
+            return case
+    return case
+
+
+def _fault(exc: BaseException, timeout_s: float) -> tuple[str, str]:
+    """(status, reason) of one contender's fault, whatever raised it."""
+    if isinstance(exc, judge.RunnerFault):
+        if exc.status == "timeout":
+            return "timeout", f"the call did not finish within {timeout_s:g} s"
+        return exc.status, exc.reason
+    if isinstance(exc, judge.JudgeError):
+        return "harness_error", f"the judge failed on this contender's process: {exc}"
+    return "harness_error", f"the judge failed on this contender ({type(exc).__name__}: {exc})"
+
+
 def final_round(
     kernel: KernelSpec,
     contenders: list[tuple[str, Path]],
@@ -44,12 +77,13 @@ def final_round(
     build: BuildConfig,
     cfg: EvalConfig,
     rounds: int | None = None,
+    max_rounds: int | None = None,
 ) -> dict[str, Any]:
     """The side-by-side re-timing (see :func:`_final_round`), holding this host's timing
     lock exclusively throughout: no evaluation builds, validates or times meanwhile."""
     with PhaseLock(enabled=cfg.cpu_lock) as lock:
         lock.exclusive()
-        return _final_round(kernel, contenders, workdir, build, cfg, rounds)
+        return _final_round(kernel, contenders, workdir, build, cfg, rounds, max_rounds)
 
 
 def _final_round(
@@ -59,19 +93,26 @@ def _final_round(
     build: BuildConfig,
     cfg: EvalConfig,
     rounds: int | None = None,
+    max_rounds: int | None = None,
 ) -> dict[str, Any]:
-    """Build every contender (label, source) in the sandbox, then time them interleaved
-    with the reference for ``rounds`` rounds (default ``cfg.repeats``) after
-    ``cfg.warmup`` untimed ones. Returns the final_round.json record (see its schema)."""
+    """Build every contender (label, source) in the sandbox, validate each on a fresh
+    case, then time them interleaved with the reference: ``cfg.warmup`` untimed rounds,
+    then at least ``rounds`` (default ``cfg.repeats``) and at most ``max_rounds`` (default
+    ``rounds``) timed ones, stopping once the verdict is certain. The contender labelled
+    "incumbent" is the one the others are compared with. Returns the final_round.json
+    record (see its schema)."""
     started = time.time()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    rounds = rounds or cfg.repeats
+    rounds = max(1, rounds or cfg.repeats)
+    max_rounds = max(rounds, max_rounds or rounds)
     threads = cfg.threads or _cores()
     bench = kernel.bench_case(cfg.bench_size)
     flops = kernel.flops(bench)
-    fr = judge.frame(kernel, [bench])
-    lay = judge.plan(kernel, bench, fr)
+    rng = np.random.default_rng(secrets.randbits(63))
+    vcase = fresh_case(kernel, rng, bench)
+    frm = judge.frame(kernel, [vcase, bench])  # one frame: both cases, every runner
+    lay, vlay = judge.plan(kernel, bench, frm), judge.plan(kernel, vcase, frm)
     blas: BlasInfo | None = None
     entries: list[dict[str, Any]] = []
     for label, source in contenders:
@@ -93,13 +134,17 @@ def _final_round(
         "kernel": kernel.name,
         "case": dict(bench.values),
         "flops": flops,
-        "rounds": rounds,
+        "rounds": 0,
+        "min_rounds": rounds,
+        "max_rounds": max_rounds,
         "warmup": cfg.warmup,
+        "validation_case": dict(vcase.values),
         "status": "ok",
         "reason": "",
         "order": [],
         "reference": None,
         "contenders": entries,
+        "verdict": None,
     }
 
     def finish(status: str = "ok", reason: str = "") -> dict[str, Any]:
@@ -109,6 +154,15 @@ def _final_round(
             "sandbox": sandbox,
         }
         return record
+
+    runners: dict[int, judge.Runner] = {}
+
+    def drop(who: int, status: str, reason: str) -> None:
+        """Remove one contender, with its reason; the round goes on without it."""
+        entries[who].update(status=status, reason=f"{reason} (final round)")
+        runner = runners.pop(who, None)
+        if runner is not None:
+            runner.close()
 
     sandbox: dict[str, Any] | None = None
     if kernel.reference.library == "blas":
@@ -121,33 +175,57 @@ def _final_round(
     except judge.JudgeError as exc:
         return finish("harness_error", str(exc))
     env = judge.runner_env(threads, blas, workdir)
-    limits = Limits(cpu_s=int(cfg.timeout_s * threads * (rounds + 2)) + 30, memory_mb=cfg.memory_mb)
-    runners: dict[int, judge.Runner] = {}
+    limits = Limits(
+        cpu_s=int(cfg.timeout_s * threads * (max_rounds + cfg.warmup + 2)) + 30,
+        memory_mb=cfg.memory_mb,
+    )
     ref_runner = None
-    rng = np.random.default_rng(secrets.randbits(63))
     try:
         for i, ((_, source), entry) in enumerate(zip(contenders, entries, strict=True)):
             if not Path(source).is_file():
                 entry.update(status="no_code", reason=f"{source} is missing")
                 continue
-            built = judge.build_candidate(
-                kernel, Path(source), workdir / f"c{i}", build.cc, build.cflags, cfg.sandbox
-            )
-            if not built.ok:
-                entry.update(status=built.status, reason=built.reason)
-                continue
-            runners[i] = judge.Runner(
-                built.exe, workdir / f"c{i}", fr, env, limits, [], cfg.sandbox, f"c{i}"
-            )
-            sandbox = runners[i].sandbox
+            try:
+                built = judge.build_candidate(
+                    kernel, Path(source), workdir / f"c{i}", build.cc, build.cflags, cfg.sandbox
+                )
+                if not built.ok:
+                    entry.update(status=built.status, reason=built.reason)
+                    continue
+                runners[i] = judge.Runner(
+                    built.exe, workdir / f"c{i}", frm, env, limits, [], cfg.sandbox, f"c{i}"
+                )
+                sandbox = runners[i].sandbox
+            except Exception as exc:  # noqa: BLE001 - this contender's fault, not the round's
+                drop(i, *_fault(exc, cfg.timeout_s))
         (workdir / "ref").mkdir(exist_ok=True)
         exe = Path(shutil.copy2(ref_exe, workdir / "ref" / "reference-runner"))
         ref_limits = Limits(cpu_s=limits.cpu_s, memory_mb=cfg.memory_mb + 4096)
         ro = list(blas.lib_dirs) if blas else []
-        ref_runner = judge.Runner(exe, workdir / "ref", fr, env, ref_limits, ro, cfg.sandbox, "ref")
+        ref_runner = judge.Runner(
+            exe, workdir / "ref", frm, env, ref_limits, ro, cfg.sandbox, "ref"
+        )
         reference = judge.Reference(kernel, ref_runner)
+        # validation first, on the fresh case: untimed, every contender on the same inputs
+        data = judge.generate_inputs(kernel, vlay, rng)
+        _, want, mag = reference.run(vlay, data, time.monotonic() + cfg.timeout_s)
+        for who in sorted(runners):
+            try:
+                _, image, after, out = judge.candidate_call(
+                    kernel, runners[who], vlay, data, time.monotonic() + cfg.timeout_s
+                )
+                c = judge.check_call(kernel, vlay, image, after, out, want, mag)
+            except Exception as exc:  # noqa: BLE001 - this contender's fault, not the round's
+                drop(who, *_fault(exc, cfg.timeout_s))
+                continue
+            if c.reference_nonfinite:
+                return finish("harness_error", "the reference produced NaN/Inf")
+            if not c.ok:
+                label = f"fresh validation case {vcase.label()}"
+                drop(who, "wrong_answer", judge.check_reason(kernel, vlay, c, label))
         ref_runs: list[float] = []
-        for r in range(-cfg.warmup, rounds):
+        r = -cfg.warmup
+        while runners:
             data = judge.generate_inputs(kernel, lay, rng)
             order: list[int | None] = [None, *sorted(runners)]
             shift = (r + cfg.warmup) % len(order)
@@ -164,43 +242,50 @@ def _final_round(
                     continue
                 try:
                     got[who] = judge.candidate_call(kernel, runners[who], lay, data, deadline)
-                except judge.RunnerFault as exc:
-                    reason = (
-                        f"the call did not finish within {cfg.timeout_s:g} s"
-                        if exc.status == "timeout"
-                        else exc.reason
-                    )
-                    entries[who].update(status=exc.status, reason=f"{reason} (final round)")
-                    runners.pop(who).close()
+                except Exception as exc:  # noqa: BLE001 - this contender's fault alone
+                    drop(who, *_fault(exc, cfg.timeout_s))
             if r < 0:
+                r += 1
                 continue  # warmup rounds: untimed, on inputs no later round sees
             mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
             for who, (t, image, after, out) in got.items():
-                c = judge.check_call(kernel, lay, image, after, out, want, mag)
+                try:
+                    c = judge.check_call(kernel, lay, image, after, out, want, mag)
+                except Exception as exc:  # noqa: BLE001 - this contender's fault alone
+                    drop(who, *_fault(exc, cfg.timeout_s))
+                    continue
                 if c.reference_nonfinite:
                     return finish("harness_error", "the reference produced NaN/Inf")
                 if not c.ok:
                     label = f"bench {bench.label()} (final round {r + 1})"
-                    entries[who].update(
-                        status="wrong_answer", reason=judge.check_reason(kernel, lay, c, label)
-                    )
-                    runners.pop(who).close()
+                    drop(who, "wrong_answer", judge.check_reason(kernel, lay, c, label))
                 else:
                     entries[who]["runs_s"].append(t)
             ref_runs.append(t_ref)
+            r += 1
+            if r >= rounds and (r >= max_rounds or _verdict(entries, ref_runs, max_rounds).stop):
+                break
         for who in list(runners):
-            quiet = judge.check_frozen(runners[who])
+            try:
+                quiet = judge.check_frozen(runners[who])
+            except Exception as exc:  # noqa: BLE001 - this contender's fault alone
+                drop(who, *_fault(exc, cfg.timeout_s))
+                continue
             if quiet:
-                entries[who].update(status="tampering", reason=quiet)
-                runners.pop(who).close()
+                drop(who, "tampering", quiet)
     except judge.JudgeError as exc:
         return finish("harness_error", str(exc))
     finally:
         for runner in [*runners.values(), ref_runner]:
             if runner is not None:
                 runner.close()
-    record["reference"] = {**_record_reference(kernel, blas, build), **_figures(ref_runs, flops)}
-    ref_gflops = record["reference"]["gflops"]
+    record["rounds"] = len(ref_runs)
+    if ref_runs:
+        record["reference"] = {
+            **_record_reference(kernel, blas, build),
+            **_figures(ref_runs, flops),
+        }
+    ref_gflops = record["reference"]["gflops"] if record["reference"] else 0.0
     for entry in entries:
         if entry["status"] != "ok":
             entry["runs_s"] = []
@@ -208,7 +293,15 @@ def _final_round(
         entry.update(_figures(entry["runs_s"], flops))
         entry["pct_of_reference"] = 100.0 * entry["gflops"] / ref_gflops if ref_gflops else 0.0
         entry["reason"] = (
-            f"valid in every round; {entry['gflops']:.2f} GFLOP/s = "
+            f"valid on the fresh case and in every round; {entry['gflops']:.2f} GFLOP/s = "
             f"{entry['pct_of_reference']:.1f}% of the reference, side by side"
         )
+    record["verdict"] = _verdict(entries, ref_runs, max_rounds).record()
     return finish()
+
+
+def _verdict(entries: list[dict[str, Any]], ref_runs: list[float], max_rounds: int) -> Verdict:
+    """The verdict over the contenders still valid (see :mod:`.verdict`)."""
+    return verdict_of(
+        {e["label"]: e["runs_s"] for e in entries if e["status"] == "ok"}, ref_runs, max_rounds
+    )

@@ -3,11 +3,9 @@
 The decision uses only figures measured side by side: the iteration's final round
 re-times the finalists and the incumbent interleaved in one job (``finalround``), so a
 machine that drifts between jobs cannot crown a slower kernel. A candidate displaces the
-incumbent only when its gain exceeds the noise measured in that round: how far each
-one's best run stands from its second best (its own and the incumbent's), floored at
-``MIN_MARGIN``.
-Otherwise two equally fast kernels would swap places on noise alone and the campaign
-would chase its own measurement error.
+incumbent only when the round's paired verdict says so (:mod:`.verdict`: per-round time
+ratios, a sign test against a 2% margin): two equally fast kernels never swap places on
+noise alone, and one slow run cannot hide a real gain.
 """
 
 from __future__ import annotations
@@ -20,8 +18,7 @@ from typing import Any
 
 from .artifacts import read_json, write_json
 from .steptime import step_record
-
-MIN_MARGIN = 0.02
+from .verdict import Verdict, verdict_of
 
 
 class SelectionError(RuntimeError):
@@ -188,6 +185,24 @@ def _from_round(
     }
 
 
+def _gain(gain: float) -> str:
+    """A gain as a reader says it: "12.3% faster", "4.10x faster", "8.0% slower"."""
+    if gain >= 1.0:
+        return f"{1.0 + gain:.2f}x faster"
+    if gain >= 0:
+        return f"{gain * 100:.1f}% faster"
+    return f"{(1.0 / (1.0 + gain) - 1.0) * 100:.1f}% slower" if gain > -1.0 else "slower"
+
+
+def round_verdict(fr: dict[str, Any]) -> Verdict:
+    """The final round's verdict, recomputed from its recorded runs (the same function the
+    round used to decide when to stop, on the same figures: select and the round agree)."""
+    runs = {c["label"]: c["runs_s"] for c in fr["contenders"] if c["status"] == "ok"}
+    ref_runs = (fr.get("reference") or {}).get("runs_s") or []
+    max_rounds = int(fr.get("max_rounds") or fr.get("rounds") or 1)
+    return verdict_of(runs, ref_runs, max_rounds)
+
+
 def _decide(
     iteration: int,
     per_pg: dict[int, list[Attempt]],
@@ -196,15 +211,19 @@ def _decide(
     best_source: Path,
     source_name: str,
 ) -> tuple[dict[str, Any] | None, Path | None, str, dict[str, Any]]:
-    """(new selected record or None, its source, reason, decision) from the final round."""
+    """(new selected record or None, its source, reason, decision) from the final round.
+
+    The decision is the round's paired verdict (:mod:`.verdict`): a challenger replaces
+    the incumbent only when it was faster by more than ``MIN_GAIN`` in significantly many
+    of the interleaved rounds (a sign test, level split over the challengers).
+    """
     entries = {c["label"]: c for c in fr["contenders"]}
     inc = entries.get("incumbent")
-    timed = [
-        (int(label.removeprefix("pg")), e)
-        for label, e in entries.items()
-        if label != "incumbent" and e["status"] == "ok"
-    ]
-    decision: dict[str, Any] = {"decided_by": "final_round", "final_round": str(path)}
+    decision: dict[str, Any] = {
+        "decided_by": "final_round",
+        "final_round": str(path),
+        "rounds_used": int(fr.get("rounds") or 0),
+    }
     if fr.get("skipped"):
         return None, None, f"{fr['skipped']}; the incumbent stays", decision
     if fr.get("status") == "harness_error":
@@ -217,6 +236,7 @@ def _decide(
     ]
     if failed:
         decision["failed_in_final_round"] = failed
+    timed = [label for label, e in entries.items() if label != "incumbent" and e["status"] == "ok"]
     if not timed:
         why = "; ".join(failed) or "none timed"
         return (
@@ -225,51 +245,76 @@ def _decide(
             f"no finalist passed the final round ({why}); the incumbent stays",
             decision,
         )
-    pg, entry = min(timed, key=lambda item: (item[1]["best_s"], item[0]))
-    att = per_pg[pg][-1]
-    strategy = att.generation["strategy"]
-    decision["challenger"] = {
-        "label": f"pg{pg}",
-        "best_s": entry["best_s"],
-        "gflops": entry["gflops"],
-    }
-    if inc is None or inc["status"] != "ok":
-        why = inc["reason"] if inc else "not in the round"
-        record = _from_round(att, entry, fr, path, pg, best_source)
-        return (
-            record,
-            att.directory / source_name,
-            f"pg{pg} ({strategy}) is the fastest finalist; the incumbent could not be re-timed "
-            f"({why})",
-            decision,
-        )
-    margin = max(MIN_MARGIN, _round_noise(entry), _round_noise(inc))
-    gain = inc["best_s"] / entry["best_s"] - 1.0
+    verdict = round_verdict(fr)
+    rounds = f"{fr['rounds']} interleaved rounds" + (
+        f" (of at most {fr['max_rounds']})" if fr.get("max_rounds") else ""
+    )
     decision.update(
-        incumbent={"best_s": inc["best_s"], "gflops": inc["gflops"]},
-        gain=round(gain, 6),
-        margin=round(margin, 6),
+        outcome=verdict.outcome,
+        certain=verdict.certain,
+        statistic=verdict.explain(),
         reference_gflops=fr["reference"]["gflops"],
     )
-    side = (
-        f"side by side in the final round ({fr['rounds']} interleaved rounds): "
-        f"{entry['gflops']:.2f} vs {inc['gflops']:.2f} GFLOP/s, reference "
-        f"{fr['reference']['gflops']:.2f}"
-    )
-    if gain > margin:
-        record = _from_round(att, entry, fr, path, pg, best_source)
+    if verdict.outcome == "no_incumbent":
+        label = str(verdict.winner)
+        pg, entry = int(label.removeprefix("pg")), entries[label]
+        att = per_pg[pg][-1]
+        decision["challenger"] = {
+            "label": label,
+            "best_s": entry["best_s"],
+            "gflops": entry["gflops"],
+        }
+        why = inc["reason"] if inc else "not in the round"
         return (
-            record,
+            _from_round(att, entry, fr, path, pg, best_source),
             att.directory / source_name,
-            f"pg{pg} ({strategy}) is {gain * 100:.1f}% faster than the incumbent {side}, "
-            f"above the noise margin of {margin * 100:.1f}%",
+            f"{label} ({att.generation['strategy']}) is the fastest finalist over {rounds} "
+            f"(median time ratio to the reference); the incumbent could not be re-timed ({why})",
             decision,
         )
+    best = verdict.best
+    assert best is not None and inc is not None
+    label = best.label
+    pg, entry = int(label.removeprefix("pg")), entries[label]
+    att = per_pg[pg][-1]
+    strategy = att.generation["strategy"]
+    decision.update(
+        challenger={"label": label, "best_s": entry["best_s"], "gflops": entry["gflops"]},
+        incumbent={"best_s": inc["best_s"], "gflops": inc["gflops"]},
+        gain=round(best.gain, 6),
+        median_ratio=round(best.median_ratio, 6),
+        upper_ratio=None if best.upper_ratio is None else round(best.upper_ratio, 6),
+        wins=best.wins,
+        p_value=round(best.p_value, 6),
+        alpha=round(verdict.alpha, 6),
+        margin=verdict.min_gain,
+    )
+    side = (
+        f"side by side over {rounds}: {entry['gflops']:.2f} vs {inc['gflops']:.2f} GFLOP/s "
+        f"(best runs), reference {fr['reference']['gflops']:.2f}; {verdict.explain()}"
+    )
+    if verdict.outcome == "challenger":
+        return (
+            _from_round(att, entry, fr, path, pg, best_source),
+            att.directory / source_name,
+            f"{label} ({strategy}) is {_gain(best.gain)} than the incumbent "
+            f"(median of the paired per-round ratios) {side}",
+            decision,
+        )
+    if verdict.certain:
+        why = f"it is not faster by more than {verdict.min_gain * 100:g}%"
+    elif best.state == "futile":
+        why = (
+            f"no further rounds (up to {verdict.max_rounds}) could establish a gain of more "
+            f"than {verdict.min_gain * 100:g}%"
+        )
+    else:
+        why = f"a gain is not established within {verdict.max_rounds} rounds"
     return (
         None,
         None,
-        f"fastest finalist pg{pg} ({strategy}) gains {gain * 100:.1f}% {side}, not above the "
-        f"noise margin of {margin * 100:.1f}%; the incumbent stays",
+        f"fastest finalist {label} ({strategy}) is {_gain(best.gain)} than the incumbent "
+        f"(median of the paired per-round ratios) {side}; {why}, so the incumbent stays",
         decision,
     )
 
@@ -289,7 +334,13 @@ def select_iteration(
     ``finals`` are the evaluations that end each PG's chain (after the baseline, the final
     round lists them); ``final_round`` is the iteration's side-by-side re-timing
     (required after the baseline).
+
+    Also writes the iteration's archive of elites beside ``out`` (``archive.json``, see
+    :mod:`.archive`), from the previous iteration's archive and this iteration's
+    artifacts.
     """
+    from .archive import ARCHIVE_FILE, read_archive, update_archive, write_archive
+
     per_pg: dict[int, list[Attempt]] = {}
     for f in finals:
         atts = attempts_of(Path(f).parent)
@@ -321,6 +372,7 @@ def select_iteration(
     best_dir = out.parent / "best"
     best_source = best_dir / source_name
     decision: dict[str, Any] = {"decided_by": "baseline"}
+    fr: dict[str, Any] | None = None
     if prev is None:
         if not valid:
             why = "; ".join(f"pg{r['pg']}: {r['status']}: {r['reason']}" for r in rows)
@@ -370,4 +422,9 @@ def select_iteration(
         "step": step_record(),
     }
     write_json(out, record, "best")
+    previous_archive = read_archive(Path(previous).parent / ARCHIVE_FILE) if previous else None
+    write_archive(
+        out.parent / ARCHIVE_FILE,
+        update_archive(kernel, iteration, previous_archive, record, per_pg, source_name, fr),
+    )
     return record

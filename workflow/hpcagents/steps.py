@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from . import timinglock
-from .agents import BuildInfo, Previous, fit_pg, pg_messages, run_pg, run_pm
+from .agents import BuildInfo, Previous, fit_pg, inspiration_for, pg_messages, run_pg, run_pm
+from .archive import ARCHIVE_FILE, read_archive
 from .artifacts import read_json, write_json
 from .config import CampaignConfig
 from .evaluate import (
@@ -109,10 +110,20 @@ def baseline(cfg: CampaignConfig, kernel_name: str, out_dir: Path) -> None:
     )
 
 
+def search_archive(cfg: CampaignConfig, best_json: Path | str) -> tuple[Path | None, Any]:
+    """The archive the prompts show (beside ``best_json``): (path, record) with
+    ``campaign.search: archive``, (None, None) with greedy, the seed's prompts."""
+    if cfg.search != "archive":
+        return None, None
+    path = Path(best_json).parent / ARCHIVE_FILE
+    return path, read_archive(path)
+
+
 def plan(cfg: CampaignConfig, kernel_name: str, iteration: int, best_json: Path, out: Path) -> None:
     kernel = load_kernel(kernel_name, cfg.kernel_search)
     best = read_json(best_json, "best")
     source = Path(best["source"]).read_text()
+    archive_path, archive = search_archive(cfg, best_json)
     pool = pool_from_env(cfg.llm)
     record = run_pm(
         pool,
@@ -125,8 +136,11 @@ def plan(cfg: CampaignConfig, kernel_name: str, iteration: int, best_json: Path,
         seed=request_seed(cfg, iteration, 0, 0),
         max_reasks=cfg.llm.max_reasks,
         budget=pool.prompt_budget(iteration, role="pm"),
+        archive=archive,
     )
     record["best"] = str(best_json)
+    record["search"] = cfg.search
+    record["archive"] = str(archive_path) if archive is not None else None
     record["step"] = step_record()
     write_json(out, record, "plan")
 
@@ -175,9 +189,12 @@ def generate(
     pool = pool_from_env(cfg.llm)
     build = build_info(cfg, best)
     siblings = [s for s in plan_rec["strategies"] if s["name"] != strategy["name"]]
-    messages, context = fit_pg(
-        pool.prompt_budget(pg, role="pg"),
-        lambda chars: pg_messages(
+    # archive search: a first attempt may be shown one other elite, for ideas
+    archive = read_archive(plan_rec.get("archive")) if plan_rec.get("archive") else None
+    inspiration = inspiration_for(archive, pg) if attempt == 0 else None
+
+    def messages_for(chars: int, inspire: Any) -> list[dict[str, str]]:
+        return pg_messages(
             kernel,
             build,
             iteration,
@@ -189,8 +206,14 @@ def generate(
             previous,
             max_error_chars=chars,
             siblings=siblings,
-        ),
-    )
+            inspiration=inspire,
+        )
+
+    budget = pool.prompt_budget(pg, role="pg")
+    messages, context = fit_pg(budget, lambda chars: messages_for(chars, inspiration))
+    if inspiration is not None and not context["fits"]:  # over the budget: it goes first
+        inspiration = None
+        messages, context = fit_pg(budget, lambda chars: messages_for(chars, None))
     source_out = out_dir / kernel.source
     record = run_pg(
         pool,
@@ -209,6 +232,7 @@ def generate(
             "kind": "repair" if attempt else "generate",
             "strategy": strategy["name"],
             "strategy_description": strategy["description"],
+            "inspiration": inspiration["id"] if inspiration else None,
             "source": str(source_out),
             "source_sha256": _sha(source_out),
             "context": context,
@@ -277,6 +301,11 @@ def eval_config(cfg: CampaignConfig) -> EvalConfig:
     )
 
 
+def final_round_max_rounds(cfg: CampaignConfig) -> int:
+    """The final round's bound on timed rounds while its verdict is uncertain."""
+    return max(cfg.repeats, cfg.final_round_max_rounds or 3 * cfg.repeats)
+
+
 def final_round_step(
     cfg: CampaignConfig,
     kernel_name: str,
@@ -316,7 +345,7 @@ def final_round_step(
             "kernel": kernel.name,
             "case": {},
             "flops": 0.0,
-            "rounds": max(1, cfg.repeats),
+            "rounds": 0,
             "status": "ok",
             "reason": "nothing to re-time",
             "reference": None,
@@ -333,7 +362,13 @@ def final_round_step(
         work = Path(tempfile.mkdtemp(prefix=".final-round-", dir=out.parent))
         try:
             record = final_round(
-                kernel, contenders, work, BuildConfig(cfg.cc, cfg.cflags), eval_config(cfg)
+                kernel,
+                contenders,
+                work,
+                BuildConfig(cfg.cc, cfg.cflags),
+                eval_config(cfg),
+                rounds=cfg.repeats,
+                max_rounds=final_round_max_rounds(cfg),
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -70,6 +70,8 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
             "plan_origin": read_json(plan, "plan")["origin"] if plan.is_file() else "baseline",
             "reason": best["reason"],
             "decided_by": (best.get("decision") or {}).get("decided_by"),
+            # [verdict] interleaved rounds the final round needed to decide (None: baseline)
+            "final_round_rounds": (best.get("decision") or {}).get("rounds_used"),
         }
         # How the iteration ran: wall time vs the critical path through its DAG, LLM
         # requests in flight, server busy fractions (from the artifacts' own stamps).
@@ -152,7 +154,7 @@ def table(summary: dict[str, Any]) -> str:
     head = (
         f"{'iter':>4}  {'GFLOP/s':>8}  {'% ref':>6}  {'% roof':>6}  {'winner':<28} {'valid':>5}  "
         f"{'attempts':>8}  {'repairs ok/all':>14}  {'tokens':>7}  {'wall s':>7}  "
-        f"{'crit s':>7}  {'w/crit':>6}  {'in flight':>9}"
+        f"{'crit s':>7}  {'w/crit':>6}  {'in flight':>9}  {'rounds':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in summary["rows"]:
@@ -165,7 +167,8 @@ def table(summary: dict[str, Any]) -> str:
             f"{r['repairs_succeeded']:>6}/{r['repairs']:<7}  {r['tokens']:>7}  "
             f"{_fig(r.get('wall_s'), 7, 1)}  {_fig(r.get('critical_path_s'), 7, 1)}  "
             f"{_fig(r.get('wall_over_critical'), 6, 2)}  "
-            f"{_inflight(r):>9}"
+            f"{_inflight(r):>9}  "
+            f"{_fig(r.get('final_round_rounds'), 6, 0)}"
         )
     stand_in = any(s["stand_in"] for s in summary["llm_servers"])
     lines.append(
@@ -178,7 +181,8 @@ def table(summary: dict[str, Any]) -> str:
         "% roof: of this host's measured roofline, min(peak, intensity x bandwidth); "
         "wall s: the iteration's wall time; crit s: its critical path (plan + the slowest "
         "PG's generate/evaluate chain + final round + select); in flight: LLM requests in "
-        "flight, max / mean while any"
+        "flight, max / mean while any; rounds: interleaved rounds the final round timed to "
+        "decide (more while the verdict was uncertain)"
     )
     if stand_in:
         lines.append(

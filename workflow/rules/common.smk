@@ -35,11 +35,12 @@ def step(name):
     return f"{sys.executable} -m hpcagents {name} --config {EFFECTIVE}"
 
 
-# ---- Slurm: timing steps go through the campaign's pilot job (hpcagents/pilot.py) ----
+# ---- Slurm: timing steps go through the campaign's pilot pool (hpcagents/pilot.py) ----
 # Under the slurm executor, evaluate and select are local rules whose timing command hands
-# the step (an evaluation, the final round) to ONE exclusive pilot job that runs them one
-# after another (a submission per evaluation costs far more than the evaluation; see the
-# README, "On a Slurm cluster").
+# the step (an evaluation, the final round) to the campaign's pool of pilot jobs: up to
+# max_timing_nodes exclusive one-node jobs, each running steps one after another, grown
+# while steps are queued and leaving when idle (a submission per evaluation costs far
+# more than the evaluation; see the README, "On a Slurm cluster").
 # Under the local executor the command is the step itself, unchanged.
 PILOT_DIR = "results/.hpcagents/pilot"
 
@@ -57,7 +58,7 @@ def under_slurm():
 
 def timing_step(name):
     """``params.cmd`` of a timing rule: the step, or under Slurm the step handed to the
-    pilot with the rule's Slurm resources (from profiles/slurm) as the pilot's request.
+    pilot pool with the rule's Slurm resources (from profiles/slurm) as the pilots' request.
     """
 
     def cmd(wildcards, resources):
@@ -73,6 +74,7 @@ def timing_step(name):
             ("runtime", "--runtime"),
             ("pilot_runtime", "--pilot-runtime"),
             ("pilot_idle_s", "--idle-s"),
+            ("max_timing_nodes", "--max-nodes"),
         ):
             if get(key) not in (None, ""):
                 opts.append(f"{flag} {shlex.quote(str(get(key)))}")
@@ -88,19 +90,26 @@ def timing_step(name):
 def timing_slots(wildcards):
     """Locally, an evaluation takes one of the profile's timing_slots (they overlap while
     building and validating; the host-wide timing lock serialises their timed calls);
-    under Slurm the pilot runs them one after another, so the waiting hand-over jobs take
-    no slot."""
+    under Slurm the pilots run them, so the waiting hand-over jobs take no slot."""
+    return 0 if under_slurm() else 1
+
+
+def timing_threads(wildcards):
+    """Under Slurm a timing rule only waits for its pilot: it takes no local core, so
+    the login node's core count never caps how many steps the pool gets at once."""
     return 0 if under_slurm() else 1
 
 
 def stop_pilot():
-    """onsuccess/onerror: the campaign's pilot leaves the node as soon as it is done."""
+    """onsuccess/onerror: the campaign's pilots leave their nodes as soon as it is done."""
     if under_slurm():
         from hpcagents.pilot import stop
 
-        job = stop(Path(PILOT_DIR))
-        if job:
-            print(f"hpcagents: stopped the evaluation pilot (Slurm job {job})")
+        jobs = stop(Path(PILOT_DIR))
+        if jobs:
+            print(
+                f"hpcagents: stopped the evaluation pilots (Slurm jobs {', '.join(jobs)})"
+            )
 
 
 def baseline_source(wildcards):
@@ -119,6 +128,12 @@ def previous_best(wildcards):
     """best.json of the iteration before (none for iteration 0)."""
     i = int(wildcards.i)
     return [f"results/{wildcards.kernel}/iter{i - 1}/best.json"] if i > 0 else []
+
+
+def previous_archive(wildcards):
+    """archive.json of the iteration before: the elites the PM (and PGs) are shown."""
+    i = int(wildcards.i)
+    return [f"results/{wildcards.kernel}/iter{i - 1}/archive.json"] if i > 0 else []
 
 
 def failed_attempt(wildcards):

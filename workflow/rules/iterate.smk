@@ -10,7 +10,8 @@
 
 # Every rule is local: the LLM servers are reachable from where Snakemake runs, and under
 # Slurm the timing steps (evaluate, the final round of select) only hand their work to
-# the campaign's pilot job (one exclusive node) and wait; locally they are the step.
+# the campaign's pilot pool (up to max_timing_nodes exclusive nodes) and wait; locally
+# they are the step.
 localrules:
     baseline,
     plan,
@@ -39,6 +40,7 @@ rule baseline:
 rule plan:
     input:
         best=previous_best,
+        archive=previous_archive,
     output:
         "results/{kernel}/iter{i}/plan.json",
     log:
@@ -110,8 +112,9 @@ checkpoint evaluate:
         "results/{kernel}/iter{i}/pg{j}/attempt{a}/evaluation.json",
     log:
         "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.evaluate.log",
-    # Under Slurm the command hands the evaluation to the campaign's pilot job, which
-    # runs evaluations one after another on one exclusive node (common.smk timing_step).
+    # Under Slurm the command hands the evaluation to the campaign's pilot pool: each
+    # pilot runs evaluations one after another on its exclusive node (common.smk).
+    threads: timing_threads
     resources:
         timing_slots=timing_slots,
     params:
@@ -127,6 +130,7 @@ rule select_baseline:
     output:
         best="results/{kernel}/iter0/best.json",
         source="results/{kernel}/iter0/best/{kernel}.c",
+        archive="results/{kernel}/iter0/archive.json",
     log:
         "results/{kernel}/logs/iter0/select.log",
     threads: 0
@@ -139,7 +143,8 @@ rule select_baseline:
 
 # Selection after the baseline, in one job: the final round re-times the finalists among
 # the PGs' chain ends and the incumbent side by side (a timing step: under Slurm it goes
-# to the pilot), then the decision, made on those figures alone, writes best.json.
+# to one pilot of the pool, so all its contenders share one node), then the decision,
+# made on those figures alone, writes best.json.
 rule select:
     input:
         evaluations=final_evaluations,
@@ -148,11 +153,13 @@ rule select:
         final_round="results/{kernel}/iter{i}/final_round.json",
         best="results/{kernel}/iter{i}/best.json",
         source="results/{kernel}/iter{i}/best/{kernel}.c",
+        archive="results/{kernel}/iter{i}/archive.json",
     log:
         final_round="results/{kernel}/logs/iter{i}/final_round.log",
         select="results/{kernel}/logs/iter{i}/select.log",
     wildcard_constraints:
         i="[1-9][0-9]*",
+    threads: timing_threads
     resources:
         timing_slots=timing_slots,
     params:

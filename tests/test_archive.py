@@ -1,0 +1,198 @@
+"""The archive of elites: every valid kernel kept across iterations, with its figures,
+strategy, code hash and lineage, and what the PM and PGs are shown of it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from hpcagents.agents import (
+    archive_text,
+    fit_pm,
+    inspiration_for,
+    pg_messages,
+    pm_messages,
+)
+from hpcagents.archive import update_archive
+from hpcagents.artifacts import REPO_DIR, validate
+from hpcagents.select import Attempt
+
+sys.path.insert(0, str(REPO_DIR / "tests" / "data"))
+import greedy_prompts  # noqa: E402
+
+KERNEL_SOURCE = "k.c"
+
+
+def _attempt(root: Path, it: int, pg: int, a: int, strategy: str, pct: float | None, code: str):
+    d = root / f"iter{it}" / f"pg{pg}" / f"attempt{a}"
+    d.mkdir(parents=True)
+    (d / KERNEL_SOURCE).write_text(code)
+    gen = {
+        "iteration": it,
+        "pg": pg,
+        "attempt": a,
+        "strategy": strategy,
+        "strategy_description": f"{strategy} as planned",
+        "source_sha256": f"sha-{code}",
+    }
+    ok = pct is not None
+    ev = {
+        "status": "ok" if ok else "wrong_answer",
+        "source_sha256": f"sha-{code}",
+        "timing": {"gflops": pct / 2, "best_s": 1 / pct} if ok else None,
+        "pct_of_reference": pct,
+        "reference": {"gflops": 50.0},
+    }
+    return Attempt(d, gen, ev)
+
+
+def _best(it: int, pg: int, a: int, changed: bool, reason: str) -> dict:
+    return {
+        "selected": {"iteration": it, "pg": pg, "attempt": a},
+        "changed": changed,
+        "reason": reason,
+        "source_sha256": "x",
+    }
+
+
+def _entry(label: str, pct: float | None, status: str = "ok") -> dict:
+    ok = status == "ok"
+    return {
+        "label": label,
+        "status": status,
+        "reason": "" if ok else "C[1,2] differs",
+        "gflops": pct / 2 if ok else None,
+        "best_s": 1.0 if ok else None,
+        "median_s": 1.0 if ok else None,
+        "pct_of_reference": pct if ok else None,
+        "runs_s": [1.0] if ok else [],
+    }
+
+
+def _round(it: int, *entries: dict, ratios: dict[str, float]) -> dict:
+    comps = [{"label": k, "median_ratio": v, "wins": 5} for k, v in ratios.items()]
+    return {
+        "iteration": it,
+        "rounds": 6,
+        "max_rounds": 15,
+        "reference": {"gflops": 50.0},
+        "contenders": list(entries),
+        "verdict": {"comparisons": comps},
+    }
+
+
+def campaign(tmp_path: Path) -> tuple[dict, dict, dict]:
+    """Three iterations' archives: baseline; iteration 1 crowns pg2; iteration 2 keeps it."""
+    base = _attempt(tmp_path, 0, 0, 0, "baseline", 2.0, "base")
+    a0 = update_archive("k", 0, None, _best(0, 0, 0, True, "baseline"), {0: [base]}, "k.c")
+    p1 = _attempt(tmp_path, 1, 1, 0, "loop_reorder", 40.0, "loop")
+    p2 = _attempt(tmp_path, 1, 2, 1, "register_blocking", 90.0, "regs")
+    p3 = _attempt(tmp_path, 1, 3, 0, "typo", None, "typo")
+    p4 = _attempt(tmp_path, 1, 4, 0, "same_as_baseline", 2.1, "base")  # same code: no new elite
+    fr1 = _round(
+        1,
+        _entry("incumbent", 2.0),
+        _entry("pg2", 80.0),
+        _entry("pg1", 35.0),
+        ratios={"pg2": 0.025, "pg1": 0.06},
+    )
+    a1 = update_archive(
+        "k",
+        1,
+        a0,
+        _best(1, 2, 1, True, "pg2 is faster"),
+        {1: [p1], 2: [p2], 3: [p3], 4: [p4]},
+        "k.c",
+        fr1,
+    )
+    q1 = _attempt(tmp_path, 2, 1, 0, "packed_b", 85.0, "packed")
+    fr2 = _round(
+        2, _entry("incumbent", 82.0), _entry("pg1", 70.0, status="wrong_answer"), ratios={}
+    )
+    a2 = update_archive(
+        "k", 2, a1, _best(1, 2, 1, False, "no finalist passed"), {1: [q1]}, "k.c", fr2
+    )
+    return a0, a1, a2
+
+
+def test_every_valid_kernel_is_kept_across_iterations_with_figures_and_lineage(tmp_path):
+    a0, a1, a2 = campaign(tmp_path)
+    for a in (a0, a1, a2):
+        validate(json.loads(json.dumps(a)), "archive")
+    ids = [e["id"] for e in a2["elites"]]
+    # ranked by % of the reference (side by side where known), the failed one absent
+    assert ids == [
+        "iter2/pg1/attempt0",
+        "iter1/pg2/attempt1",
+        "iter1/pg1/attempt0",
+        "iter0/pg0/attempt0",
+    ]
+    by = {e["id"]: e for e in a2["elites"]}
+    assert a2["incumbent"] == "iter1/pg2/attempt1" and by["iter1/pg2/attempt1"]["is_incumbent"]
+    # lineage: iteration 1 started from the baseline, iteration 2 from iteration 1's best
+    assert by["iter1/pg1/attempt0"]["parent"] == "iter0/pg0/attempt0"
+    assert by["iter2/pg1/attempt0"]["parent"] == "iter1/pg2/attempt1"
+    # the incumbent's figure is refreshed by the round that re-timed it
+    assert by["iter1/pg2/attempt1"]["side_by_side"]["iteration"] == 2
+    assert by["iter1/pg2/attempt1"]["side_by_side"]["pct_of_reference"] == 82.0
+    # a candidate that failed the final round keeps its own-run figure, said as such
+    assert by["iter2/pg1/attempt0"]["side_by_side"] is None
+    assert by["iter2/pg1/attempt0"]["final_round_status"] == "wrong_answer"
+    # the same code twice is one elite
+    assert by["iter0/pg0/attempt0"]["duplicates"] == ["iter1/pg4/attempt0"]
+    assert a2["last_round"]["reason"] == "no finalist passed"
+
+
+def test_the_pm_sees_the_elites_their_code_and_the_last_final_round(tmp_path):
+    _, a1, _ = campaign(tmp_path)
+    text = archive_text(a1)
+    assert 'iter1/pg2/attempt1 "register_blocking" (the current best' in text
+    assert "side by side in iteration 1's final round" in text
+    # the code of the best two that are not the incumbent, never a path
+    assert "```c\nloop\n```" in text and "```c\nbase\n```" in text
+    assert str(tmp_path) not in text
+    assert "## The last final round (iteration 1" in text
+    assert "Decision (the incumbent was replaced): pg2 is faster" in text
+    assert "median over the rounds: 0.025" in text
+
+
+def test_each_pg_gets_another_elite_as_inspiration(tmp_path):
+    _, a1, _ = campaign(tmp_path)
+    picks = [inspiration_for(a1, pg)["id"] for pg in (1, 2, 3)]
+    assert picks == ["iter1/pg1/attempt0", "iter0/pg0/attempt0", "iter1/pg1/attempt0"]
+    assert inspiration_for(None, 1) is None
+    g = greedy_prompts
+    kernel = g.load_kernel("dgemm")
+    msgs = pg_messages(
+        kernel,
+        g.BUILD,
+        2,
+        1,
+        0,
+        {"name": "x", "description": "y"},
+        g.BEST,
+        "int x;",
+        None,
+        inspiration=inspiration_for(a1, 1),
+    )
+    assert "## Another kernel from the team's archive, for ideas" in msgs[1]["content"]
+    assert "```c\nloop\n```" in msgs[1]["content"]
+
+
+def test_greedy_search_renders_the_seeds_prompts_byte_for_byte():
+    want = json.loads((REPO_DIR / "tests" / "data" / "greedy_prompts.json").read_text())
+    assert json.loads(json.dumps(greedy_prompts.rendered())) == want
+
+
+def test_a_tight_budget_drops_the_elites_code_before_the_history(tmp_path):
+    _, a1, _ = campaign(tmp_path)
+    g = greedy_prompts
+    kernel = g.load_kernel("dgemm")
+    source = (kernel.directory / kernel.source).read_text()
+    full = pm_messages(kernel, g.BUILD, 2, 4, g.BEST, source, archive=a1)
+    none = pm_messages(kernel, g.BUILD, 2, 4, g.BEST, source, archive=a1, elite_code_shown=0)
+    budget = (sum(len(m["content"]) for m in none) // 3) + 20
+    messages, context = fit_pm(kernel, g.BUILD, 2, 4, g.BEST, source, budget, a1)
+    assert messages == none and context["elite_code_shown"] == 0
+    assert context["history_entries_cut"] == 0 and full != none
