@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the tests use: bubblewrap (the candidate sandbox), slurm-wlm + munge (a
 # real multi-node Slurm for the Slurm tests), chromium + chromium-driver (the HTML report
-# opened in a real headless browser). Installed when running as root; otherwise those
+# opened in a real headless browser), clang + libomp-dev (the race check: ThreadSanitizer
+# and LLVM's OpenMP race tool Archer). Installed when running as root; otherwise those
 # tests skip and say why.
-SYSTEM_PKGS := bubblewrap slurm-wlm munge chromium chromium-driver
+SYSTEM_PKGS := bubblewrap slurm-wlm munge chromium chromium-driver clang libomp-dev
 system-deps:
 	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

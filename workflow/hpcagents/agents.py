@@ -307,6 +307,9 @@ def history_text(
                 pct_roof = 100.0 * h["gflops"] / attainable_gflops
             if pct_roof is not None:
                 outcome += f", {pct_roof:.1f}% of the roofline"
+            skipped = str(h.get("reason", "")).find("race check skipped:")  # issue 25
+            if skipped >= 0:
+                outcome += f" ({_one_line(h['reason'][skipped:], 160)})"
         else:
             outcome = f"FAILED ({h['status']}: {_one_line(h['reason'], 160)})"
         what = h["strategy"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import hwcounters, judge, optreport
+from . import hwcounters, judge, optreport, racecheck
 from .artifacts import write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .kernelspec import KernelError, KernelSpec, load_kernel
@@ -51,6 +51,7 @@ class EvalConfig:
     memory_mb: int = 4096
     sandbox: bool = True  # bubblewrap where it works; rlimits and screens always
     cpu_lock: bool = True  # host-wide timing lock: build/validate shared, timing exclusive
+    race: racecheck.RaceConfig = racecheck.RaceConfig()  # race check + thread counts
 
 
 def _cpu_model() -> str:
@@ -97,6 +98,7 @@ def _record(kernel: KernelSpec, source: Path, status: str, reason: str, **parts:
         "timing": parts.get("timing"),
         "reference": parts.get("reference"),
         "pct_of_reference": parts.get("pct_of_reference"),
+        "race_check": parts.get("race_check"),
         "provenance": parts.get("provenance"),
         # [feedback] the compiler's vectorisation report (a second, sandboxed compile)
         **({"optreport": parts["optreport"]} if parts.get("optreport") else {}),
@@ -326,13 +328,32 @@ def _evaluate_source(
             "passed": not failures,
             "cases": records,
         }
+        # issue 25: validation at 1, an odd count and all cores; the clang TSan race check.
+        # Both have bounds of their own: the time they take is not the candidate's budget.
+        t_checks = time.monotonic()
+        extra = racecheck.after_validation(
+            kernel, source, built.exe, workdir, reference, rng,
+            racecheck.Context(threads, _cores(), blas, limits, cfg.sandbox, build.cflags,
+                              t_checks + cfg.timeout_s),
+            failures[0][1] if failures else "", cfg.race, build.cc,
+        )  # fmt: skip
+        deadline += time.monotonic() - t_checks
+        validation["thread_counts"], race = extra.thread_counts, extra.race
+        if extra.failure and (extra.failure[0] == "data_race" or not failures):
+            return fail(*extra.failure, compile=comp, validation=validation, race_check=race)
         if failures:
             more = ""
             if len(failures) > 1:
                 others = [label for label, _ in failures[1:]]
                 shown = "; ".join(others[:3]) + ("; ..." if len(others) > 3 else "")
                 more = f" (+{len(others)} more failing case(s): {shown})"
-            return fail("wrong_answer", failures[0][1] + more, compile=comp, validation=validation)
+            return fail(
+                "wrong_answer",
+                failures[0][1] + more,
+                compile=comp,
+                validation=validation,
+                race_check=race,
+            )
         phase = "timing"
         lock.exclusive()  # the timed calls have this host's cores to themselves
         lay = judge.plan(kernel, bench, fr)
@@ -414,12 +435,13 @@ def _evaluate_source(
         source,
         "ok",
         f"valid; {timing['gflops']:.2f} GFLOP/s = {pct:.1f}% of {reference_rec['name']} "
-        f"({reference_rec['gflops']:.2f} GFLOP/s) at {bench.label()}",
+        f"({reference_rec['gflops']:.2f} GFLOP/s) at {bench.label()}" + racecheck.race_note(race),
         compile=comp,
         validation=validation,
         timing=timing,
         reference=reference_rec,
         pct_of_reference=round(pct, 3),
+        race_check=race,
         provenance=prov(),
         optreport=opt,
     )
@@ -452,6 +474,16 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kernels-dir", help="a folder of your own kernel folders, searched before kernels/"
     )
+    parser.add_argument(
+        "--no-race-check",
+        action="store_true",
+        help="skip the clang ThreadSanitizer race check (recorded as skipped, never a pass)",
+    )
+    parser.add_argument(
+        "--no-thread-counts",
+        action="store_true",
+        help="validate at the run's thread count only (not also at 1, an odd count, all cores)",
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -479,6 +511,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 bench_size=args.bench_size,
                 blas=args.blas,
                 threads=args.threads,
+                race=racecheck.RaceConfig(
+                    enabled=not args.no_race_check, thread_counts=not args.no_thread_counts
+                ),
             ),
         )
     finally:
@@ -493,6 +528,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(optreport.report_text(rec["optreport"]))
     if (rec.get("timing") or {}).get("counters"):
         print(hwcounters.counters_text(rec["timing"]["counters"]))
+    if rec.get("race_check"):
+        rc = rec["race_check"]
+        print(f"race check: {rc['status']} ({rc['seconds']:.2f} s): {rc['reason']}")
     if rec["timing"]:
         t, r = rec["timing"], rec["reference"]
         print(

@@ -39,6 +39,7 @@ from .artifacts import read_json_or_none, write_text_atomic  # noqa: E402
 STATUS_COLOURS = {
     "ok": "#2e9d4a",
     "wrong_answer": "#e8891c",
+    "data_race": "#c51b7d",
     "compile_error": "#d62728",
     "link_error": "#b2182b",
     "forbidden_code": "#8c564b",

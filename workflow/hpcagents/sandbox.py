@@ -29,7 +29,7 @@ class Limits:
     """Per-run resource limits (rlimits apply to every thread and child of the run)."""
 
     cpu_s: int = 1200
-    memory_mb: int = 4096
+    memory_mb: int = 4096  # RLIMIT_AS; 0 = none (the race check's runner bounds RSS instead)
     file_mb: int = 64
     nproc: int = 4096
 
@@ -92,7 +92,8 @@ def bwrap_command(
 def _apply_limits(limits: Limits) -> None:
     mb = 1024 * 1024
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
+    if limits.memory_mb > 0:  # 0: no address-space limit (ThreadSanitizer's shadow memory)
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * mb, limits.file_mb * mb))
     resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -175,6 +175,8 @@ def _pg_state(
             detail += f" ({pct:.1f}% of the reference)"
         if a:
             detail += f", after {a} repair{'s' if a > 1 else ''}"
+        if (ev.get("race_check") or {}).get("status") == "skipped":  # issue 25: said aloud
+            detail += f"; race check skipped: {ev['race_check'].get('reason', '')[:60]}"
         return PGState(pg, strategy, a, "done", detail)
     reason = str(ev.get("reason", ""))[:90]
     if max_repairs is not None and a >= max_repairs:
