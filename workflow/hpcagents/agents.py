@@ -23,7 +23,7 @@ from .artifacts import PROMPT_DIR, ArtifactError, load_schema, validate, write_t
 from .extract import extract_code, extract_json
 from .kernelspec import KernelSpec
 from .llm import LLMPool, PromptTooLong, prompt_hash
-from .machine import cache_label, roofline
+from .machine import cache_label, roofline, topology_label
 
 
 def render(name: str, **values: Any) -> str:
@@ -79,6 +79,8 @@ def machine_text(build: BuildInfo) -> str:
         )
     if m.get("caches"):
         lines.append(f"Caches: {', '.join(cache_label(c) for c in m['caches'])}.")
+    if m.get("topology"):
+        lines.append(topology_label(m["topology"]))
     version = m.get("cc_version")
     lines.append(
         f"Compiler: {build.cc}"

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import judge
+from . import judge, node_size
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .evaluate import BuildConfig, EvalConfig, _cores, _provenance, _record_reference, _sha
 from .kernelspec import KernelSpec
@@ -68,7 +68,7 @@ def _final_round(
     workdir.mkdir(parents=True, exist_ok=True)
     rounds = rounds or cfg.repeats
     threads = cfg.threads or _cores()
-    bench = kernel.bench_case(cfg.bench_size)
+    bench = node_size.bench_case(kernel, cfg)
     flops = kernel.flops(bench)
     fr = judge.frame(kernel, [bench])
     lay = judge.plan(kernel, bench, fr)
