@@ -162,3 +162,50 @@ def test_the_frozen_file_lives_under_the_kernels_results():
     assert node_size.kernel_results_dir(Path("/x/results/dgemm/iter0/final_round.json")) == Path(
         "/x/results/dgemm"
     )
+
+
+def test_iteration_0_chooses_the_size_and_every_later_evaluation_reads_it(
+    tmp_path, small_dgemm, monkeypatch
+):
+    """Through the campaign's own steps: the baseline's evaluation (iteration 0) searches
+    and records how; a later attempt of the kernel times the same frozen case."""
+    from conftest import campaign_config
+    from hpcagents import steps
+    from hpcagents.config import parse_config
+
+    raw = campaign_config("http://127.0.0.1:9/v1", **{"evaluation.bench_size": None})
+    raw["kernels"] = ["smallmm"]
+    raw["kernels_dir"] = str(tmp_path / "kernels")
+    raw["build"]["cflags"] = list(FLAGS)
+    # a plateau of 100%: the growth stops at the second size (the mechanics, quickly)
+    raw["evaluation"].update(threads=1, repeats=1, bench_search_s=30, bench_plateau=1.0)
+    raw["evaluation"]["timeout_s"] = 120
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_config(raw)
+    a0 = tmp_path / "results" / "smallmm" / "iter0" / "pg0" / "attempt0"
+    steps.baseline(cfg, "smallmm", a0)
+    first = steps.evaluate_attempt(cfg, "smallmm", a0 / "evaluation.json")
+    assert first["status"] == "ok", first["reason"]
+    sized = first["bench_size"]
+    assert sized["mode"] == "node" and sized["reused"] is False and sized["curve"]
+    assert first["timing"]["case"] == sized["case"]
+    assert Path(sized["frozen"]).parent == tmp_path / "results" / "smallmm" / "bench_size"
+    read_json(a0 / "evaluation.json", "evaluation")  # schema-valid with the new fields
+
+    monkeypatch.setattr(node_size, "search", lambda *a, **k: pytest.fail("searched again"))
+    a1 = tmp_path / "results" / "smallmm" / "iter1" / "pg1" / "attempt0"
+    steps.baseline(cfg, "smallmm", a1)  # the same source, as a later attempt
+    later = steps.evaluate_attempt(cfg, "smallmm", a1 / "evaluation.json")
+    assert later["bench_size"]["reused"] is True
+    assert later["timing"]["case"] == first["timing"]["case"]
+
+
+def test_a_shared_bench_size_dir_gives_several_campaigns_one_choice(tmp_path, small_dgemm):
+    shared = {"bench_size_dir": str(tmp_path / "study" / "bench_size"), "bench_search_s": 20}
+    cfg = EvalConfig(bench_size=None, threads=1, timeout_s=60)
+    runs = [tmp_path / f"N{n}" / "results" / "smallmm" / "iter0" / "e.json" for n in (1, 2)]
+    one, rec1 = node_size.sized_config(small_dgemm, runs[0], "gcc", FLAGS, cfg, shared)
+    two, rec2 = node_size.sized_config(small_dgemm, runs[1], "gcc", FLAGS, cfg, shared)
+    assert rec1["reused"] is False and rec2["reused"] is True
+    assert one.bench_values == two.bench_values
+    assert rec1["frozen"].startswith(str(tmp_path / "study" / "bench_size" / "smallmm"))

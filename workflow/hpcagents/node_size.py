@@ -529,12 +529,14 @@ def sized_config(
 ) -> tuple[Any, dict[str, Any]]:
     """``cfg`` (an EvalConfig) with the bench case of this campaign on this node, and the
     record of how it was chosen (the evaluation's ``bench_size``). ``out`` is an artifact
-    under ``results/<kernel>/``, where the choice is frozen. A search that cannot run
+    under ``results/<kernel>/``, where the choice is frozen (or under
+    ``evaluation.bench_size_dir``/<kernel>, one choice shared by several campaigns: a
+    study's runs). A search that cannot run
     falls back to kernel.yaml's case and says so (the evaluation then names the fault)."""
+    shared = raw_evaluation.get("bench_size_dir")
+    kernel_dir = Path(shared) / kernel.name if shared else kernel_results_dir(out)
     try:
-        choice = choose(
-            kernel, kernel_results_dir(out), cc, cflags, cfg, settings_from(raw_evaluation)
-        )
+        choice = choose(kernel, kernel_dir, cc, cflags, cfg, settings_from(raw_evaluation))
     except NodeSizeError as exc:
         case = kernel.bench
         return cfg, {
