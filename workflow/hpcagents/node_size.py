@@ -75,7 +75,7 @@ class SearchSettings:
     max_steps: int = 10
     budget_s: float = 60.0
     memory_share: float = 0.5  # of the evaluation's memory_mb, for one arena
-    timeout_share: float = 0.25
+    timeout_share: float = 0.5
     min_ref_s: float = 0.3  # reference calls per step: at least this much time ...
     ref_calls: tuple[int, int] = (5, 40)  # ... and between these many calls (best counts)
 
