@@ -285,6 +285,8 @@ def roofline_of(
                 model, check = check_peak(default_cache_dir(), model, ref_gflops)
             if record is not None:
                 record["peak_check"] = check
+            if check["status"] != "ok":
+                print(f"hpcagents: peak check: {check['reason']}")
         return roofline(kernel.flops(case), kernel.bytes(case), best_s, model)
     except (MachineError, ValueError) as exc:
         print(f"no roofline figure: {exc}")
