@@ -110,17 +110,19 @@ def test_the_size_is_searched_once_per_node_type_frozen_and_reused(
 
 
 def test_a_memory_bound_stops_the_growth(tmp_path, small_dgemm):
-    # 1 MiB of memory for the evaluation: the next size cannot fit half of it
-    cfg = EvalConfig(bench_size=None, threads=1, memory_mb=1)
+    # 2 MiB of memory for the evaluation: a few sizes fit half of it; no plateau ends the
+    # growth first (a threshold of 0), so only the memory bound can
+    cfg = EvalConfig(bench_size=None, threads=1, memory_mb=2)
+    settings = dataclasses.replace(TINY, plateau=0.0, max_steps=20)
     rec = node_size.search(
         small_dgemm,
         "gcc",
         FLAGS,
         cfg,
         node_size.node_identity(small_dgemm, "gcc", FLAGS, 1, cfg.blas),
-        TINY,
+        settings,
     )
-    assert rec["stop"].startswith("memory") and len(rec["curve"]) < TINY.max_steps
+    assert rec["stop"].startswith("memory"), rec["stop"]
     bound = rec["settings"]["memory_bound_mib"]
     assert all(p["arena_mib"] <= bound for p in rec["curve"][1:])  # kernel.yaml's is the floor
     validate(rec, "bench_size", what="search record")

@@ -297,7 +297,7 @@ def search(
             factor = 1.0
             for step in range(settings.max_steps):
                 case = scaled_case(kernel, factor)
-                lay = judge.plan(kernel, case)
+                lay = judge.plan(kernel, case, judge.frame(kernel, [case]))
                 if step:
                     grow = kernel.flops(case) / max(kernel.flops(curve[-1]["case"]), 1.0)
                     prev = curve[-1]
@@ -439,7 +439,11 @@ def _measure_step(
     (work / "ref").mkdir(exist_ok=True)
     # the sandbox sees the work dir, not the cache the reference was built in
     ref_exe = Path(shutil.copy2(ref_exe, work / "ref" / "reference-runner"))
-    ref = judge.Runner(ref_exe, work / "ref", lay.size, env, limits, ro, cfg.sandbox, "ref")
+    fr = lay.frame or judge.frame(kernel, [case])
+    try:
+        ref = judge.Runner(ref_exe, work / "ref", fr, env, limits, ro, cfg.sandbox, "ref")
+    except judge.JudgeError as exc:
+        raise NodeSizeError(f"the reference did not start at {case.label()}: {exc}") from None
     try:
         reference = judge.Reference(kernel, ref)
         reference.timed(lay, data, deadline)  # warm-up: first touch, thread team
@@ -457,7 +461,7 @@ def _measure_step(
         runner = None
         try:
             runner = judge.Runner(
-                base_exe, base_exe.parent, lay.size, env, cand_limits, [], cfg.sandbox, "base"
+                base_exe, base_exe.parent, fr, env, cand_limits, [], cfg.sandbox, "base"
             )
             base_s = judge.candidate_call(kernel, runner, lay, data, deadline)[0]
         except (judge.RunnerFault, judge.JudgeError) as exc:
