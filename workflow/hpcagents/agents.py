@@ -72,7 +72,7 @@ def machine_text(build: BuildInfo) -> str:
         lines.append(f"ISA features of the CPU: {' '.join(m['isa'])}.")
     peak = m.get("peak") or {}
     if m.get("compiler_isa"):
-        bits = peak.get("vector_bits")
+        bits = peak.get("widest_vector_bits") or peak.get("vector_bits")
         widest = f" (widest double vector: {bits} bits = {bits // 64} doubles)" if bits else ""
         lines.append(
             f"The fixed flags let the compiler use: {' '.join(m['compiler_isa'])}{widest}."

@@ -693,6 +693,7 @@ def _measure(
                 peak = narrow
             peak["variants_gflops"] = variants
         widest = 512 if "variants_gflops" in peak else int(peak["vector_bits"])
+        peak["widest_vector_bits"] = widest  # what the flags allow (the prompts say it)
         peak["spec"] = spec_peak(int(peak["threads"]), widest, peak)
         elements = stream_elements(llc, settings)
         stream = _run_json(
