@@ -211,3 +211,14 @@ def test_a_shared_bench_size_dir_gives_several_campaigns_one_choice(tmp_path, sm
     assert rec1["reused"] is False and rec2["reused"] is True
     assert one.bench_values == two.bench_values
     assert rec1["frozen"].startswith(str(tmp_path / "study" / "bench_size" / "smallmm"))
+
+
+def test_a_size_whose_timed_calls_would_not_fit_the_timeout_is_never_chosen(small_dgemm):
+    # a share of the timeout no call fits: the first size is measured, found over the
+    # bound, and the search stops there; it is recorded, never grown past
+    cfg = EvalConfig(bench_size=None, threads=1, timeout_s=60)
+    ident = node_size.node_identity(small_dgemm, "gcc", FLAGS, 1, cfg.blas)
+    settings = dataclasses.replace(TINY, plateau=0.0, timeout_share=1e-9)
+    rec = node_size.search(small_dgemm, "gcc", FLAGS, cfg, ident, settings)
+    assert rec["stop"].startswith("time") and len(rec["curve"]) == 1
+    assert rec["curve"][0]["over_time_bound"] and node_size.call_cost(rec["curve"][0]) > 0

@@ -276,7 +276,7 @@ def search(
     avail = _mem_available()
     if avail:
         mem_bound = min(mem_bound, avail // 8)  # the judge holds several copies of the data
-    calls = cfg.warmup + cfg.repeats + 2  # + a validation-sized and a magnitude call
+    calls = cfg.warmup + cfg.repeats + 2  # + room for the validation cases
     base_bound = settings.timeout_share * cfg.timeout_s / calls
     curve: list[dict[str, Any]] = []
     stop = ""
@@ -308,10 +308,11 @@ def search(
                             "eighth of the available memory)"
                         )
                         break
-                    if prev["baseline_s"] is not None and prev["baseline_s"] * grow > base_bound:
+                    if call_cost(prev) * grow > base_bound:
                         stop = (
-                            f"time: the baseline would take ~{prev['baseline_s'] * grow:.2f} s "
-                            f"a call at the next size; {calls} calls must fit "
+                            f"time: a timed call of the baseline with the judge's work around "
+                            f"it (inputs, reference, check) would take ~"
+                            f"{call_cost(prev) * grow:.2f} s at the next size; {calls} must fit "
                             f"{settings.timeout_share:.0%} of evaluation.timeout_s "
                             f"({cfg.timeout_s:g} s)"
                         )
@@ -343,11 +344,11 @@ def search(
                     point["step_s"] = round(point["step_s"] + again["step_s"], 3)
                 point["factor"] = round(factor, 4)
                 curve.append(point)
-                if point["baseline_s"] is not None and point["baseline_s"] > base_bound:
+                if call_cost(point) > base_bound:
                     point["over_time_bound"] = True
                     stop = (
-                        f"time: the baseline took {point['baseline_s']:.2f} s a call at "
-                        f"{point['label']}; {calls} calls must fit "
+                        f"time: a timed call of the baseline with the judge's work around it "
+                        f"took ~{call_cost(point):.2f} s at {point['label']}; {calls} must fit "
                         f"{settings.timeout_share:.0%} of evaluation.timeout_s "
                         f"({cfg.timeout_s:g} s)"
                     )
@@ -400,6 +401,18 @@ def search(
     }
 
 
+def call_cost(point: Mapping[str, Any]) -> float:
+    """What one timed call of an evaluation costs at a size: the baseline's call (the
+    slowest kernel timed on purpose), the reference's, and the judge's own work around
+    them (fresh inputs, filling both arenas, reading and checking the outputs), counted
+    as three times the input generation measured there."""
+    return (
+        float(point.get("baseline_s") or 0.0)
+        + float(point["ref_best_s"])
+        + 3.0 * float(point.get("inputs_s") or 0.0)
+    )
+
+
 def plateau_start(curve: list[Mapping[str, Any]], plateau: float) -> int:
     """The smallest size from which the reference stays on its final level: every point
     from it on within ``plateau`` of the level where the growth stopped (the better of
@@ -433,7 +446,9 @@ def _measure_step(
     env = judge.runner_env(threads, blas, work)
     limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb + 4096)
     ro = list(blas.lib_dirs) if blas else []
+    t_inputs = time.monotonic()
     data = judge.generate_inputs(kernel, lay, rng)
+    inputs_s = time.monotonic() - t_inputs
     deadline = time.monotonic() + cfg.timeout_s
     runs: list[float] = []
     (work / "ref").mkdir(exist_ok=True)
@@ -484,6 +499,7 @@ def _measure_step(
         "ref_gbs": bytes_ / best / 1e9,
         "baseline_s": base_s,
         **({"baseline_error": base_error} if base_error else {}),
+        "inputs_s": round(inputs_s, 4),
         "step_s": round(time.monotonic() - t_step, 3),
     }
 
