@@ -42,7 +42,7 @@ from hpcagents import node_size
 from hpcagents.artifacts import REPO_DIR, write_json
 from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
 from hpcagents.kernelspec import Case, KernelSpec, load_kernel
-from hpcagents.machine import cpu_model, describe, machine_model, spec_text, usable_cores
+from hpcagents.machine import cpu_model, describe, machine_model, usable_cores
 
 
 def scripted_variants(kernel: KernelSpec) -> list[Path]:
@@ -175,7 +175,11 @@ def main() -> int:
             p["ref_gflops"]
             for r in rows
             if r["kernel"] == "dgemm"
-            for p in [*r["curve"], {"ref_gflops": r.get("ref_gflops_twice") or 0}]
+            for p in [
+                *r["curve"],
+                {"ref_gflops": r.get("ref_gflops") or 0},
+                {"ref_gflops": r.get("ref_gflops_twice") or 0},
+            ]
         ),
         default=None,
     )
@@ -208,8 +212,7 @@ def main() -> int:
         if curve:
             print(f"  reference GFLOP/s by size: {curve}")
     print()
-    print(describe(model))
-    print(f"peak check: {spec_text(model.peak)}")
+    print(describe(model))  # with the peak's spec cross-check
     if mkl_best:
         print(
             f"MKL's best dgemm here: {mkl_best:.1f} GFLOP/s = "
