@@ -23,7 +23,7 @@ from .artifacts import PROMPT_DIR, ArtifactError, load_schema, validate, write_t
 from .extract import extract_code, extract_json
 from .kernelspec import KernelSpec
 from .llm import LLMPool, PromptTooLong, prompt_hash
-from .machine import cache_label, roofline
+from .machine import cache_label, roofline, topology_label
 
 
 def render(name: str, **values: Any) -> str:
@@ -72,13 +72,15 @@ def machine_text(build: BuildInfo) -> str:
         lines.append(f"ISA features of the CPU: {' '.join(m['isa'])}.")
     peak = m.get("peak") or {}
     if m.get("compiler_isa"):
-        bits = peak.get("vector_bits")
+        bits = peak.get("widest_vector_bits") or peak.get("vector_bits")
         widest = f" (widest double vector: {bits} bits = {bits // 64} doubles)" if bits else ""
         lines.append(
             f"The fixed flags let the compiler use: {' '.join(m['compiler_isa'])}{widest}."
         )
     if m.get("caches"):
         lines.append(f"Caches: {', '.join(cache_label(c) for c in m['caches'])}.")
+    if m.get("topology"):
+        lines.append(topology_label(m["topology"]))
     version = m.get("cc_version")
     lines.append(
         f"Compiler: {build.cc}"

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import hwcounters, judge, optreport, racecheck
+from . import hwcounters, judge, node_size, optreport, racecheck
 from .artifacts import write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .kernelspec import KernelError, KernelSpec, load_kernel
@@ -46,6 +46,8 @@ class EvalConfig:
     warmup: int = 1
     timeout_s: float = 300.0
     bench_size: int | None = None
+    # the frozen node-sized bench case (hpcagents.node_size), when the campaign chose one
+    bench_values: tuple[tuple[str, Any], ...] | None = None
     blas: str = "mkl"
     threads: int | None = None
     memory_mb: int = 4096
@@ -277,7 +279,7 @@ def _evaluate_source(
 
     seed = seed if seed is not None else secrets.randbits(31)
     rng = np.random.default_rng(seed)
-    bench = kernel.bench_case(cfg.bench_size)
+    bench = node_size.bench_case(kernel, cfg)
     # the validation cases of kernel.yaml, and one the candidate cannot predict (sizes and
     # padding drawn by the judge), at a place in the order drawn too
     cases = list(kernel.cases)

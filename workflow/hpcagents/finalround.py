@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import judge
+from . import judge, node_size
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .evaluate import BuildConfig, EvalConfig, _cores, _provenance, _record_reference, _sha
 from .kernelspec import Case, KernelSpec
@@ -107,7 +107,7 @@ def _final_round(
     rounds = max(1, rounds or cfg.repeats)
     max_rounds = max(rounds, max_rounds or rounds)
     threads = cfg.threads or _cores()
-    bench = kernel.bench_case(cfg.bench_size)
+    bench = node_size.bench_case(kernel, cfg)
     flops = kernel.flops(bench)
     rng = np.random.default_rng(secrets.randbits(63))
     vcase = fresh_case(kernel, rng, bench)

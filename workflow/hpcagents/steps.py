@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import timinglock
+from . import node_size, timinglock
 from .agents import BuildInfo, Previous, fit_pg, inspiration_for, pg_messages, run_pg, run_pm
 from .archive import ARCHIVE_FILE, read_archive
 from .artifacts import read_json, write_json
@@ -33,6 +33,7 @@ from .kernelspec import KernelSpec, load_kernel
 from .llm import pool_from_env
 from .machine import (
     MachineError,
+    check_peak,
     default_cache_dir,
     find_cached,
     machine_model,
@@ -259,15 +260,20 @@ def evaluate_attempt(cfg: CampaignConfig, kernel_name: str, out: Path) -> dict[s
             kernel, source, gen["status"], gen["reason"], BuildConfig(cfg.cc, cfg.cflags)
         )
     else:
+        ecfg, sized = node_size.sized_config(
+            kernel, out, cfg.cc, cfg.cflags, eval_config(cfg), cfg.raw.get("evaluation") or {}
+        )
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=attempt_dir))
         try:
             record = evaluate_source(
-                kernel, source, work, BuildConfig(cc=cfg.cc, cflags=cfg.cflags), eval_config(cfg)
+                kernel, source, work, BuildConfig(cc=cfg.cc, cflags=cfg.cflags), ecfg
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        record["bench_size"] = sized
     if record["status"] == "ok":
-        figure = roofline_of(cfg, kernel, record["timing"]["best_s"])
+        case, ref_s = record["timing"]["case"], record["reference"]["best_s"]
+        figure = roofline_of(cfg, kernel, record["timing"]["best_s"], case, ref_s, record)
         record["roofline"] = figure
         record["pct_of_roofline"] = figure["pct_of_roofline"] if figure else None
     record["step"] = step_record()
@@ -275,13 +281,23 @@ def evaluate_attempt(cfg: CampaignConfig, kernel_name: str, out: Path) -> dict[s
     return record
 
 
-def roofline_of(cfg: CampaignConfig, kernel: KernelSpec, best_s: float) -> dict[str, Any] | None:
+def roofline_of(
+    cfg: CampaignConfig,
+    kernel: KernelSpec,
+    best_s: float,
+    case: dict[str, Any] | None = None,
+    reference_s: float | None = None,
+    record: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """Where a timed kernel sits under this host's measured roofline (None if unmeasurable).
 
     The machine model is measured once per host, flags and thread count, here where the
     evaluation runs (the timing slot locally, the exclusive node under Slurm), and cached.
+    ``case`` is the case that was timed (the node-sized one); with ``reference_s`` the
+    reference's rate there is checked against the model's peak (machine.check_peak: a
+    reference above the peak re-measures the model), and the check goes in ``record``.
     """
-    case = kernel.bench_case(cfg.bench_size)
+    case = case or kernel.bench_case(cfg.bench_size if isinstance(cfg.bench_size, int) else None)
     threads = cfg.threads or usable_cores()
     try:
         model = find_cached(default_cache_dir(), socket.gethostname(), cfg.cc, cfg.cflags, threads)
@@ -289,6 +305,17 @@ def roofline_of(cfg: CampaignConfig, kernel: KernelSpec, best_s: float) -> dict[
             # measured like a timing: never beside another evaluation's compile or run
             with timinglock.exclusive():
                 model = machine_model(default_cache_dir(), cfg.cc, cfg.cflags, threads)
+        if reference_s:
+            ref_gflops = kernel.flops(case) / reference_s / 1e9
+            if ref_gflops > model.peak_gflops:  # re-measured: like a timing, alone
+                with timinglock.exclusive():
+                    model, check = check_peak(default_cache_dir(), model, ref_gflops)
+            else:
+                model, check = check_peak(default_cache_dir(), model, ref_gflops)
+            if record is not None:
+                record["peak_check"] = check
+            if check["status"] != "ok":
+                print(f"hpcagents: peak check: {check['reason']}")
         return roofline(kernel.flops(case), kernel.bytes(case), best_s, model)
     except (MachineError, ValueError) as exc:
         print(f"no roofline figure: {exc}")
@@ -364,6 +391,9 @@ def final_round_step(
             "skipped": f"no valid candidate in iteration {iteration}: nothing to re-time",
         }
     else:
+        ecfg, sized = node_size.sized_config(
+            kernel, out, cfg.cc, cfg.cflags, eval_config(cfg), cfg.raw.get("evaluation") or {}
+        )
         work = Path(tempfile.mkdtemp(prefix=".final-round-", dir=out.parent))
         try:
             record = final_round(
@@ -371,15 +401,17 @@ def final_round_step(
                 contenders,
                 work,
                 BuildConfig(cfg.cc, cfg.cflags),
-                eval_config(cfg),
+                ecfg,
                 rounds=cfg.repeats,
                 max_rounds=final_round_max_rounds(cfg),
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        record["bench_size"] = sized
+    ref_s = (record.get("reference") or {}).get("best_s")
     for entry in record["contenders"]:
         if entry["status"] == "ok" and entry.get("best_s"):
-            figure = roofline_of(cfg, kernel, entry["best_s"])
+            figure = roofline_of(cfg, kernel, entry["best_s"], record["case"], ref_s, record)
             entry["roofline"] = figure
             entry["pct_of_roofline"] = figure["pct_of_roofline"] if figure else None
     record.update(iteration=iteration, finals=ends, finalists=why, step=step_record())

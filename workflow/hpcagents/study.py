@@ -74,6 +74,8 @@ def campaign_raw(
     raw["evaluation"] = dict(raw["evaluation"])
     if args.bench_size is not None:
         raw["evaluation"]["bench_size"] = args.bench_size
+    # one node-sized bench case for every run of the study (hpcagents.node_size)
+    raw["evaluation"].setdefault("bench_size_dir", str(Path(args.dir).resolve() / "bench_size"))
     if url is not None:
         raw["llm"] = {**raw["llm"], "servers": [scripted_server_entry(url, max(4, n))]}
     # every run keeps its own cache, so a run replays only its own answers

@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bench-size",
         type=int,
         default=None,
-        help="override every kernel's bench size (default: kernel.yaml's)",
+        help="time every kernel with every size parameter = N (default: sized for this node)",
     )
     parser.add_argument("--config", default="config/config.yaml", help="base campaign config")
     parser.add_argument("--latency", type=float, default=0.05, help="scripted model latency (s)")

@@ -13,6 +13,9 @@
  * The chains converge to 1.0 (a <- a*x + (1-x)), so no value overflows or goes
  * subnormal; x comes from the command line so nothing can be folded at compile time.
  *
+ * With AVX-512 there are 32 vector registers, so 24 chains (3 x 8 in flight: latency 4
+ * x 2 pipes = 8 needed); with 16 registers, 12 chains.
+ *
  * Usage: fma_peak <seconds per run> <runs> <x>
  * Prints one JSON object on stdout.
  */
@@ -24,6 +27,13 @@
 #endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
+
+/* FMA_BITS=256 builds the 256-bit variant on an AVX-512 machine: on cores with one
+ * 512-bit FMA unit but two 256-bit ones, or a lower clock for 512-bit work, it is the
+ * faster; hpcagents.machine builds both and keeps the better. */
+#if defined(FMA_BITS) && FMA_BITS == 256 && defined(__AVX512F__)
+#undef __AVX512F__
 #endif
 
 #if defined(__AVX512F__)
