@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from .artifacts import REPO_DIR
 from .config import ConfigError, load_config
 
@@ -308,7 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     p = add("demo", _cmd_demo, "run the demo campaign on the scripted model (local executor)")
-    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument(
+        "--config",
+        help="campaign config, relative to the current directory (default: "
+        "./config/config.yaml, else the checkout's documented one)",
+    )
+    p.add_argument("--dir", help="the folder results/ goes in (default: the current one)")
+    p.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="accept settings that change figures on existing results (made again)",
+    )
     p.add_argument("--port", type=int, default=0, help="scripted model port (0: any free one)")
     p.add_argument("--latency", type=float, default=0.2, help="scripted model latency (s)")
     p.add_argument(
@@ -482,10 +494,20 @@ def main(argv: list[str] | None = None) -> int:
     from .llm import LLMUnavailable
     from .select import SelectionError
 
+    if args.command in ("evaluate-attempt", "final-round"):
+        from .lifeline import tie_to_campaign
+
+        tie_to_campaign()  # dies, with its sandboxes, when the campaign's Snakemake dies
     try:
         return int(args.func(args) or 0)
     except (ConfigError, LLMUnavailable, SelectionError, RunnerError, KernelError) as exc:
         print(f"hpcagents: error: {exc}", file=sys.stderr)
+        return 2
+    except yaml.YAMLError as exc:  # a YAML file read without its own message: file:line
+        from .config import yaml_error_message
+
+        name = getattr(getattr(exc, "problem_mark", None), "name", "a YAML file")
+        print(f"hpcagents: error: {yaml_error_message(name, exc)}", file=sys.stderr)
         return 2
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from . import judge
 from .artifacts import write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
+from .hostload import LoadWatch, reference_name
 from .kernelspec import KernelError, KernelSpec, load_kernel
 from .sandbox import Limits
 from .timinglock import PhaseLock
@@ -249,8 +250,11 @@ def _evaluate_source(
         except BlasNotFound as exc:
             blas_error = str(exc)
 
+    host_load: dict[str, Any] | None = None  # [trust] hostload: the host while timed
+
     def prov() -> dict[str, Any]:
-        return {**_provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
+        base = {**_provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
+        return {**base, "host_load": host_load} if host_load else base
 
     def fail(status: str, reason: str, **parts: Any) -> dict[str, Any]:
         return _record(kernel, source, status, reason, provenance=prov(), **parts)
@@ -331,9 +335,11 @@ def _evaluate_source(
         lay = judge.plan(kernel, bench)
         runs, ref_runs = [], []
         cand.watch()  # from now on the candidate must stay idle between its calls
+        load = LoadWatch()
         for r in range(-cfg.warmup, cfg.repeats):
             data = judge.generate_inputs(kernel, lay, rng)
             cand.settle()  # nothing of the candidate runs while the reference is timed
+            load.sample()  # between calls: what runs now is someone else's
             t_ref, want = reference.timed(lay, data, time.monotonic() + cfg.timeout_s)
             t, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
             if r < 0:
@@ -359,6 +365,7 @@ def _evaluate_source(
             runs.append(t)
             ref_runs.append(t_ref)
         reference.runner.settle()
+        host_load = load.record(max(runs) / min(runs) if runs and min(runs) > 0 else None)
         idle = judge.check_idle(cand, threads)
         if idle:
             return fail("wrong_answer", idle, compile=comp, validation=validation)
@@ -398,7 +405,8 @@ def _evaluate_source(
         kernel,
         source,
         "ok",
-        f"valid; {timing['gflops']:.2f} GFLOP/s = {pct:.1f}% of {reference_rec['name']} "
+        f"valid; {timing['gflops']:.2f} GFLOP/s = {pct:.1f}% of "
+        f"{reference_name(reference_rec['name'])} "
         f"({reference_rec['gflops']:.2f} GFLOP/s) at {bench.label()}",
         compile=comp,
         validation=validation,
@@ -436,6 +444,13 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kernels-dir", help="a folder of your own kernel folders, searched before kernels/"
     )
+
+
+def gbps_of(kernel: KernelSpec, case: dict[str, Any], gflops: float) -> float | None:
+    """GB/s moved at ``gflops`` when the kernel is memory-bound at ``case`` (else None)."""
+    from .figures import memory_gbps
+
+    return memory_gbps(kernel, case, gflops)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -478,6 +493,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"candidate: {t['gflops']:.3f} GFLOP/s (best of {t['repeats']}: {t['best_s']:.6f} s,"
             f" spread x{t['spread']:.3f})"
         )
-        print(f"reference: {r['gflops']:.3f} GFLOP/s ({r['name']}: {r['version']})")
-        print(f"% of reference: {rec['pct_of_reference']:.2f}")
+        name = reference_name(r["name"])
+        print(f"reference: {r['gflops']:.3f} GFLOP/s ({name}: {r['version']})")
+        print(f"% of {name}: {rec['pct_of_reference']:.2f}")
+        from .hostload import doubt_of, implausible
+
+        gbps = gbps_of(kernel, t["case"], t["gflops"])
+        if gbps is not None:
+            print(f"memory-bound: {gbps:.2f} GB/s moved (from the kernel's bytes)")
+        for warning in (
+            doubt_of(rec["provenance"].get("host_load")),
+            implausible(rec["pct_of_reference"], r["name"]),
+        ):
+            if warning:
+                print(f"WARNING: {warning}")
     return 0

@@ -22,6 +22,7 @@ import numpy as np
 from . import judge
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .evaluate import BuildConfig, EvalConfig, _cores, _provenance, _record_reference, _sha
+from .hostload import LoadWatch, widest_spread
 from .kernelspec import KernelSpec
 from .sandbox import Limits
 from .timinglock import PhaseLock
@@ -106,10 +107,13 @@ def _final_round(
         record["provenance"] = {
             **_provenance(build, blas, threads, started, cfg),
             "sandbox": sandbox,
+            # [trust] the host while the rounds ran, with the widest spread between rounds
+            "host_load": load.record(widest_spread([e["runs_s"] for e in entries])),
         }
         return record
 
     sandbox: dict[str, Any] | None = None
+    load = LoadWatch()
     if kernel.reference.library == "blas":
         try:
             blas = find_blas(cfg.blas)
@@ -150,6 +154,7 @@ def _final_round(
         reference = judge.Reference(kernel, ref_runner)
         ref_runs: list[float] = []
         for r in range(-cfg.warmup, rounds):
+            load.sample()  # [trust] between rounds: what runs now is someone else's
             data = judge.generate_inputs(kernel, lay, rng)
             ref_runner.settle()  # after last round's untimed magnitude run
             order: list[int | None] = [None, *sorted(runners)]
