@@ -218,6 +218,20 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
     )
     for key, what in blanks:
         print(f"  - {key}: {what}")
+    from .newkernel import function_body, neighbour_reads
+
+    reads = neighbour_reads(function_body(Path(args.source).read_text(), args.function))
+    if reads:
+        print(
+            f"stencil: {args.function} reads neighbours ({', '.join(reads)}): give each array "
+            "its extent with the halo rows/planes (e.g. nz + 2, ny + 2, nx + 2) and count "
+            "the halos in bytes"
+        )
+    print(
+        "validation runs exactly the sizes under `cases:` (every output element against "
+        "your original) before any timing: include 1, odd sizes and sizes that are not "
+        "multiples of 8; `bytes:` gives the GB/s shown for a memory-bound kernel"
+    )
     builtin = Path(args.kernels_dir).resolve() == (REPO_DIR / "kernels").resolve()
     where = "" if builtin else f" --kernels-dir {folder.parent}"
     print(
@@ -225,6 +239,8 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
         f"{folder / (args.name + '.c')} (the baseline against your original), and add "
         f"{args.name} to `kernels:` in config/config.yaml"
         + ("" if builtin else f" with `kernels_dir: {folder.parent}`")
+        + f". A campaign on {args.name} needs a real model: the scripted stand-in has no "
+        "variants for it."
     )
     return 0
 

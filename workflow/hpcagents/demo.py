@@ -89,9 +89,8 @@ def run_demo(args: argparse.Namespace) -> int:
     raw = yaml.safe_load(config_path.read_text())
     print(f"[demo] config {config_path}; results in {workdir / 'results'}", flush=True)
     from .campaigns import exit_on_sigterm
-    from .run import end_orphans, running_campaign
-
     from .frozen import precheck
+    from .run import end_orphans, running_campaign
 
     stale = precheck(config_path, workdir / "results", args.accept_changes)
     if stale:
