@@ -60,7 +60,7 @@ def test_bad_server_url_is_named():
 
 def test_duplicate_server_names_rejected():
     s = {"name": "a", "base_url": "http://127.0.0.1:1/v1", "model": "m"}
-    with pytest.raises(ConfigError, match="unique"):
+    with pytest.raises(ConfigError, match="server name .a. is used 2 times"):
         parse_config(cfg(llm__servers=[s, dict(s)]))
 
 

@@ -7,8 +7,9 @@ host's timing lock, and ``status`` called them "cut" while they ran.
 Two layers:
 
 * :func:`tie_to_campaign`, called first by the CPU steps (evaluate-attempt,
-  final-round): a parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGKILL)``) ties the
-  step to the shell that runs it, and a watcher thread holds a pidfd of the campaign's
+  final-round): a parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGTERM)``, handled by
+  ending every descendant, then the step) ties the step to the shell that runs it, and a
+  watcher thread holds a pidfd of the campaign's
   Snakemake process; when that process dies, however it dies, the watcher kills every
   descendant of the step (compilers, sandboxes, the candidate and reference runners,
   frozen or not) and then the step itself. Sandboxes started by bubblewrap die with
@@ -124,15 +125,23 @@ def tie_to_campaign() -> int | None:
 
     Returns the Snakemake pid watched (None when the step runs outside one, e.g. by
     hand or in a Slurm pilot, where nothing is tied)."""
-    _set_pdeathsig()
+    me = os.getpid()
+
+    def end(signum: int, frame: object) -> None:
+        kill_tree(me, include_root=False)
+        os._exit(128 + signum)
+
+    # The shell that runs the step dies (a kill of the whole tree): SIGTERM, whose
+    # handler ends what the step started (runners in sessions of their own) first.
+    signal.signal(signal.SIGTERM, end)
+    _set_pdeathsig(signal.SIGTERM)
     target = snakemake_ancestor()
     if target is None:
         return None
     st = _stat(target)
     if st is None:  # already gone
-        kill_tree(os.getpid())
+        kill_tree(me)
         return target
-    me = os.getpid()
 
     def watch() -> None:
         _wait_for_exit(target, st[1])
