@@ -372,3 +372,13 @@ def test_new_kernel_yaml_speaks_of_halos_validation_sizes_and_bytes(tmp_path):
     assert "STENCIL" in text and "halo" in text
     assert "validation runs EXACTLY these sizes" in text
     assert "GB/s" in text
+
+
+def test_gb_per_s_only_for_a_kernel_below_the_ridge_even_if_the_model_was_starved():
+    from hpcagents.figures import gbps_from_record
+
+    # a dgemm (16 flop/byte) under a roofline measured on a busy host: not memory-bound
+    starved = {"arithmetic_intensity": 16.0, "ridge_intensity": 40.0, "bound": "memory"}
+    assert gbps_from_record(80.0, starved) is None
+    dgemv = {"arithmetic_intensity": 0.25, "ridge_intensity": 10.0, "bound": "memory"}
+    assert gbps_from_record(2.0, dgemv) == 8.0

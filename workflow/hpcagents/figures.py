@@ -39,19 +39,26 @@ def memory_gbps(
     ai = intensity(kernel, case)
     if ai is None or not isinstance(gflops, int | float):
         return None
-    if ai >= (ridge or DEFAULT_RIDGE):
+    if ai >= min(ridge or DEFAULT_RIDGE, DEFAULT_RIDGE):
         return None
     return gflops / ai
 
 
 def gbps_from_record(gflops: float | None, roofline: Mapping[str, Any] | None) -> float | None:
-    """GB/s of a figure whose evaluation recorded a memory-bound roofline (else None)."""
-    if not isinstance(roofline, Mapping) or roofline.get("bound") != "memory":
+    """GB/s of a figure whose evaluation's roofline record shows a memory-bound kernel
+    (else None).
+
+    Memory-bound here means fewer flops per byte than the host's measured ridge point
+    AND than :data:`DEFAULT_RIDGE`: a machine model measured on a busy host can report a
+    starved bandwidth that would make even a dgemm look memory-bound."""
+    if not isinstance(roofline, Mapping):
         return None
     ai = roofline.get("arithmetic_intensity")
+    ridge = roofline.get("ridge_intensity")
     if not isinstance(gflops, int | float) or not isinstance(ai, int | float) or ai <= 0:
         return None
-    return gflops / ai
+    limit = min(ridge, DEFAULT_RIDGE) if isinstance(ridge, int | float) else DEFAULT_RIDGE
+    return gflops / ai if ai < limit else None
 
 
 __all__ = ["DEFAULT_RIDGE", "gbps_from_record", "intensity", "memory_gbps", "reference_name"]
