@@ -81,11 +81,12 @@ def test_accepted_change_is_recorded_and_the_stale_figures_moved_aside(tmp_path)
 def test_server_and_concurrency_changes_are_allowed_and_recorded(tmp_path):
     results = _results_with_figures(tmp_path, campaign_config(URL))
     other = campaign_config("http://127.0.0.1:10/v1", **{"campaign.pgs": 8})
+    other["llm"]["servers"][0]["model"] = "openai/gpt-oss-120b"
     cfg = parse_config(other)
     assert frozen.guard(cfg, results, accept=False) == []
     notes = frozen.record(cfg, results)
     assert any("campaign.pgs: 4 -> 8" in n for n in notes)
-    assert any("llm.servers" in n for n in notes)
+    assert any("llm.servers" in n and "gpt-oss" in n for n in notes)
     assert frozen.made_by(results)["history"][0]["allowed"] is True
 
 

@@ -100,11 +100,24 @@ def kernel_settings(cfg: CampaignConfig, name: str) -> dict[str, Any]:
     return {"folder": str(folder), "spec": spec, "files": files}
 
 
+def _servers(servers: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The servers as recorded: the scripted stand-in's address (a free port, new on
+    every demo) is not a change worth recording."""
+    out = []
+    for s in servers or []:
+        if str(s.get("model", "")).startswith("scripted"):
+            s = {k: v for k, v in s.items() if k != "base_url"}
+        out.append(s)
+    return out
+
+
 def settings(cfg: CampaignConfig) -> dict[str, Any]:
     raw = cfg.raw
+    other = {k: _get(raw, k) for k in OTHER_KEYS}
+    other["llm.servers"] = _servers(other["llm.servers"])
     return {
         "figures": {k: _get(raw, k) for k in FIGURE_KEYS},
-        "other": {k: _get(raw, k) for k in OTHER_KEYS},
+        "other": other,
         "kernels": {name: kernel_settings(cfg, name) for name in cfg.kernels},
     }
 
