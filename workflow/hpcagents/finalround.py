@@ -22,7 +22,7 @@ import numpy as np
 from . import judge
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .evaluate import BuildConfig, EvalConfig, _cores, _provenance, _record_reference, _sha
-from .hostload import LoadWatch, widest_spread
+from .hostload import LoadWatch, reference_name, widest_spread
 from .kernelspec import KernelSpec
 from .sandbox import Limits
 from .timinglock import PhaseLock
@@ -218,6 +218,7 @@ def _final_round(
         entry["pct_of_reference"] = 100.0 * entry["gflops"] / ref_gflops if ref_gflops else 0.0
         entry["reason"] = (
             f"valid in every round; {entry['gflops']:.2f} GFLOP/s = "
-            f"{entry['pct_of_reference']:.1f}% of the reference, side by side"
+            f"{entry['pct_of_reference']:.1f}% of "
+            f"{reference_name(record['reference']['name'])}, side by side"
         )
     return finish()
