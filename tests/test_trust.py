@@ -383,3 +383,18 @@ def test_gb_per_s_only_for_a_kernel_below_the_ridge_even_if_the_model_was_starve
     assert gbps_from_record(80.0, starved) is None
     dgemv = {"arithmetic_intensity": 0.25, "ridge_intensity": 10.0, "bound": "memory"}
     assert gbps_from_record(2.0, dgemv) == 8.0
+
+
+def test_a_snakemake_left_running_without_its_run_blocks_a_new_start(tmp_path):
+    from hpcagents.run import running_campaign
+
+    assert running_campaign(tmp_path) is None
+    smk = subprocess.Popen(
+        [sys.executable, "-c", "import time  # snakemake\ntime.sleep(120)"], cwd=tmp_path
+    )
+    try:
+        live = running_campaign(tmp_path)
+    finally:
+        smk.kill()
+        smk.wait()
+    assert live is not None and live["pid"] == smk.pid

@@ -59,15 +59,22 @@ def _alive(pid: int) -> bool:
 
 
 def running_campaign(workdir: Path) -> dict | None:
-    """The live campaign recorded in ``workdir`` (None when there is none)."""
+    """The live campaign recorded in ``workdir`` (None when there is none), or a
+    Snakemake still running there without its ``hpcagents run`` (killed alone): a new
+    start must never unlock under it."""
     path = workdir / PID_FILE
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
-    if info.get("host") != socket.gethostname() or not _alive(int(info.get("pid", 0))):
-        return None
-    return info
+        info = {}
+    if info.get("host") == socket.gethostname() and _alive(int(info.get("pid", 0))):
+        return info
+    from .lifeline import campaign_processes
+
+    smk = [p.pid for p in campaign_processes(workdir) if p.step == "snakemake"]
+    if smk:
+        return {"pid": smk[0], "started": "unknown (a Snakemake without hpcagents run)"}
+    return None
 
 
 def local_orphans(workdir: Path, exclude: set[int]) -> list[Orphan]:
