@@ -604,7 +604,7 @@ def _iteration_table(summary: dict[str, Any]) -> str:
             _cell(r["llm_calls"], "llm_calls"),
             _cell(r["tokens"], "tokens"),
             _cell(r["plan_origin"], "plan_origin"),
-            f'<td data-field="doubt">{"; ".join(_e(w) for w in r.get("doubt") or [])}</td>',
+            f'<td class="doubt-cell">{"; ".join(_e(w) for w in r.get("doubt") or [])}</td>',
         ]
         body.append(f'<tr data-row="{r["iteration"]}">' + "".join(cells) + "</tr>")
     return f'<table data-table="iterations">{head}{"".join(body)}</table>'
