@@ -24,6 +24,7 @@ wildcard_constraints:
 onstart:
     check_servers_or_die(CFG)
     mark_current_config(EFFECTIVE)
+    record_results_settings(CFG)
 
 
 include: "workflow/rules/iterate.smk"

@@ -60,7 +60,7 @@ def test_bad_server_url_is_named():
 
 def test_duplicate_server_names_rejected():
     s = {"name": "a", "base_url": "http://127.0.0.1:1/v1", "model": "m"}
-    with pytest.raises(ConfigError, match="unique"):
+    with pytest.raises(ConfigError, match="server name .a. is used 2 times"):
         parse_config(cfg(llm__servers=[s, dict(s)]))
 
 
@@ -74,7 +74,7 @@ def test_unreachable_servers_are_each_named():
     port = _free_port()
     servers = [
         {"name": "gpu1", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"},
-        {"name": "gpu2", "base_url": f"http://127.0.0.1:{port}/v2", "model": "m"},
+        {"name": "gpu2", "base_url": f"http://localhost:{port}/v1", "model": "m"},
     ]
     c = parse_config(cfg(llm__servers=servers))
     with pytest.raises(ConfigError, match=r"no LLM server answers.*'gpu1'.*'gpu2'"):

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from .artifacts import REPO_DIR
 from .config import ConfigError, load_config
 
@@ -216,6 +218,20 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
     )
     for key, what in blanks:
         print(f"  - {key}: {what}")
+    from .newkernel import function_body, neighbour_reads
+
+    reads = neighbour_reads(function_body(Path(args.source).read_text(), args.function))
+    if reads:
+        print(
+            f"stencil: {args.function} reads neighbours ({', '.join(reads)}): give each array "
+            "its extent with the halo rows/planes (e.g. nz + 2, ny + 2, nx + 2) and count "
+            "the halos in bytes"
+        )
+    print(
+        "validation runs exactly the sizes under `cases:` (every output element against "
+        "your original) before any timing: include 1, odd sizes and sizes that are not "
+        "multiples of 8; `bytes:` gives the GB/s shown for a memory-bound kernel"
+    )
     builtin = Path(args.kernels_dir).resolve() == (REPO_DIR / "kernels").resolve()
     where = "" if builtin else f" --kernels-dir {folder.parent}"
     print(
@@ -223,6 +239,8 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
         f"{folder / (args.name + '.c')} (the baseline against your original), and add "
         f"{args.name} to `kernels:` in config/config.yaml"
         + ("" if builtin else f" with `kernels_dir: {folder.parent}`")
+        + f". A campaign on {args.name} needs a real model: the scripted stand-in has no "
+        "variants for it."
     )
     return 0
 
@@ -311,7 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     p = add("demo", _cmd_demo, "run the demo campaign on the scripted model (local executor)")
-    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument(
+        "--config",
+        help="campaign config, relative to the current directory (default: "
+        "./config/config.yaml, else the checkout's documented one)",
+    )
+    p.add_argument("--dir", help="the folder results/ goes in (default: the current one)")
+    p.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="accept settings that change figures on existing results (made again)",
+    )
     p.add_argument("--port", type=int, default=0, help="scripted model port (0: any free one)")
     p.add_argument("--latency", type=float, default=0.2, help="scripted model latency (s)")
     p.add_argument(
@@ -489,10 +517,20 @@ def main(argv: list[str] | None = None) -> int:
     from .llm import LLMUnavailable
     from .select import SelectionError
 
+    if args.command in ("evaluate-attempt", "final-round"):
+        from .lifeline import tie_to_campaign
+
+        tie_to_campaign()  # dies, with its sandboxes, when the campaign's Snakemake dies
     try:
         return int(args.func(args) or 0)
     except (ConfigError, LLMUnavailable, SelectionError, RunnerError, KernelError) as exc:
         print(f"hpcagents: error: {exc}", file=sys.stderr)
+        return 2
+    except yaml.YAMLError as exc:  # a YAML file read without its own message: file:line
+        from .config import yaml_error_message
+
+        name = getattr(getattr(exc, "problem_mark", None), "name", "a YAML file")
+        print(f"hpcagents: error: {yaml_error_message(name, exc)}", file=sys.stderr)
         return 2
 
 

@@ -183,8 +183,19 @@ def parse_config(raw: dict[str, Any]) -> CampaignConfig:
                 f"{' or '.join(str(d) for d in search)}; known: {', '.join(known) or 'none'})"
             )
     names = [s["name"] for s in raw["llm"]["servers"]]
-    if len(set(names)) != len(names):
-        raise ConfigError("config: key 'llm.servers': server names must be unique")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(
+            f"config: key 'llm.servers': the server name {', '.join(repr(d) for d in dupes)} "
+            f"is used {max(names.count(d) for d in dupes)} times; give each server a name of "
+            "its own (names key the response cache, the probe's state and the accounting)"
+        )
+    for s in raw["llm"]["servers"]:
+        if "base_url" in s and s.get("kind") in (None, "openai"):
+            problem = base_url_problem(s["base_url"])
+            if problem:
+                raise ConfigError(f"config: llm server '{s['name']}': base_url {problem}")
+    check_scripted_kernels(raw, search)
     llm = raw["llm"]
     for role in ROLES:
         if not any(role in s.get("roles", ROLES) for s in llm["servers"]):
@@ -261,6 +272,71 @@ def parse_config(raw: dict[str, Any]) -> CampaignConfig:
         ),
         raw=raw,
     )
+
+
+#: The OpenAI-compatible API's path: vLLM, SGLang, llama.cpp's llama-server and Ollama all
+#: serve it under /v1; a lenient server also answers without it, a strict one 404s.
+OPENAI_PATH = "/v1"
+
+
+def base_url_problem(url: str) -> str | None:
+    """What is wrong with an OpenAI-compatible ``base_url`` (None: nothing).
+
+    Checked for every server kind at start, not left to the first request: a base_url
+    without /v1 passes on a lenient server and then every request 404s on a strict one."""
+    from urllib.parse import urlsplit
+
+    path = urlsplit(url).path.rstrip("/")
+    for endpoint in ("/chat/completions", "/completions", "/models"):
+        if path.endswith(endpoint):
+            base = url.rstrip("/")[: -len(endpoint)]
+            return (
+                f"{url!r} names the endpoint {endpoint}, not the API's base: write {base!r} "
+                "(the client adds the endpoint)"
+            )
+    if not path.endswith(OPENAI_PATH):
+        return (
+            f"{url!r} does not end in {OPENAI_PATH}: OpenAI-compatible servers (vLLM, "
+            f"SGLang, llama.cpp, Ollama) serve the API under {OPENAI_PATH}; write "
+            f"{url.rstrip('/') + OPENAI_PATH!r}"
+        )
+    return None
+
+
+#: Model ids of the scripted stand-in start with this.
+SCRIPTED_PREFIX = "scripted"
+
+
+def check_scripted_kernels(raw: dict[str, Any], search: tuple[Path, ...]) -> None:
+    """Refuse, before any job, a campaign on the scripted model (the stand-in) for a
+    kernel it has no hand-written variants for: every answer would be a failure."""
+    scripted = [
+        s["name"]
+        for s in raw["llm"]["servers"]
+        if str(s.get("model", "")).startswith(SCRIPTED_PREFIX)
+    ]
+    if not scripted:
+        return
+    served = {p.parent.parent.name for d in search for p in Path(d).glob("*/scripted/script.yaml")}
+    missing = [
+        k
+        for k in raw["kernels"]
+        if not any(
+            (Path(d) / k / "scripted" / "script.yaml").is_file()
+            for d in search
+            if (Path(d) / k / "kernel.yaml").is_file()
+        )
+    ]
+    if missing:
+        raise ConfigError(
+            f"config: kernel(s) {', '.join(missing)}: the scripted model (server "
+            f"{', '.join(repr(n) for n in scripted)}, a stand-in that answers from "
+            "hand-written variants) has no variants for them (no <kernel>/scripted/"
+            "script.yaml), so every attempt would fail. Point llm.servers at a real model "
+            "(vLLM, llama.cpp, Ollama, SGLang), check the kernel alone with `hpcagents "
+            f"evaluate --kernel {missing[0]} --source <file>`, or write a scripted/ set "
+            f"(kernels/README.md). Kernels it serves: {', '.join(sorted(served)) or 'none'}"
+        )
 
 
 def yaml_error_message(path: Path | str, exc: yaml.YAMLError) -> str:

@@ -21,6 +21,8 @@ from pathlib import Path
 import yaml
 
 from .artifacts import REPO_DIR, read_json, write_text_atomic
+from .frozen import ACCEPT_ENV
+from .run import run_recorded
 from .summary import table
 
 #: Model ids of the scripted stand-in start with this (as summary.json's stand_in flag).
@@ -64,12 +66,48 @@ def demo_config(raw: dict, url: str) -> dict:
     return out
 
 
+def demo_config_path(given: str | None, cwd: Path) -> Path:
+    """The config the demo runs: ``--config`` as the user wrote it, relative to where they
+    stand; without one, ``config/config.yaml`` there, else the checkout's documented one."""
+    if given:
+        path = Path(given).expanduser()
+        return path if path.is_absolute() else cwd / path
+    here = cwd / "config" / "config.yaml"
+    return here if here.is_file() else REPO_DIR / "config" / "config.yaml"
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    config_path = Path(args.config)
-    if not config_path.is_absolute():
-        config_path = REPO_DIR / config_path
+    from .config import ConfigError, load_config
+
+    workdir = Path(args.dir).resolve() if getattr(args, "dir", None) else Path.cwd()
+    config_path = demo_config_path(args.config, Path.cwd())
+    try:
+        load_config(config_path)  # file and line of a YAML error, the key of a bad value
+    except ConfigError as exc:
+        print(f"hpcagents demo: error: {exc}", file=sys.stderr)
+        return 2
     raw = yaml.safe_load(config_path.read_text())
-    state = REPO_DIR / "results" / ".hpcagents"
+    print(f"[demo] config {config_path}; results in {workdir / 'results'}", flush=True)
+    from .campaigns import exit_on_sigterm
+    from .frozen import precheck
+    from .run import end_orphans, running_campaign
+
+    stale = precheck(config_path, workdir / "results", args.accept_changes)
+    if stale:
+        print(f"hpcagents demo: {stale}", file=sys.stderr)
+        return 2
+    exit_on_sigterm()  # a `kill` of the demo still stops its scripted model
+    live = running_campaign(workdir)
+    if live:
+        print(
+            f"hpcagents demo: a campaign is already running in {workdir} (pid "
+            f"{live['pid']}); `hpcagents status` shows where it is",
+            file=sys.stderr,
+        )
+        return 2
+    for note in end_orphans(workdir, slurm=False):  # before our own server starts here
+        print(f"[demo] {note}", flush=True)
+    state = workdir / "results" / ".hpcagents"
     state.mkdir(parents=True, exist_ok=True)
     server_log = state / "scripted-server.log"
     request_log = state / "scripted-requests.jsonl"
@@ -115,12 +153,12 @@ def run_demo(args: argparse.Namespace) -> int:
             "-m",
             "snakemake",
             "--directory",
-            str(REPO_DIR),
+            str(workdir),
             "--snakefile",
             str(REPO_DIR / "Snakefile"),
         ]
-        # A previous run killed mid-way leaves Snakemake's lock behind: drop it. (Only
-        # safe because no other Snakemake runs in this checkout at the same time.)
+        # A previous run killed mid-way leaves Snakemake's lock behind: drop it (safe: no
+        # campaign runs in this directory, checked above).
         subprocess.run([*snakemake, "--unlock"], capture_output=True, check=False)
         cmd = [
             *snakemake,
@@ -130,13 +168,20 @@ def run_demo(args: argparse.Namespace) -> int:
             *args.snakemake_args,
         ]
         print(f"[demo] {' '.join(cmd)}", flush=True)
-        rc = subprocess.call(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if args.accept_changes:
+            env[ACCEPT_ENV] = "1"
+        rc = run_recorded(workdir, cmd, env, "local")
         if rc != 0:
-            print(f"[demo] snakemake failed (exit {rc}); rerun `make demo` to resume.")
+            print(
+                f"[demo] snakemake failed (exit {rc}); rerun the same command to resume.",
+                flush=True,
+            )
             return rc
         for kernel in raw["kernels"]:
-            summary = read_json(REPO_DIR / "results" / kernel / "summary.json", "summary")
-            print(f"\n== {kernel}: results/{kernel}/summary.json ==")
+            path = workdir / "results" / kernel / "summary.json"
+            summary = read_json(path, "summary")
+            print(f"\n== {kernel}: {path} ==")
             print(table(summary))
         return 0
     finally:

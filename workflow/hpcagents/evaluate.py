@@ -29,6 +29,7 @@ import numpy as np
 from . import hwcounters, judge, node_size, optreport, racecheck
 from .artifacts import write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
+from .hostload import LoadWatch, reference_name
 from .kernelspec import KernelError, KernelSpec, load_kernel
 from .sandbox import Limits
 from .timinglock import PhaseLock
@@ -244,8 +245,11 @@ def _evaluate_source(
         except BlasNotFound as exc:
             blas_error = str(exc)
 
+    host_load: dict[str, Any] | None = None  # [trust] hostload: the host while timed
+
     def prov() -> dict[str, Any]:
-        return {**_provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
+        base = {**_provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
+        return {**base, "host_load": host_load} if host_load else base
 
     def fail(status: str, reason: str, **parts: Any) -> dict[str, Any]:
         return _record(kernel, source, status, reason, provenance=prov(), optreport=opt, **parts)
@@ -362,8 +366,10 @@ def _evaluate_source(
         runs, ref_runs = [], []
         counters = hwcounters.Counters(cand.proc.pid).open()  # [feedback] from our side
         counters.start()
+        load = LoadWatch()
         for r in range(-cfg.warmup, cfg.repeats):
             data = judge.generate_inputs(kernel, lay, rng)
+            load.sample()  # between calls: what runs now is someone else's
             # each process is frozen while the other is timed: neither can slow the other
             t_ref, want = reference.timed(lay, data, time.monotonic() + cfg.timeout_s)
             t, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
@@ -391,6 +397,7 @@ def _evaluate_source(
             ref_runs.append(t_ref)
         counters.stop()
         counted = counters.record(calls=cfg.warmup + cfg.repeats)
+        host_load = load.record(max(runs) / min(runs) if runs and min(runs) > 0 else None)
         frozen = judge.check_frozen(cand)
         if frozen:
             return fail("tampering", frozen, compile=comp, validation=validation)
@@ -436,7 +443,8 @@ def _evaluate_source(
         kernel,
         source,
         "ok",
-        f"valid; {timing['gflops']:.2f} GFLOP/s = {pct:.1f}% of {reference_rec['name']} "
+        f"valid; {timing['gflops']:.2f} GFLOP/s = {pct:.1f}% of "
+        f"{reference_name(reference_rec['name'])} "
         f"({reference_rec['gflops']:.2f} GFLOP/s) at {bench.label()}" + racecheck.race_note(race),
         compile=comp,
         validation=validation,
@@ -486,6 +494,13 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="validate at the run's thread count only (not also at 1, an odd count, all cores)",
     )
+
+
+def gbps_of(kernel: KernelSpec, case: dict[str, Any], gflops: float) -> float | None:
+    """GB/s moved at ``gflops`` when the kernel is memory-bound at ``case`` (else None)."""
+    from .figures import memory_gbps
+
+    return memory_gbps(kernel, case, gflops)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -539,6 +554,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"candidate: {t['gflops']:.3f} GFLOP/s (best of {t['repeats']}: {t['best_s']:.6f} s,"
             f" spread x{t['spread']:.3f})"
         )
-        print(f"reference: {r['gflops']:.3f} GFLOP/s ({r['name']}: {r['version']})")
-        print(f"% of reference: {rec['pct_of_reference']:.2f}")
+        name = reference_name(r["name"])
+        print(f"reference: {r['gflops']:.3f} GFLOP/s ({name}: {r['version']})")
+        print(f"% of {name}: {rec['pct_of_reference']:.2f}")
+        from .hostload import doubt_of, implausible
+
+        gbps = gbps_of(kernel, t["case"], t["gflops"])
+        if gbps is not None:
+            print(f"memory-bound: {gbps:.2f} GB/s moved (from the kernel's bytes)")
+        for warning in (
+            doubt_of(rec["provenance"].get("host_load")),
+            implausible(rec["pct_of_reference"], r["name"]),
+        ):
+            if warning:
+                print(f"WARNING: {warning}")
     return 0

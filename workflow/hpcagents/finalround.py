@@ -32,6 +32,7 @@ import numpy as np
 from . import judge, node_size
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .evaluate import BuildConfig, EvalConfig, _cores, _provenance, _record_reference, _sha
+from .hostload import LoadWatch, reference_name, widest_spread
 from .kernelspec import Case, KernelSpec
 from .sandbox import Limits
 from .timinglock import PhaseLock
@@ -152,6 +153,8 @@ def _final_round(
         record["provenance"] = {
             **_provenance(build, blas, threads, started, cfg),
             "sandbox": sandbox,
+            # [trust] the host while the rounds ran, with the widest spread between rounds
+            "host_load": load.record(widest_spread([e["runs_s"] for e in entries])),
         }
         return record
 
@@ -165,6 +168,7 @@ def _final_round(
             runner.close()
 
     sandbox: dict[str, Any] | None = None
+    load = LoadWatch()
     if kernel.reference.library == "blas":
         try:
             blas = find_blas(cfg.blas)
@@ -226,6 +230,7 @@ def _final_round(
         ref_runs: list[float] = []
         r = -cfg.warmup
         while runners:
+            load.sample()  # [trust] between rounds: what runs now is someone else's
             data = judge.generate_inputs(kernel, lay, rng)
             order: list[int | None] = [None, *sorted(runners)]
             shift = (r + cfg.warmup) % len(order)
@@ -294,7 +299,8 @@ def _final_round(
         entry["pct_of_reference"] = 100.0 * entry["gflops"] / ref_gflops if ref_gflops else 0.0
         entry["reason"] = (
             f"valid on the fresh case and in every round; {entry['gflops']:.2f} GFLOP/s = "
-            f"{entry['pct_of_reference']:.1f}% of the reference, side by side"
+            f"{entry['pct_of_reference']:.1f}% of "
+            f"{reference_name(record['reference']['name'])}, side by side"
         )
     record["verdict"] = _verdict(entries, ref_runs, max_rounds).record()
     return finish()

@@ -439,7 +439,10 @@ def load_kernel(
     try:  # libyaml's safe loader where present: a campaign of many kernels loads them all
         raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        raise KernelError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise KernelError(f"{where}: not valid YAML: {problem}") from None
     # A folder drafted by `hpcagents new-kernel` names each blank left to fill in, before
     # the schema complains about what a blank holds. (Imported here: newkernel imports us.)
     from .newkernel import check_blanks

@@ -304,8 +304,53 @@ def _blank(what: str) -> str:
     return _q(f"{BLANK}: {what}")
 
 
-def draft_kernel_yaml(name: str, proto: Prototype, source_name: str) -> str:
-    """The kernel.yaml text: what the prototype tells, and a FILL_ME blank for the rest."""
+def function_body(code: str, function: str) -> str:
+    """The body of ``function``'s definition in ``code`` ('' when not found)."""
+    code = strip_comments(code)
+    for m in re.finditer(rf"\b{re.escape(function)}\s*\(", code):
+        close = _closing_paren(code, m.end() - 1)
+        if close < 0:
+            continue
+        rest = code[close + 1 :]
+        if not rest.lstrip().startswith("{"):
+            continue
+        start = close + 1 + rest.index("{")
+        depth = 0
+        for i in range(start, len(code)):
+            depth += {"{": 1, "}": -1}.get(code[i], 0)
+            if depth == 0:
+                return code[start : i + 1]
+    return ""
+
+
+#: A subscript that reaches a neighbour: x[i - 1], u[i + nx], v[idx + 1], a[(k-1)*n + j].
+_NEIGHBOUR = re.compile(r"\[([^\[\]]*[A-Za-z_]\w*\s*[-+]\s*(?:1|[A-Za-z_]\w*)\b[^\[\]]*)\]")
+
+
+def neighbour_reads(body: str) -> list[str]:
+    """Subscripts of ``body`` that read a neighbour of the element written (a stencil's
+    signature), up to three, as written; [] when there are none."""
+    found: list[str] = []
+    for m in _NEIGHBOUR.finditer(body):
+        start = body.rfind("\n", 0, m.start()) + 1
+        name = re.search(r"([A-Za-z_]\w*)\s*$", body[start : m.start()])
+        text = f"{name.group(1) if name else ''}[{' '.join(m.group(1).split())}]"
+        if re.search(r"[-+]\s*1\b", m.group(1)) or re.search(r"[-+]\s*n\w*\b", m.group(1)):
+            if text not in found:
+                found.append(text)
+        if len(found) == 3:
+            break
+    return found
+
+
+def draft_kernel_yaml(
+    name: str, proto: Prototype, source_name: str, neighbours: list[str] | None = None
+) -> str:
+    """The kernel.yaml text: what the prototype tells, and a FILL_ME blank for the rest.
+
+    ``neighbours``: subscripts that read a neighbour (:func:`neighbour_reads`); when
+    there are any the kernel is a stencil and the hints speak of halo rows and planes."""
+    neighbours = neighbours or []
     sizes = [p for p in proto.params if p.kind == "size"]
     scalars = [p for p in proto.params if p.kind == "scalar"]
     arrays = [p for p in proto.params if p.kind == "array"]
@@ -328,6 +373,17 @@ def draft_kernel_yaml(name: str, proto: Prototype, source_name: str) -> str:
         f"source: {name}.c",
         "parameters:",
     ]
+    halo = ""
+    if neighbours:
+        lines += [
+            f"  # STENCIL: the code reads neighbours ({', '.join(neighbours)}). Give every",
+            "  # array its full extent including the halo (ghost) rows/planes the code reads,",
+            "  # e.g. shape [nz + 2, ny + 2, nx + 2] for one layer each side of an nz x ny x nx",
+            "  # grid. An output written only inside the halo: intent inout, so the halo keeps",
+            "  # its values (the judge checks every element, the halo included), and say in",
+            "  # the description which rows/planes are written.",
+        ]
+        halo = "; include the halo rows/planes the code reads, e.g. nz + 2, ny + 2, nx + 2"
     for p in proto.params:
         if p.kind == "size":
             lines.append(
@@ -365,7 +421,7 @@ def draft_kernel_yaml(name: str, proto: Prototype, source_name: str) -> str:
                 "    shape: ["
                 + _blank(
                     f"the extents of {p.name} as expressions of the sizes ({size_names}), "
-                    "slowest first, e.g. n or 3*n or m, n"
+                    f"slowest first, e.g. n or 3*n or m, n{halo}"
                 )
                 + "]"
             )
@@ -395,15 +451,28 @@ def draft_kernel_yaml(name: str, proto: Prototype, source_name: str) -> str:
         ),
         "flops: "
         + _blank(f"floating-point operations of one call as an expression of {size_names}"),
+        "# bytes: what one call must move at least. For a memory-bound kernel (a few flops",
+        "# per element: a stencil, a matrix-vector product, a sparse product) it gives the",
+        "# GB/s figure shown beside GFLOP/s and the roofline: count each array once, read",
+        "# and written (an inout array twice)" + (", halos included." if neighbours else "."),
         "bytes: "
         + _blank(
             "bytes one call must move at least (each array read or written once), as an "
             f"expression of {size_names}, e.g. "
             + " + ".join(f"{_ELEMENT_BYTES[a.element]}*<extent of {a.name}>" for a in arrays[:3])
         ),
-        "# Validation cases: every size and scalar by name. Use odd sizes (1, 7, 33, 257),",
-        "# sizes that are not multiples of a vector width, 0 where the code allows it, and",
-        "# edge values of the scalars (0, negative). Add as many cases as you like.",
+        "# Validation cases: validation runs EXACTLY these sizes (candidate against your",
+        "# original, every output element checked), before any timing; a bug the cases do",
+        "# not reach is never seen. Give every size and scalar by name. Use odd sizes (1, 7,",
+        "# 33, 257), sizes that are not multiples of a vector width (8 doubles) nor of a",
+        "# likely tile (32, 64), 0 where the code allows it, and edge values of the scalars",
+        "# (0, negative)"
+        + (
+            "; for a stencil, grids as thin as the halo allows (1 interior row)."
+            if neighbours
+            else "."
+        )
+        + " Add as many cases as you like.",
         "cases:",
     ]
     what = [
@@ -466,7 +535,8 @@ def new_kernel(
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, folder / f"{name}.c")
     shutil.copyfile(source, folder / "original.c")
-    (folder / "kernel.yaml").write_text(draft_kernel_yaml(name, proto, source.name))
+    neighbours = neighbour_reads(function_body(code, function))
+    (folder / "kernel.yaml").write_text(draft_kernel_yaml(name, proto, source.name, neighbours))
     return folder
 
 

@@ -33,6 +33,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from .artifacts import read_json_or_none, write_text_atomic  # noqa: E402
+from .hostload import reference_name  # noqa: E402
 
 #: Colours of evaluation statuses: green passes, warm colours for wrong code, greys for
 #: answers that never became code. Unknown statuses get a fallback colour.
@@ -210,7 +211,14 @@ def _style(ax: plt.Axes) -> None:
 
 
 def _blas(summary: dict[str, Any]) -> str:
-    return str((summary.get("build") or {}).get("blas", "the reference"))
+    """The reference named as it is: MKL, OpenBLAS, or the user's file (reference.c)."""
+    build = summary.get("build") or {}
+    ref = build.get("reference")
+    if ref and not str(ref).startswith("the reference "):
+        return reference_name(str(ref))
+    if ref:  # an older summary: "the reference <file>"
+        return str(ref)[len("the reference ") :]
+    return reference_name(build.get("blas"))
 
 
 def plot_progress(summary: dict[str, Any]) -> str:
@@ -489,6 +497,8 @@ main{max-width:1060px;margin:0 auto;padding:24px 28px 48px}
 h1{font-size:26px;margin:0 0 4px} h2{font-size:19px;margin:34px 0 10px;
  border-bottom:1px solid #dde;padding-bottom:4px} h3{font-size:15px;margin:20px 0 6px}
 .sub{color:#667;margin:0 0 18px}
+.doubt{background:#fde8e8;border:1px solid #e49b9b;border-radius:6px;padding:10px 14px;
+margin:10px 0}
 .standin{background:#fff4d6;border:1px solid #f0c36d;border-radius:6px;padding:10px 14px;
  margin:14px 0}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
@@ -538,6 +548,7 @@ def _figure(png: str, name: str, caption: str) -> str:
 #: Optional per-iteration columns, shown when summary.json carries them:
 #: (key, heading, format).
 OPTIONAL_ROW_COLUMNS = (
+    ("gbps", "GB/s (memory-bound)", ".2f"),
     ("pct_of_roofline", "% of roofline", ".1f"),
     ("wall_s", "wall s", ".1f"),
     ("critical_path_s", "critical path s", ".1f"),
@@ -566,13 +577,13 @@ def stand_in(summary: dict[str, Any]) -> bool:
 
 def _iteration_table(summary: dict[str, Any]) -> str:
     rows = summary.get("rows") or []
-    extra = [c for c in OPTIONAL_ROW_COLUMNS if any(c[0] in r for r in rows)]
+    extra = [c for c in OPTIONAL_ROW_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
     head = (
         "<tr><th>iter</th><th>best GFLOP/s</th><th>% of "
         f"{_e(_blas(summary))}</th>"
         + "".join(f"<th>{_e(h)}</th>" for _, h, _ in extra)
         + "<th>winner</th><th>changed</th><th>valid / candidates</th><th>attempts</th>"
-        "<th>repairs ok / all</th><th>LLM calls</th><th>tokens</th><th>plan</th></tr>"
+        "<th>repairs ok / all</th><th>LLM calls</th><th>tokens</th><th>plan</th><th>doubt</th></tr>"
     )
     body = []
     for r in rows:
@@ -596,6 +607,7 @@ def _iteration_table(summary: dict[str, Any]) -> str:
             _cell(r["llm_calls"], "llm_calls"),
             _cell(r["tokens"], "tokens"),
             _cell(r["plan_origin"], "plan_origin"),
+            f'<td class="doubt-cell">{"; ".join(_e(w) for w in r.get("doubt") or [])}</td>',
         ]
         body.append(f'<tr data-row="{r["iteration"]}">' + "".join(cells) + "</tr>")
     return f'<table data-table="iterations">{head}{"".join(body)}</table>'
@@ -704,6 +716,8 @@ def _cards(s: dict[str, Any]) -> str:
         ("speedup over the baseline", s["speedup"], "speedup", ".2f"),
         (f"% of {_blas(s)}", final["pct_of_reference"], "final.pct_of_reference", ".1f"),
     ]
+    if _num(final.get("gbps")) is not None:
+        cards.append(("GB/s moved (memory-bound)", final["gbps"], "final.gbps", ".2f"))
     if _num(final.get("pct_of_roofline")) is not None:
         cards.append(("% of roofline", final["pct_of_roofline"], "final.pct_of_roofline", ".1f"))
     t = s.get("totals") or {}
@@ -745,6 +759,14 @@ def kernel_section(camp: Campaign) -> str:
             "server of this campaign is the project's scripted model, which answers from "
             "hand-written kernel variants: these figures measure the pipeline (compile, "
             "validate, repair, time, select), not a language model.</div>"
+        )
+    if s.get("warnings"):
+        parts.append(
+            '<div class="doubt" data-doubt="true"><b>Figures in doubt.</b> Taken on a busy '
+            "host, with a wide spread between repeats, or beyond what is plausible: read "
+            "them with this in mind.<ul>"
+            + "".join(f"<li>{_e(w)}</li>" for w in s["warnings"])
+            + "</ul></div>"
         )
     parts.append(_cards(s))
     parts.append("<h2>Progress per iteration</h2>")

@@ -35,7 +35,9 @@ from .artifacts import REPO_DIR, write_text_atomic
 #: Steps whose orphans are ended (they use the cores or a Slurm node; hand-over waits on
 #: the Slurm pilot, which the resumed run replaces along with the pilot); the others are
 #: LLM steps whose answer is adopted by the resumed run.
-CPU_STEPS = ("evaluate-attempt", "final-round", "evaluate", "hand-over", "pilot")
+CPU_STEPS = ("evaluate-attempt", "final-round", "evaluate", "hand-over", "pilot", "sandbox")
+#: Steps that ask an LLM: waited for, so their answers land in the cache and are adopted.
+LLM_STEPS = ("plan", "generate", "repair")
 PID_FILE = Path("results") / ".hpcagents" / "run.json"
 
 
@@ -57,37 +59,35 @@ def _alive(pid: int) -> bool:
 
 
 def running_campaign(workdir: Path) -> dict | None:
-    """The live campaign recorded in ``workdir`` (None when there is none)."""
+    """The live campaign recorded in ``workdir`` (None when there is none), or a
+    Snakemake still running there without its ``hpcagents run`` (killed alone): a new
+    start must never unlock under it."""
     path = workdir / PID_FILE
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
-    if info.get("host") != socket.gethostname() or not _alive(int(info.get("pid", 0))):
-        return None
-    return info
+        info = {}
+    if info.get("host") == socket.gethostname() and _alive(int(info.get("pid", 0))):
+        return info
+    from .lifeline import campaign_processes
+
+    smk = [p.pid for p in campaign_processes(workdir) if p.step == "snakemake"]
+    if smk:
+        return {"pid": smk[0], "started": "unknown (a Snakemake without hpcagents run)"}
+    return None
 
 
 def local_orphans(workdir: Path, exclude: set[int]) -> list[Orphan]:
-    """``hpcagents`` step processes whose working directory is the campaign's."""
-    workdir = workdir.resolve()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in exclude:
-            continue
-        try:
-            if Path(os.readlink(entry / "cwd")) != workdir:
-                continue
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        args = [a.decode(errors="replace") for a in argv if a]
-        if "hpcagents" not in args or "-m" not in args:
-            continue
-        rest = args[args.index("hpcagents") + 1 :]
-        step = rest[0] if rest else ""
-        found.append(Orphan(int(entry.name), step, " ".join(args)[:200]))
-    return found
+    """What a killed run of the campaign in ``workdir`` left running: its ``hpcagents``
+    steps (working directory the campaign's) and the sandboxes and runners of its
+    evaluations (working directory under its results/)."""
+    from .lifeline import campaign_processes
+
+    return [
+        Orphan(p.pid, p.step, p.cmdline[:200])
+        for p in campaign_processes(workdir, exclude)
+        if p.step != "snakemake"
+    ]
 
 
 def slurm_orphans(workdir: Path) -> list[str]:
@@ -121,15 +121,20 @@ def end_orphans(workdir: Path, slurm: bool, poll_s: float = 0.2) -> list[str]:
     waiting = []
     for orphan in local_orphans(workdir, me):
         if orphan.step in CPU_STEPS:
+            from .lifeline import kill_tree
+
             try:
-                os.killpg(os.getpgid(orphan.pid), signal.SIGKILL)
+                group = os.getpgid(orphan.pid)
+                if group != os.getpgrp():  # never our own group
+                    os.killpg(group, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
-                try:
-                    os.kill(orphan.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    continue
-            notes.append(f"ended orphaned {orphan.step} (pid {orphan.pid}); it will be rerun")
-        else:
+                pass
+            kill_tree(orphan.pid)  # and whatever it started in sessions of their own
+            notes.append(
+                f"ended orphaned {orphan.step} (pid {orphan.pid}: {orphan.cmdline[:120]}); "
+                "it will be rerun"
+            )
+        elif orphan.step in LLM_STEPS:
             waiting.append(orphan)
     if waiting:
         steps = ", ".join(f"{o.step} (pid {o.pid})" for o in waiting)
@@ -165,7 +170,7 @@ def snakemake_base(workdir: Path, configfile: Path | None = None) -> list[str]:
 
 def snakemake_command(args: argparse.Namespace, *extra: str) -> list[str]:
     """The Snakemake command of this campaign (plus ``extra`` before the user's args)."""
-    cmd = snakemake_base(Path.cwd())
+    cmd = snakemake_base(campaign_dir(args))
     if args.slurm:
         cmd += ["--workflow-profile", str(REPO_DIR / "profiles" / "slurm")]
     if args.configfile:
@@ -173,8 +178,69 @@ def snakemake_command(args: argparse.Namespace, *extra: str) -> list[str]:
     return cmd + list(extra) + list(args.snakemake_args)
 
 
+def campaign_dir(args: argparse.Namespace) -> Path:
+    """Where the campaign lives: ``--dir`` (relative to where the user stands) or here."""
+    return Path(getattr(args, "dir", None) or ".").resolve()
+
+
+def precheck_config(path: Path) -> str | None:
+    """The config's first problem as one line (file:line for YAML), before Snakemake
+    parses it and reports it its own way; None when it loads."""
+    from .config import ConfigError, load_config
+
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def run_recorded(workdir: Path, cmd: list[str], env: dict[str, str], executor: str) -> int:
+    """Run ``cmd`` (the campaign's Snakemake) with its pid recorded in the campaign, so
+    ``hpcagents status`` and the next start know whether a campaign runs here."""
+    write_text_atomic(
+        workdir / PID_FILE,
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "executor": executor,
+                "command": cmd,
+            }
+        ),
+    )
+    try:
+        return subprocess.call(cmd, env=env)
+    finally:
+        (workdir / PID_FILE).unlink(missing_ok=True)
+
+
 def run_campaign(args: argparse.Namespace) -> int:
-    workdir = Path.cwd()
+    from .frozen import ACCEPT_ENV
+
+    workdir = campaign_dir(args)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.configfile:
+        args.configfile = str(Path(args.configfile).expanduser().resolve())
+    config_path = Path(args.configfile) if args.configfile else workdir / "config/config.yaml"
+    if not config_path.is_file() and not args.configfile:
+        print(
+            f"hpcagents run: error: no config/config.yaml in {workdir}: give one with "
+            f"--configfile FILE (the documented one is {REPO_DIR / 'config/config.yaml'})",
+            file=sys.stderr,
+        )
+        return 2
+    problem = precheck_config(config_path)
+    if problem and "launch block" not in problem:  # launched servers get their url below
+        print(f"hpcagents run: error: {problem}", file=sys.stderr)
+        return 2
+    from .frozen import precheck
+
+    stale = precheck(config_path, workdir / "results", args.accept_changes)
+    if stale:
+        print(f"hpcagents run: {stale}", file=sys.stderr)
+        return 2
     live = running_campaign(workdir)
     if live:
         print(
@@ -190,29 +256,20 @@ def run_campaign(args: argparse.Namespace) -> int:
     if launched == 2:
         return 2
     base = snakemake_command(args)
+    env = dict(os.environ)
+    if args.accept_changes:
+        env[ACCEPT_ENV] = "1"
     # Safe: no campaign runs here (checked above), so the lock is a killed run's leftover.
-    subprocess.run(snakemake_command(args, "--unlock"), capture_output=True, check=False)
-    write_text_atomic(
-        workdir / PID_FILE,
-        json.dumps(
-            {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "executor": "slurm" if args.slurm else "local",
-                "command": base,
-            }
-        ),
-    )
+    subprocess.run(snakemake_command(args, "--unlock"), capture_output=True, check=False, env=env)
     try:
         print(f"[run] {' '.join(base)}", flush=True)
-        return subprocess.call(base)
+        return run_recorded(workdir, base, env, "slurm" if args.slurm else "local")
     finally:
-        (workdir / PID_FILE).unlink(missing_ok=True)
         if launched:
-            from .launch import stop_servers
+            from .launch import STATE_DIR, stop_servers
 
-            for note in stop_servers(launched, keep_all=args.keep_servers):
+            state = workdir / STATE_DIR
+            for note in stop_servers(launched, keep_all=args.keep_servers, state_dir=state):
                 print(f"[run] {note}", flush=True)
 
 
@@ -226,7 +283,8 @@ def _start_launched_servers(args: argparse.Namespace) -> dict | int | None:
     from .config import ConfigError
     from .launch import STATE_DIR, launches, start_servers
 
-    path = Path(args.configfile) if args.configfile else Path("config/config.yaml")
+    workdir = campaign_dir(args)
+    path = Path(args.configfile) if args.configfile else workdir / "config/config.yaml"
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
@@ -234,7 +292,7 @@ def _start_launched_servers(args: argparse.Namespace) -> dict | int | None:
     if not isinstance(raw, dict) or not launches(raw):
         return None
     try:
-        for started in start_servers(raw):
+        for started in start_servers(raw, workdir / STATE_DIR):
             how = "reused" if started.reused else "started"
             print(
                 f"[run] {how} llm server '{started.name}' as Slurm job {started.job_id} "
@@ -244,7 +302,7 @@ def _start_launched_servers(args: argparse.Namespace) -> dict | int | None:
     except ConfigError as exc:
         print(f"hpcagents run: error: {exc}", file=sys.stderr)
         return 2
-    resolved = STATE_DIR / "config.yaml"
+    resolved = workdir / STATE_DIR / "config.yaml"
     write_text_atomic(resolved, yaml.safe_dump(raw, sort_keys=False))
     args.configfile = str(resolved)
     return raw
@@ -252,7 +310,17 @@ def _start_launched_servers(args: argparse.Namespace) -> dict | int | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slurm", action="store_true", help="use --workflow-profile slurm")
-    parser.add_argument("--configfile", help="campaign config (default: config/config.yaml)")
+    parser.add_argument("--configfile", help="campaign config (default: <dir>/config/config.yaml)")
+    parser.add_argument(
+        "--dir",
+        help="the campaign's folder, where results/ goes (default: the current directory)",
+    )
+    parser.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="accept settings that change figures (bench size, repeats, flags, reference, "
+        "kernel spec) on existing results: record the change and make those figures again",
+    )
     parser.add_argument(
         "--keep-servers",
         action="store_true",

@@ -31,7 +31,29 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import read_json_or_none
+from .figures import gbps_from_record
+from .hostload import doubt_of, implausible, reference_name
+from .lifeline import campaign_processes
 from .workflow_support import current_config
+
+
+def made_by_note(results: Path) -> list[str]:
+    """The changes of settings recorded for this results folder, one line each."""
+    from .frozen import made_by
+
+    rec = made_by(results) or {}
+    out = []
+    for h in rec.get("history") or []:
+        keys = ", ".join(
+            f"{c['key']}: {json.dumps(c['old'])} -> {json.dumps(c['new'])}"[:100]
+            for c in h.get("changes") or []
+        )
+        if h.get("allowed"):
+            if keys:
+                out.append(f"settings changed at {h['at']} (figures unaffected): {keys}")
+        elif keys:
+            out.append(f"settings changed at {h['at']}, accepted, figures made again: {keys}")
+    return out[-5:]
 
 
 def _index(name: str, prefix: str) -> int:
@@ -123,11 +145,34 @@ class CampaignStatus:
     locked: bool
     kernels: list[KernelStatus]
     config: dict[str, Any] = field(default_factory=dict)
+    processes: list[dict[str, Any]] = field(default_factory=list)  # live, of this campaign
+    made_by: list[str] = field(default_factory=list)  # changes recorded in made-by.json
 
     @property
     def stand_in(self) -> bool:
         servers = (self.config.get("llm") or {}).get("servers") or []
         return any(str(s.get("model", "")).startswith("scripted") for s in servers)
+
+
+def _done_detail(ev: dict[str, Any]) -> str:
+    """GFLOP/s, GB/s for a memory-bound kernel, % of the reference named as it is, and
+    the doubt on the figure in words."""
+    gf = (ev.get("timing") or {}).get("gflops")
+    pct = ev.get("pct_of_reference")
+    detail = f"{gf:.2f} GFLOP/s" if isinstance(gf, int | float) else ""
+    gbps = gbps_from_record(gf, ev.get("roofline"))
+    if gbps is not None:
+        detail += f", {gbps:.2f} GB/s"
+    name = reference_name((ev.get("reference") or {}).get("name"))
+    if isinstance(pct, int | float):
+        detail += f" ({pct:.1f}% of {name})"
+    words = doubt_of((ev.get("provenance") or {}).get("host_load"))
+    if words:
+        detail += f" [{words}]"
+    silly = implausible(pct, (ev.get("reference") or {}).get("name"))
+    if silly:
+        detail += f" [WARNING: {silly}]"
+    return detail
 
 
 def _pg_state(
@@ -138,6 +183,7 @@ def _pg_state(
     inflight: dict[str, str | None],
     running: bool,
     max_repairs: int | None,
+    live: dict[str, int] | None = None,
 ) -> PGState:
     attempts = _sorted_dirs(pg_dir, "attempt") if pg_dir.is_dir() else []
     if not attempts:
@@ -150,16 +196,28 @@ def _pg_state(
     why = f" after {prev.get('status')}" if prev else ""
     if gen is None and pg == 0:
         return PGState(pg, strategy, a, "preparing", "copying the baseline source")
+    live = live or {}
     if gen is None:
         state = "repairing" if a > 0 else "generating"
+        pid = live.get(f"{rel}/generation.json")
+        if not running and pid:
+            return PGState(pg, strategy, a, state, f"orphaned (pid {pid}), Snakemake is gone")
         if not running and f"{rel}/generation.json" in inflight:
             return PGState(pg, strategy, a, "cut", f"its {state} job was cut{why}")
         return PGState(pg, strategy, a, state, f"LLM request in flight{why}")
     if ev is None:
         key = f"{rel}/evaluation.json"
+        if not running and live.get(key):
+            return PGState(
+                pg,
+                strategy,
+                a,
+                "evaluating",
+                f"orphaned (pid {live[key]}): Snakemake is gone; the next start ends it",
+            )
         if key in inflight:
             if not running:
-                return PGState(pg, strategy, a, "cut", "its evaluation was cut")
+                return PGState(pg, strategy, a, "cut", "its evaluation was cut (no process runs)")
             job = inflight[key]
             where = f"slurm job {job}" if job else "compile, validate, time"
             return PGState(pg, strategy, a, "evaluating", where)
@@ -168,11 +226,7 @@ def _pg_state(
         return PGState(pg, strategy, a, "queued for evaluation")
     status = str(ev.get("status"))
     if status == "ok":
-        gf = (ev.get("timing") or {}).get("gflops")
-        pct = ev.get("pct_of_reference")
-        detail = f"{gf:.2f} GFLOP/s" if isinstance(gf, int | float) else ""
-        if isinstance(pct, int | float):
-            detail += f" ({pct:.1f}% of the reference)"
+        detail = _done_detail(ev)
         if a:
             detail += f", after {a} repair{'s' if a > 1 else ''}"
         if (ev.get("race_check") or {}).get("status") == "skipped":  # issue 25: said aloud
@@ -190,6 +244,7 @@ def kernel_status(
     cfg: dict[str, Any],
     inflight: dict[str, str | None],
     running: bool,
+    live: dict[str, int] | None = None,
 ) -> KernelStatus:
     camp = cfg.get("campaign") or {}
     iterations, n_pgs, max_repairs = (
@@ -214,7 +269,15 @@ def kernel_status(
         best = read_json_or_none(it_dir / "best.json")
         if best:
             sel = best.get("selected") or {}
+            ev = read_json_or_none(workdir / sel["evaluation"]) if sel.get("evaluation") else None
+            fr = read_json_or_none(it_dir / "final_round.json") if i > 0 else None
+            host = ((fr or ev or {}).get("provenance") or {}).get("host_load")
+            ref = (ev or {}).get("reference") or {}
             ks.best = {
+                "reference": reference_name(ref.get("name")),
+                "gbps": gbps_from_record(sel.get("gflops"), (ev or {}).get("roofline")),
+                "doubt": doubt_of(host),
+                "implausible": implausible(sel.get("pct_of_reference"), ref.get("name")),
                 "after_iteration": i,
                 "iteration": sel.get("iteration"),
                 "pg": sel.get("pg"),
@@ -243,7 +306,7 @@ def kernel_status(
             ks.phase = f"iteration {i} selected; summary pending"
         return ks
     if i == 0:
-        ks.pgs = [_pg_state(it_dir / "pg0", 0, "baseline", workdir, inflight, running, 0)]
+        ks.pgs = [_pg_state(it_dir / "pg0", 0, "baseline", workdir, inflight, running, 0, live)]
         ks.phase = "baseline"
         return ks
     plan = read_json_or_none(it_dir / "plan.json")
@@ -263,6 +326,7 @@ def kernel_status(
             inflight,
             running,
             max_repairs,
+            live,
         )
         for j in range(1, n + 1)
     ]
@@ -287,14 +351,24 @@ def campaign_status(workdir: Path, results: Path | None = None) -> CampaignStatu
     kernels += [k for k in found if k not in kernels]
     inflight = incomplete_jobs(workdir)
     running = snakemake_processes(workdir)
+    procs = campaign_processes(workdir, {os.getpid()})
+    live = {}
+    for p in procs:
+        if p.out:
+            out = Path(p.out)
+            if out.is_absolute() and out.is_relative_to(workdir):
+                out = out.relative_to(workdir)
+            live[out.as_posix()] = p.pid
     locks = workdir / ".snakemake" / "locks"
     locked = locks.is_dir() and any(locks.iterdir())
     return CampaignStatus(
         str(workdir),
         running,
         locked,
-        [kernel_status(workdir, results / k, cfg, inflight, bool(running)) for k in kernels],
+        [kernel_status(workdir, results / k, cfg, inflight, bool(running), live) for k in kernels],
         cfg,
+        [asdict(p) for p in procs if p.step != "snakemake"],
+        made_by_note(results),
     )
 
 
@@ -309,6 +383,14 @@ def format_status(st: CampaignStatus) -> str:
     else:
         head = "not running"
     lines = [f"campaign {st.workdir}: {head}"]
+    if not st.running and st.processes:
+        lines.append(
+            f"  but {len(st.processes)} process(es) of it still run without Snakemake "
+            "(the next `hpcagents run` ends them): "
+            + "; ".join(f"{p['step']} pid {p['pid']}" for p in st.processes[:6])
+        )
+    for note in st.made_by:
+        lines.append(f"  {note}")
     if st.stand_in:
         lines.append(
             "(LLM: the scripted model, a stand-in that answers from hand-written variants)"
@@ -322,8 +404,9 @@ def format_status(st: CampaignStatus) -> str:
         if k.best and isinstance(k.best.get("gflops"), int | float):
             b = k.best
             pct = b.get("pct_of_reference")
-            blas = (st.config.get("evaluation") or {}).get("blas", "the reference")
-            extra = f", {pct:.1f}% of {blas}" if isinstance(pct, int | float) else ""
+            ref = b.get("reference") or "the reference"
+            extra = f", {b['gbps']:.2f} GB/s" if isinstance(b.get("gbps"), int | float) else ""
+            extra += f", {pct:.1f}% of {ref}" if isinstance(pct, int | float) else ""
             roof = b.get("pct_of_roofline")
             if isinstance(roof, int | float):
                 extra += f", {roof:.1f}% of roofline"
@@ -332,6 +415,10 @@ def format_status(st: CampaignStatus) -> str:
                 f"{b['iteration']} pg{b['pg']} {b['strategy']} (selected after iteration "
                 f"{b['after_iteration']})"
             )
+            if b.get("doubt"):
+                lines.append(f"  WARNING: {b['doubt']}")
+            if b.get("implausible"):
+                lines.append(f"  WARNING: {b['implausible']}")
         else:
             lines.append("  best so far: none yet (the baseline is not selected)")
         fails = sum(k.failures.values())

@@ -35,7 +35,7 @@ NOTE = (
 def suite_table(summaries: list[dict[str, Any]]) -> str:
     head = (
         f"{'kernel':<16} {'baseline':>9} {'best':>9} {'speedup':>8} {'% ref':>7} "
-        f"{'% roofline':>10} {'iters':>5} {'repairs ok/all':>14}  best strategy"
+        f"{'of':<12} {'% roofline':>10} {'iters':>5} {'repairs ok/all':>14}  best strategy"
     )
     lines = ["GFLOP/s at each kernel's bench size", head, "-" * len(head)]
     stand_in = False
@@ -47,10 +47,14 @@ def suite_table(summaries: list[dict[str, Any]]) -> str:
         t = s["totals"]
         lines.append(
             f"{s['kernel']:<16} {s['baseline']['gflops']:>9.2f} {final['gflops']:>9.2f} "
-            f"{s['speedup']:>7.2f}x {final['pct_of_reference']:>7.1f} {roof_txt:>10} "
+            f"{s['speedup']:>7.2f}x {final['pct_of_reference']:>7.1f} "
+            f"{str(s['build'].get('reference') or s['build']['blas'])[:12]:<12} {roof_txt:>10} "
             f"{s['iterations']:>5} {t['repairs_succeeded']:>6}/{t['repairs']:<7}  "
             f"{final['strategy']} (iter {final['iteration']})"
         )
+    for s in summaries:
+        for warning in s.get("warnings") or []:
+            lines.append(f"WARNING: {s['kernel']} {warning}")
     if stand_in:
         lines.append(NOTE)
     return "\n".join(lines)

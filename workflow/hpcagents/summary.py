@@ -9,8 +9,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .artifacts import read_json, write_json, write_text_atomic
+from .artifacts import read_json, read_json_or_none, write_json, write_text_atomic
 from .config import CampaignConfig
+from .figures import gbps_from_record
+from .hostload import doubt_of, implausible, reference_name
 from .kernelspec import KernelError, load_kernel
 from .llm_accounting import per_server
 from .timeline import iteration_timing
@@ -29,12 +31,44 @@ def _llm_calls(kernel_dir: Path, iteration: int) -> list[dict[str, Any]]:
 
 
 def reference_label(cfg: CampaignConfig, kernel: str) -> str:
-    """The reference the kernel is measured against, as the table names it."""
+    """The reference the kernel is measured against, named as it is: MKL, OpenBLAS, or
+    the user's file (``reference.c``)."""
     try:
         ref = load_kernel(kernel, cfg.kernel_search).reference
     except KernelError:
-        return cfg.blas
-    return cfg.blas if ref.library == "blas" else f"the reference {ref.file}"
+        return reference_name(cfg.blas)
+    return reference_name(cfg.blas) if ref.library == "blas" else str(ref.file)
+
+
+def iteration_doubt(kernel_dir: Path, best: dict[str, Any], reference: str) -> dict[str, Any]:
+    """What puts the selected figure of an iteration in doubt: the host's load and the
+    spread while the figures that decided were taken (the final round's, or the
+    baseline's own evaluation), and a % of a vendor BLAS beyond belief."""
+    sel = best["selected"]
+    i = best["iteration"]
+    fr = read_json_or_none(kernel_dir / f"iter{i}" / "final_round.json") if i > 0 else None
+    ev = read_json_or_none(Path(sel["evaluation"])) if sel.get("evaluation") else None
+    source = fr if fr is not None else ev
+    host = ((source or {}).get("provenance") or {}).get("host_load")
+    warnings = []
+    words = doubt_of(host)
+    if words:
+        where = "final round" if fr is not None else "timing"
+        warnings.append(f"{where}: {words}")
+    lib = "mkl" if reference == "MKL" else "openblas" if reference == "OpenBLAS" else ""
+    silly = implausible(sel.get("pct_of_reference"), lib)
+    if silly:
+        warnings.append(silly)
+    gbps = None
+    if ev is not None:
+        gbps = gbps_from_record(sel.get("gflops"), ev.get("roofline"))
+    return {
+        "host_busy": bool((host or {}).get("busy")),
+        "noisy": bool((host or {}).get("noisy")),
+        "runnable_per_core": (host or {}).get("runnable_per_core"),
+        "warnings": warnings,
+        "gbps": None if gbps is None else round(gbps, 3),
+    }
 
 
 def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[str, Any]:
@@ -85,9 +119,15 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
         totals["llm_latency_s"] += sum(c["latency_s"] for c in calls if not c["cached"])
         totals["retries"] += sum(c.get("retries", 0) for c in calls)
     base, final = bests[0]["selected"], bests[-1]["selected"]
+    ref_name = reference_label(cfg, kernel)
+    doubts = [iteration_doubt(kernel_dir, b, ref_name) for b in bests]
+    for row, doubt in zip(rows, doubts, strict=True):
+        row["gbps"] = doubt["gbps"]
+        row["doubt"] = doubt["warnings"]
 
-    def point(sel: dict[str, Any]) -> dict[str, Any]:
+    def point(sel: dict[str, Any], doubt: dict[str, Any]) -> dict[str, Any]:
         return {
+            "gbps": doubt["gbps"],
             "iteration": sel["iteration"],
             "strategy": sel["strategy"],
             "gflops": sel["gflops"],
@@ -101,8 +141,10 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
         "kernel": kernel,
         "iterations": cfg.iterations,
         "pgs": cfg.pgs,
-        "baseline": point(base),
-        "final": point(final),
+        "baseline": point(base, doubts[0]),
+        "final": point(final, doubts[-1]),
+        # every figure with its doubt: busy host, wide spread, an implausible % (words)
+        "warnings": [f"iteration {row['iteration']}: {w}" for row in rows for w in row["doubt"]],
         "speedup": round(base["best_s"] / final["best_s"], 4),
         "rows": rows,
         "totals": {
@@ -128,7 +170,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
             "cflags": list(cfg.cflags),
             "blas": cfg.blas,
             # what "% of reference" compares with: the BLAS routine, or the user's C file
-            "reference": reference_label(cfg, kernel),
+            "reference": ref_name,
         },
     }
     for key in sorted(int_keys):
@@ -152,7 +194,8 @@ def _inflight(row: dict[str, Any]) -> str:
 def table(summary: dict[str, Any]) -> str:
     """The per-iteration table the demo prints."""
     head = (
-        f"{'iter':>4}  {'GFLOP/s':>8}  {'% ref':>6}  {'% roof':>6}  {'winner':<28} {'valid':>5}  "
+        f"{'iter':>4}  {'GFLOP/s':>8}  {'GB/s':>6}  {'% ref':>6}  {'% roof':>6}  "
+        f"{'winner':<28} {'valid':>5}  "
         f"{'attempts':>8}  {'repairs ok/all':>14}  {'tokens':>7}  {'wall s':>7}  "
         f"{'crit s':>7}  {'w/crit':>6}  {'in flight':>9}  {'rounds':>6}"
     )
@@ -161,7 +204,8 @@ def table(summary: dict[str, Any]) -> str:
         mark = "" if r["changed"] else " (kept)"
         winner = f"pg{r['winner_pg']} {r['winner_strategy']}{mark}"
         lines.append(
-            f"{r['iteration']:>4}  {r['gflops']:>8.2f}  {r['pct_of_reference']:>6.1f}  "
+            f"{r['iteration']:>4}{'!' if r.get('doubt') else ' '} {r['gflops']:>8.2f}  "
+            f"{_fig(r.get('gbps'), 6, 2)}  {r['pct_of_reference']:>6.1f}  "
             f"{_fig(r.get('pct_of_roofline'), 6, 1)}  "
             f"{winner[:28]:<28} {r['valid']:>2}/{r['candidates']:<2}  {r['attempts']:>8}  "
             f"{r['repairs_succeeded']:>6}/{r['repairs']:<7}  {r['tokens']:>7}  "
@@ -171,13 +215,22 @@ def table(summary: dict[str, Any]) -> str:
             f"{_fig(r.get('final_round_rounds'), 6, 0)}"
         )
     stand_in = any(s["stand_in"] for s in summary["llm_servers"])
+    ref = summary["build"].get("reference") or reference_name(summary["build"]["blas"])
+    base, final = summary["baseline"], summary["final"]
+    bw = ""
+    if isinstance(final.get("gbps"), int | float):
+        before = f"{base['gbps']:.2f} -> " if isinstance(base.get("gbps"), int | float) else ""
+        bw = f" ({before}{final['gbps']:.2f} GB/s: memory-bound)"
     lines.append(
-        f"{summary['kernel']}: {summary['baseline']['gflops']:.2f} -> "
-        f"{summary['final']['gflops']:.2f} GFLOP/s, speedup x{summary['speedup']:.2f} over the "
-        f"baseline, {summary['final']['pct_of_reference']:.1f}% of "
-        f"{summary['build'].get('reference') or summary['build']['blas']}"
+        f"{summary['kernel']}: {base['gflops']:.2f} -> {final['gflops']:.2f} GFLOP/s{bw}, "
+        f"speedup x{summary['speedup']:.2f} over the baseline, "
+        f"{final['pct_of_reference']:.1f}% of {ref}"
     )
+    for warning in summary.get("warnings") or []:
+        lines.append(f"WARNING: {warning}")
     lines.append(
+        f"% ref: of {ref}; GB/s: bytes moved (kernel.yaml's bytes), for a memory-bound "
+        "kernel; !: a figure in doubt (WARNING below); "
         "% roof: of this host's measured roofline, min(peak, intensity x bandwidth); "
         "wall s: the iteration's wall time; crit s: its critical path (plan + the slowest "
         "PG's generate/evaluate chain + final round + select); in flight: LLM requests in "

@@ -86,3 +86,28 @@ def check_servers_or_die(cfg: CampaignConfig) -> None:
         print_warnings(check_servers(cfg))
     except ConfigError as exc:
         raise WorkflowError(str(exc)) from None
+
+
+def guard_results(cfg: CampaignConfig, results: Path | str = "results") -> None:
+    """Parse time, before any job: stop when the results here were made under other
+    figure settings (see :mod:`hpcagents.frozen`), unless the run accepts the changes."""
+    import os
+
+    from snakemake.exceptions import WorkflowError
+
+    from .frozen import ACCEPT_ENV, guard
+
+    try:
+        notes = guard(cfg, Path(results), accept=os.environ.get(ACCEPT_ENV) == "1")
+    except (ConfigError, ValueError) as exc:
+        raise WorkflowError(f"hpcagents: {exc}") from None
+    for note in notes:
+        print(f"hpcagents: {note}", flush=True)
+
+
+def record_results_settings(cfg: CampaignConfig, results: Path | str = "results") -> None:
+    """``onstart``: keep what made this results folder (first run), record allowed changes."""
+    from .frozen import record
+
+    for note in record(cfg, Path(results)):
+        print(f"hpcagents: {note}", flush=True)

@@ -11,14 +11,19 @@ from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 from hpcagents.kernelspec import find_kernel
 from hpcagents.workflow_support import (
     check_servers_or_die,
+    guard_results,
     load_campaign,
     mark_current_config,
+    record_results_settings,
     write_effective_config,
 )
 
 # Validate the config before any job exists: a schema error names the key.
 CFG = load_campaign(config)
 KERNELS = list(CFG.kernels)
+# Stop before any job when results/ was made under other figure settings (bench size,
+# repeats, flags, reference, kernel spec), unless the run accepts the change.
+guard_results(CFG)
 MAX_REPAIRS = CFG.max_repairs
 # The effective (validated, overridden) config the steps read, named by its content
 # (results/.hpcagents/config-<hash>.json) and never rewritten: a dry run or a second
