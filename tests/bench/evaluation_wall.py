@@ -51,6 +51,12 @@ def main() -> None:
     parser.add_argument("--other", required=True, help="the other checkout")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--bench-size", type=int, help="passed to both (default: kernel.yaml's)")
+    parser.add_argument(
+        "--this-args",
+        default="",
+        help="extra evaluate options for this tree only, e.g. "
+        "'--no-race-check --no-thread-counts' to time the judge without the added checks",
+    )
     args = parser.parse_args()
     extra = ["--bench-size", str(args.bench_size)] if args.bench_size else []
     trees = {"this": HERE, "other": Path(args.other).resolve()}
@@ -58,7 +64,8 @@ def main() -> None:
         res: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
         for _ in range(args.reps):
             for name, tree in trees.items():
-                res[name].append(one(tree, kernel, source, extra))
+                more = args.this_args.split() if name == "this" else []
+                res[name].append(one(tree, kernel, source, extra + more))
         ratios = [a[0] / b[0] for a, b in zip(res["this"], res["other"], strict=True)]
         for name, runs in res.items():
             walls = [w for w, _ in runs]
