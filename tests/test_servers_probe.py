@@ -143,9 +143,9 @@ def test_unset_api_key_variable_is_named_at_start(tmp_path, mocks, monkeypatch):
 
 def test_base_url_without_v1_gets_the_right_url(tmp_path, mocks):
     server = mocks(kind="vllm", model="m")
-    cfg = campaign(tmp_path, [{"name": "gpu1", "base_url": server.root, "model": "m"}])
-    with pytest.raises(ConfigError, match=rf"answers at {server.root}/v1: set base_url"):
-        check_servers(cfg)
+    # refused when the config is read, before any server is asked, with the URL to write
+    with pytest.raises(ConfigError, match=rf"does not end in /v1.*write '{server.root}/v1'"):
+        campaign(tmp_path, [{"name": "gpu1", "base_url": server.root, "model": "m"}])
 
 
 def test_ollama_context_comes_from_api_show(tmp_path, mocks):

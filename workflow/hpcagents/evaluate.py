@@ -284,10 +284,9 @@ def _evaluate_source(
     seed = seed if seed is not None else secrets.randbits(31)
     rng = np.random.default_rng(seed)
     bench = node_size.bench_case(kernel, cfg)
-    # the validation cases of kernel.yaml, and one the candidate cannot predict (sizes and
-    # padding drawn by the judge), at a place in the order drawn too
-    cases = list(kernel.cases)
-    cases.insert(int(rng.integers(len(cases) + 1)), judge.random_case(kernel, rng))
+    # the validation cases of kernel.yaml, then one the candidate cannot predict (sizes
+    # and padding drawn by the judge): last, so a failing published case is named first
+    cases = [*kernel.cases, judge.random_case(kernel, rng)]
     fr = judge.frame(kernel, [*cases, bench])
     env = judge.runner_env(threads, blas, workdir)
     limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb)

@@ -167,10 +167,28 @@ def _cwd(pid: int) -> Path | None:
         return None
 
 
+def _under_slurm(pid: int) -> bool:
+    """Whether a Slurm job step runs ``pid`` (an ancestor is slurmstepd): a launched LLM
+    server or a pilot's step is Slurm's to stop (scancel), never an orphan of ours."""
+    seen = 0
+    while pid > 1 and seen < 64:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if comm == "slurmstepd":
+            return True
+        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        seen += 1
+    return False
+
+
 def campaign_processes(workdir: Path, exclude: set[int] | None = None) -> list[CampaignProcess]:
     """What of the campaign in ``workdir`` runs now: its hpcagents steps (working
     directory the campaign's), Snakemake, and anything whose working directory lies under
-    its results/ (the sandboxes and runners of an evaluation)."""
+    its results/ (the sandboxes and runners of an evaluation). Processes of Slurm jobs
+    (launched LLM servers, the pilots' steps) are not listed: Slurm owns them."""
     workdir = Path(workdir).resolve()
     results = workdir / "results"
     exclude = exclude or set()
@@ -183,7 +201,7 @@ def campaign_processes(workdir: Path, exclude: set[int] | None = None) -> list[C
         if cwd is None:
             continue
         args = _cmdline(pid)
-        if not args:
+        if not args or _under_slurm(pid):
             continue
         text = " ".join(args)[:300]
         if cwd == workdir and "hpcagents" in args and "-m" in args:
