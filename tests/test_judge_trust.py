@@ -111,11 +111,13 @@ def test_an_answer_without_the_call_nonce_is_tampering(tmp_path, no_screens):
 
 def test_a_second_answer_after_the_work_is_tampering(tmp_path, no_screens):
     """Work done honestly, then one more "done" with the nonce: the extra answer is found
-    on the channel before the next call is sent, and the candidate fails."""
+    on the channel, and the candidate fails."""
     kernel = load_kernel("dgemm")
     rec = run(tmp_path, kernel, wrapped(kernel, post="  hpca_forge_done();", prelude=FIND_NONCE))
     assert rec["status"] == "tampering", rec["reason"]
-    assert re.search(r"wrote \d+ byte", rec["reason"]), rec["reason"]
+    # found before the next command (bytes nobody asked for) or, when the freeze took
+    # hold before the runner's own answer, as a stale answer to the next call
+    assert re.search(r"wrote \d+ byte|instead of the runner's answer", rec["reason"])
 
 
 @pytest.mark.parametrize("name", ["dgemm", "dgemv", "stencil3d"])
