@@ -141,17 +141,9 @@ def load_base_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_absolute() and not path.is_file():
         path = REPO_DIR / path
-    from .config import ConfigError, yaml_error_message
+    from .config import read_config_yaml
 
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(yaml_error_message(path, exc)) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping")
-    return raw
+    return read_config_yaml(path)
 
 
 def scripted_server_entry(url: str, max_concurrency: int) -> dict[str, Any]:

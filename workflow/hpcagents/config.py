@@ -351,7 +351,12 @@ def yaml_error_message(path: Path | str, exc: yaml.YAMLError) -> str:
 
 def load_config(path: Path | str) -> CampaignConfig:
     """Load and validate a YAML config file (used by the CLI; Snakemake passes a dict)."""
-    path = Path(path)
+    return parse_config(read_config_yaml(Path(path)))
+
+
+def read_config_yaml(path: Path) -> dict[str, Any]:
+    """A config file's YAML as a mapping; a missing file, a YAML error (with file and line)
+    or a top level that is not a mapping is a ConfigError."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -360,7 +365,7 @@ def load_config(path: Path | str) -> CampaignConfig:
         raise ConfigError(yaml_error_message(path, exc)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
-    return parse_config(raw)
+    return raw
 
 
 def check_servers(cfg: CampaignConfig) -> list[str]:

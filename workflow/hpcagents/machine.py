@@ -606,7 +606,8 @@ def _run_json(cmd: list[str], threads: int, timeout: float) -> dict[str, Any]:
         raise MachineError(f"{' '.join(cmd)} printed no JSON: {out.stdout[:300]}") from None
 
 
-def _mem_available_bytes() -> int | None:
+def mem_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes (None where it cannot be read)."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -621,7 +622,7 @@ def stream_elements(llc_bytes: int, settings: BenchSettings) -> int:
     settings' bounds, and the three arrays within a quarter of the available memory."""
     per_array = max(4 * llc_bytes, settings.stream_min_mib << 20)
     per_array = min(per_array, settings.stream_max_mib << 20)
-    avail = _mem_available_bytes()
+    avail = mem_available_bytes()
     if avail:
         per_array = min(per_array, avail // 12)
     return max(1024, per_array // 8)

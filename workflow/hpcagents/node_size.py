@@ -50,6 +50,7 @@ from . import judge
 from .artifacts import ArtifactError, read_json, write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .kernelspec import Case, KernelSpec
+from .machine import mem_available_bytes
 from .sandbox import Limits
 from .timinglock import PhaseLock
 
@@ -273,7 +274,7 @@ def search(
         raise NodeSizeError(f"the reference does not build: {exc}") from None
     ratio = settings.step_work ** (1.0 / work_degree(kernel))
     mem_bound = int(settings.memory_share * cfg.memory_mb * 2**20)
-    avail = _mem_available()
+    avail = mem_available_bytes()
     if avail:
         mem_bound = min(mem_bound, avail // 8)  # the judge holds several copies of the data
     calls = cfg.warmup + cfg.repeats + 2  # + room for the validation cases
@@ -502,16 +503,6 @@ def _measure_step(
         "inputs_s": round(inputs_s, 4),
         "step_s": round(time.monotonic() - t_step, 3),
     }
-
-
-def _mem_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def describe(record: Mapping[str, Any]) -> str:
