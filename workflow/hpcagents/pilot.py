@@ -81,6 +81,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .artifacts import write_text_atomic
+from .machine import cpu_model
 
 PILOT_DIR = Path("results") / ".hpcagents" / "pilot"
 #: A waiting client touches its alive file this often; a queued request whose file is
@@ -533,16 +534,6 @@ def _alone_waiting(paths: Paths) -> bool:
 def node_name() -> str:
     """The Slurm node this pilot holds (several slurmd may share one host)."""
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def node_draining(node: str) -> bool:
