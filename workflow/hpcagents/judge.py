@@ -187,6 +187,16 @@ def own_diagnostics(output: str, name: str, system_dirs: list[str]) -> str:
     return "\n".join(kept)
 
 
+def prototype_header(signature: str) -> str:
+    """The header every build of a candidate force-includes (``PROTOTYPE_H``): the
+    kernel's signature from kernel.yaml, so a definition of other types fails to compile."""
+    return (
+        "/* the kernel's signature, from kernel.yaml */\n"
+        "#include <stdint.h>\n#include <stddef.h>\n"
+        f"{' '.join(signature.split()).rstrip(';')};\n"
+    )
+
+
 def _compile_env(workdir: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C", "TMPDIR": "/tmp"}
 
@@ -229,11 +239,7 @@ def build_candidate(
     # The prototype from kernel.yaml is force-included: a definition whose types differ
     # from the signature is a compile error ("conflicting types"), not a silent ABI
     # mismatch at the call.
-    (workdir / PROTOTYPE_H).write_text(
-        "/* the kernel's signature, from kernel.yaml */\n"
-        "#include <stdint.h>\n#include <stddef.h>\n"
-        f"{' '.join(kernel.signature.split()).rstrip(';')};\n"
-    )
+    (workdir / PROTOTYPE_H).write_text(prototype_header(kernel.signature))
     cmd = [cc, *cflags, "-c", "-H", "-save-temps=obj", "-include", PROTOTYPE_H, name]
     cmd += ["-o", "candidate.o"]
     link = [cc, *cflags, *(o.name for o in trusted), "candidate.o", "-lm", "-o", "runner"]

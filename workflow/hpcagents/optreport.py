@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .judge import PROTOTYPE_H, prototype_header
 from .sandbox import Limits, bwrap_status, run_untrusted
 
 #: What GCC is asked for: the loops it vectorised and the ones it did not, with reasons.
@@ -50,7 +51,6 @@ MAX_CODE_CHARS = 60
 _NESTING = ("multiple nested loops", "two or more consecutive inner loops")
 #: The file name of the kernel's prototype header that the real compile force-includes
 #: (the same text as hpcagents.judge.build_candidate writes; see there).
-PROTOTYPE_H = "hpca_prototype.h"
 
 _GCC_LINE = re.compile(
     r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?P<col>\d+): "
@@ -284,15 +284,6 @@ def condense(
     if truncated and not text.rstrip().endswith("cut]"):
         text += f"[... {len(rest) - len(chosen)} more loop(s) not shown]\n"
     return text.rstrip("\n"), truncated
-
-
-def prototype_header(signature: str) -> str:
-    """The header the real compile force-includes (same text as the judge's build)."""
-    return (
-        "/* the kernel's signature, from kernel.yaml */\n"
-        "#include <stdint.h>\n#include <stddef.h>\n"
-        f"{' '.join(signature.split()).rstrip(';')};\n"
-    )
 
 
 def optimisation_report(

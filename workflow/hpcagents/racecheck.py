@@ -343,11 +343,7 @@ def build_race_runner(
     workdir.mkdir(parents=True, exist_ok=True)
     name = kernel.source
     (workdir / name).write_text(source.read_text(errors="replace"))
-    (workdir / judge.PROTOTYPE_H).write_text(
-        "/* the kernel's signature, from kernel.yaml */\n"
-        "#include <stdint.h>\n#include <stddef.h>\n"
-        f"{' '.join(kernel.signature.split()).rstrip(';')};\n"
-    )
+    (workdir / judge.PROTOTYPE_H).write_text(judge.prototype_header(kernel.signature))
     flags = race_flags(cflags)
     try:
         trusted = _trusted_objects(kernel, tools, flags)
