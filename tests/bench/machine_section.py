@@ -14,8 +14,7 @@ import argparse
 from pathlib import Path
 
 from hpcagents.agents import BuildInfo, machine_text
-from hpcagents.evaluate import _cpu_model
-from hpcagents.machine import default_cache_dir, machine_model, usable_cores
+from hpcagents.machine import cpu_model, default_cache_dir, machine_model, usable_cores
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
     build = BuildInfo(
         cc=args.cc,
         cflags=cflags,
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         cores=usable_cores(),
         threads=threads,
         machine=model.to_dict(),
