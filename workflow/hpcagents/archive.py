@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .artifacts import read_json, write_json
+from .optreport import report_text
 
 if TYPE_CHECKING:
     from .select import Attempt
@@ -128,6 +129,12 @@ def update_archive(
             "own_run": _own_run(att.evaluation),
             "side_by_side": side,
             "final_round_status": entry["status"] if entry else None,
+            # what the compiler said about it (condensed -fopt-info), for the PM's prompt
+            "compiler_report": (
+                report_text(att.evaluation["optreport"])
+                if att.evaluation.get("optreport")
+                else None
+            ),
         }
         by_hash[sha] = ident
     sel = best["selected"]

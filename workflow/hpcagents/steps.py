@@ -100,7 +100,7 @@ def baseline(cfg: CampaignConfig, kernel_name: str, out_dir: Path) -> None:
             "attempt": 0,
             "kind": "baseline",
             "strategy": "baseline",
-            "strategy_description": f"the baseline source {src}",
+            "strategy_description": f"the kernel's own baseline ({src.name})",
             "status": "ok",
             "reason": "",
             "source": str(out),
