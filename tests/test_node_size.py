@@ -18,7 +18,9 @@ from hpcagents.node_size import SearchSettings, plateau_start
 
 FLAGS = ("-O2", "-march=native", "-fopenmp")
 # three steps at most, from a small case: the mechanics, quickly
-TINY = SearchSettings(max_steps=3, budget_s=60.0, min_ref_s=0.01, ref_calls=(2, 5))
+TINY = SearchSettings(
+    max_steps=3, budget_s=60.0, min_ref_s=0.01, ref_calls=(2, 5), min_call_s=0.0, cache_multiple=0.0
+)
 
 
 @pytest.fixture
@@ -63,6 +65,34 @@ def test_the_choice_is_the_knee_where_the_reference_stops_changing():
     assert plateau_start(_curve(95, 93), 0.05) == 0
     # a point slowed by noise after the knee moves the choice later, never earlier
     assert plateau_start(_curve(300, 600, 480, 610, 612), 0.05) == 3
+
+
+def test_a_plateau_counts_only_where_an_evaluation_can_time_what_the_search_saw():
+    s = SearchSettings()  # 20 ms calls; memory-bound data beyond 2 x the last-level cache
+    llc = 300 * 2**20
+    dgemm_968 = {"ref_best_s": 0.0024, "flops": 1.8e9, "bytes": 22.5e6}
+    assert "2.40 ms" in node_size.plateau_blocker(dgemm_968, s, llc)
+    dgemm_2048 = {"ref_best_s": 0.023, "flops": 17.2e9, "bytes": 100e6}
+    assert node_size.plateau_blocker(dgemm_2048, s, llc) == ""  # compute-bound: cache is fine
+    stencil_in_l3 = {"ref_best_s": 0.015 * 4, "flops": 61e6, "bytes": 123e6}
+    why = node_size.plateau_blocker(stencil_in_l3, s, llc)
+    assert "memory-bound" in why and "last-level cache (300 MiB)" in why
+    stencil_out = {"ref_best_s": 0.5, "flops": 490e6, "bytes": 983e6}
+    assert node_size.plateau_blocker(stencil_out, s, llc) == ""
+    assert node_size.plateau_blocker(stencil_in_l3, s, 0) == ""  # cache unknown: no rule
+
+
+def test_a_search_with_tiny_calls_grows_past_them_and_never_chooses_one(tmp_path, small_dgemm):
+    # 96^3 is far under 20 ms on any machine: no plateau may end the search there, and
+    # the size chosen is never one whose call is that short while a longer one was timed
+    cfg = EvalConfig(bench_size=None, threads=1, timeout_s=60)
+    ident = node_size.node_identity(small_dgemm, "gcc", FLAGS, 1, cfg.blas)
+    settings = dataclasses.replace(TINY, min_call_s=10.0, plateau=0.9)  # any change is flat
+    rec = node_size.search(small_dgemm, "gcc", FLAGS, cfg, ident, settings)
+    assert rec["stop"].startswith("steps") and len(rec["curve"]) == 3
+    assert all("under 10000 ms" in p["not_eligible"] for p in rec["curve"])
+    assert rec["chosen_index"] == 2 and "no size met the plateau's conditions" in rec["why"]
+    validate(rec, "bench_size")
 
 
 def test_a_fixed_size_is_reported_as_fixed_and_nothing_is_searched(tmp_path, small_dgemm):

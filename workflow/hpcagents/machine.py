@@ -628,7 +628,7 @@ def stream_elements(llc_bytes: int, settings: BenchSettings) -> int:
     return max(1024, per_array // 8)
 
 
-#: N threads reaching less than this share of N x one thread means the node was busy.
+#: N threads reaching less than this share of N x one thread: a busy node, or a lower all-core clock.
 MIN_SCALING = 0.6
 
 
@@ -659,8 +659,9 @@ def _peak(fma: Path, threads: int, settings: BenchSettings) -> dict[str, Any]:
     if peak["scaling"] < MIN_SCALING:
         peak["warning"] = (
             f"{peak['threads']} threads reached only {peak['scaling']:.0%} of "
-            f"{peak['threads']} x one thread ({single:.1f} GFLOP/s): the node was busy; "
-            "measure again on a quiet node (hpcagents machine --refresh)"
+            f"{peak['threads']} x one thread ({single:.1f} GFLOP/s): the node was busy, or "
+            "its cores clock lower when all run wide vectors (then this is the peak); "
+            "measure again on a quiet node to tell (hpcagents machine --refresh)"
         )
     return peak
 

@@ -50,7 +50,7 @@ from . import judge
 from .artifacts import ArtifactError, read_json, write_json
 from .blas import BlasInfo, BlasNotFound, find_blas
 from .kernelspec import Case, KernelSpec
-from .machine import mem_available_bytes
+from .machine import last_level_cache_bytes, mem_available_bytes
 from .sandbox import Limits
 from .timinglock import PhaseLock
 
@@ -79,6 +79,17 @@ class SearchSettings:
     timeout_share: float = 0.5
     min_ref_s: float = 0.3  # reference calls per step: at least this much time ...
     ref_calls: tuple[int, int] = (5, 40)  # ... and between these many calls (best counts)
+    # A plateau ends the search only at a size an evaluation can time as the search did:
+    # the reference's call at least this long (a 2 ms call is thread start-up and timer
+    # noise: an evaluation's few calls land far from the search's best of 40; seen on a
+    # 16-core node, MKL's dgemm at 968: 745 GFLOP/s in the search, 353 in an evaluation)
+    min_call_s: float = 0.02
+    # ... and a memory-bound kernel (below this many flops per byte on any current CPU)
+    # with its data beyond this multiple of the last-level cache, so it times memory, not
+    # the cache (seen there: a stencil whose 123 MB fit the 300 MiB L3 read 331% of its
+    # reference, 841% at twice the size)
+    memory_bound_intensity: float = 1.0
+    cache_multiple: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -277,6 +288,7 @@ def search(
     avail = mem_available_bytes()
     if avail:
         mem_bound = min(mem_bound, avail // 8)  # the judge holds several copies of the data
+    llc = last_level_cache_bytes()
     calls = cfg.warmup + cfg.repeats + 2  # + room for the validation cases
     base_bound = settings.timeout_share * cfg.timeout_s / calls
     curve: list[dict[str, Any]] = []
@@ -354,10 +366,13 @@ def search(
                         f"({cfg.timeout_s:g} s)"
                     )
                     break
+                blocker = plateau_blocker(point, settings, llc)
+                if blocker:
+                    point["not_eligible"] = blocker
                 if step:
                     change = point["ref_gflops"] / curve[-2]["ref_gflops"] - 1.0
                     point["change"] = round(change, 4)
-                    if abs(change) < settings.plateau:
+                    if abs(change) < settings.plateau and not blocker:
                         stop = (
                             f"plateau: the reference's throughput changed {change:+.1%} from "
                             f"the previous size (below {settings.plateau:.0%})"
@@ -370,9 +385,12 @@ def search(
         shutil.rmtree(work, ignore_errors=True)
     if not curve:
         raise NodeSizeError("the size search measured nothing")
-    within = [p for p in curve if not p.get("over_time_bound")] or curve[:1]
-    chosen = plateau_start(within, settings.plateau)
-    pick = curve[chosen]
+    timed = [p for p in curve if not p.get("over_time_bound")] or curve[:1]
+    # only sizes where a plateau could count; none: the largest within the time bound
+    eligible = [p for p in timed if not p.get("not_eligible")]
+    within = eligible or timed[-1:]
+    pick = within[plateau_start(within, settings.plateau)]
+    chosen = curve.index(pick)
     why = (
         f"{pick['label']}: the reference ran {pick['ref_gflops']:.2f} GFLOP/s there "
         f"({len(curve)} size(s) tried from kernel.yaml's {kernel.bench.label()}; stopped on "
@@ -380,6 +398,8 @@ def search(
     )
     if base_exe is None:
         why += "; the baseline does not build, so no time bound from it"
+    if not eligible:
+        why += f"; no size met the plateau's conditions ({pick.get('not_eligible')})"
     return {
         "kernel": kernel.name,
         "key": node_key(identity),
@@ -393,6 +413,10 @@ def search(
             "budget_s": settings.budget_s,
             "memory_bound_mib": round(mem_bound / 2**20, 1),
             "baseline_call_bound_s": round(base_bound, 3),
+            "min_call_s": settings.min_call_s,
+            "memory_bound_intensity": settings.memory_bound_intensity,
+            "cache_multiple": settings.cache_multiple,
+            "last_level_cache_mib": round(llc / 2**20, 1),
         },
         "case": dict(pick["case"]),
         "chosen_index": chosen,
@@ -400,6 +424,31 @@ def search(
         "why": why,
         "curve": curve,
     }
+
+
+def plateau_blocker(point: Mapping[str, Any], settings: SearchSettings, llc_bytes: int) -> str:
+    """Why a plateau at ``point`` may not end the search ('' when it may): the reference's
+    call too short to time reproducibly, or a memory-bound kernel's data still in the
+    last-level cache (``llc_bytes``, 0 when unknown: no such rule)."""
+    best = float(point["ref_best_s"])
+    if best < settings.min_call_s:
+        return (
+            f"the reference's call takes {best * 1e3:.2f} ms, under {settings.min_call_s * 1e3:g}"
+            " ms: an evaluation's few timed calls would not reproduce the search's best"
+        )
+    flops, bytes_ = float(point["flops"]), float(point["bytes"])
+    intensity = flops / bytes_ if bytes_ > 0 else math.inf
+    if (
+        llc_bytes
+        and intensity < settings.memory_bound_intensity
+        and bytes_ < settings.cache_multiple * llc_bytes
+    ):
+        return (
+            f"a memory-bound kernel ({intensity:.2f} flop/byte) whose data "
+            f"({bytes_ / 2**20:.0f} MiB) is under {settings.cache_multiple:g} x the last-level "
+            f"cache ({llc_bytes / 2**20:.0f} MiB): it would time the cache, not the memory"
+        )
+    return ""
 
 
 def call_cost(point: Mapping[str, Any]) -> float:
