@@ -94,6 +94,7 @@ def test_request_is_a_readable_prompt_file_and_a_plain_text_answer_is_the_reply(
     assert result.text == "```c\nvoid kernel_dgemm(void) {}\n```\n"
     assert result.server == "desk" and result.base_url == f"files://{queue}"
     assert result.prompt_tokens > 0 and result.completion_tokens > 0
+    assert result.tokens_estimated  # a plain-text answer carries no counts: said so
     md = bodies[0]
     # everything a person needs: role, where to answer, parameters, every message in full
     assert "(PG)" in md and f"{answerer.seen[0]['id']}.answer.md" in md
@@ -146,6 +147,7 @@ def test_json_answers_in_both_documented_forms_carry_their_token_counts(tmp_path
     )
     assert (b.text, b.reasoning, b.finish_reason) == ("plan B", "think", "length")
     assert (b.model, b.prompt_tokens, b.completion_tokens) == ("gpt-oss-120b", 21, 9)
+    assert not a.tokens_estimated and not b.tokens_estimated
     assert answerer.seen[0]["id"].startswith("pm-")
 
 
@@ -313,7 +315,13 @@ def test_a_campaign_stops_at_an_unanswered_queue_and_a_rerun_completes_once_answ
         assert llm["server"] == "desk" and llm["model"] == MODEL
     assert len(answered) == len(set(answered)) == 1 + len(gens)  # one PM + one per attempt
     assert not list(queue.glob("*.request.*"))  # all moved to answered/
-    assert (tmp_path / "results" / "dgemm" / "summary.json").is_file()
+    summary = json.loads((tmp_path / "results" / "dgemm" / "summary.json").read_text())
+    # the answerer gave no token counts: every call's tokens are said to be estimates
+    totals = summary["totals"]
+    assert totals["estimated_token_calls"] == totals["llm_calls"] == len(answered)
+    assert summary["totals"]["per_server"]["desk"]["estimated_token_calls"] == len(answered)
+    report = (tmp_path / "results" / "dgemm" / "report.md").read_text()
+    assert f"the tokens of {len(answered)} of {len(answered)} LLM calls are estimates" in report
     # a PG's first attempt was shown the compiler's report on the version it starts from
     first_pg = [
         p.read_text()

@@ -115,6 +115,8 @@ class LLMResult:
     answer_cut_chars: int = 0  # characters of an oversized answer dropped before storing
     inflight_wait_s: float = 0.0  # time spent waiting for an identical request in flight
     preferred: str = ""  # the request slot's own server (failover: another one answered)
+    # token counts estimated (3 characters a token): the answer carried none (a file queue)
+    tokens_estimated: bool = False
 
     def record(self) -> dict[str, Any]:
         """The JSON form stored in generation.json / plan.json."""

@@ -32,6 +32,7 @@ FIELDS = (
     "reasoning_tokens",
     "pm_calls",
     "pg_calls",
+    "estimated_token_calls",  # calls whose token counts are estimates (3 characters a token)
 )
 
 
@@ -59,6 +60,8 @@ def per_server(calls: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
             answered[f"{role}_calls"] += 1
         for key in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
             answered[key] += int(call.get(key) or 0)
+        if call.get("tokens_estimated"):
+            answered["estimated_token_calls"] += 1
         if call.get("cached"):
             answered["cached_calls"] += 1
             continue  # answered from the cache: no server time was spent in this run

@@ -370,6 +370,7 @@ def ask(
         cache_key=key,
         cached=False,
         response_format="none",
+        tokens_estimated=estimated,
         answer_cut_chars=max(0, len(text) - MAX_ANSWER_CHARS),
     )
 

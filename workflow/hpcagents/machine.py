@@ -628,7 +628,7 @@ def stream_elements(llc_bytes: int, settings: BenchSettings) -> int:
     return max(1024, per_array // 8)
 
 
-#: N threads reaching less than this share of N x one thread: a busy node, or a lower all-core clock.
+#: N threads under this share of N x one thread: a busy node, or a lower all-core clock.
 MIN_SCALING = 0.6
 
 

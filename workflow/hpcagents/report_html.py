@@ -562,6 +562,7 @@ SERVER_COLUMNS = (
     ("prompt_tokens", "prompt tokens", ".0f"),
     ("completion_tokens", "completion tokens", ".0f"),
     ("reasoning_tokens", "reasoning tokens", ".0f"),
+    ("estimated_token_calls", "calls with estimated tokens", ".0f"),
     ("answer_s", "answering s", ".1f"),
     ("lost_s", "lost to faults s", ".1f"),
     ("tries", "tries", ".0f"),

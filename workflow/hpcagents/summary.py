@@ -114,6 +114,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
         for key in ("attempts", "repairs", "repairs_succeeded", "llm_calls"):
             totals[key] += row[key]
         totals["cached_calls"] += sum(c["cached"] for c in calls)
+        totals["estimated_token_calls"] += sum(bool(c.get("tokens_estimated")) for c in calls)
         for key in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
             totals[key] += sum(c[key] for c in calls)
         totals["llm_latency_s"] += sum(c["latency_s"] for c in calls if not c["cached"])
@@ -136,7 +137,15 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
             "source": sel["source"],
         }
 
-    int_keys = {"attempts", "repairs", "repairs_succeeded", "llm_calls", "cached_calls", "retries"}
+    int_keys = {
+        "attempts",
+        "repairs",
+        "repairs_succeeded",
+        "llm_calls",
+        "cached_calls",
+        "retries",
+        "estimated_token_calls",
+    }
     summary = {
         "kernel": kernel,
         "iterations": cfg.iterations,
@@ -228,6 +237,12 @@ def table(summary: dict[str, Any]) -> str:
     )
     for warning in summary.get("warnings") or []:
         lines.append(f"WARNING: {warning}")
+    estimated = (summary.get("totals") or {}).get("estimated_token_calls") or 0
+    if estimated:
+        lines.append(
+            f"NOTE: the tokens of {estimated} of {summary['totals']['llm_calls']} LLM calls are "
+            "estimates (3 characters a token): their answers carried no counts (a file queue)"
+        )
     lines.append(
         f"% ref: of {ref}; GB/s: bytes moved (kernel.yaml's bytes), for a memory-bound "
         "kernel; !: a figure in doubt (WARNING below); "
