@@ -34,6 +34,7 @@ def _round(*entries: dict, status: str = "ok") -> dict:
         "rounds": n,
         "max_rounds": 15,
         "case": {"m": 64},
+        "flops": 1e9,  # gflops = 1 / seconds, as the entries' figures
         "reference": {"gflops": 2.0, "runs_s": [1.0] * n},
         "contenders": list(entries),
     }
@@ -59,6 +60,8 @@ def test_the_fastest_side_by_side_wins_when_every_round_says_so():
     assert "side by side" in reason and decision["decided_by"] == "final_round"
     assert decision["rounds_used"] == 6 and decision["wins"] == 6
     assert "sign test" in reason and "median" in reason
+    # the best runs and the median runs the paired decision rests on, both said
+    assert "2.00 vs 1.00 GFLOP/s (best runs), 2.00 vs 1.00 (median runs)" in reason
 
 
 def test_a_gain_within_the_noise_keeps_the_incumbent():

@@ -289,9 +289,17 @@ def _decide(
         alpha=round(verdict.alpha, 6),
         margin=verdict.min_gain,
     )
+    # the decision is paired (per-round ratios); the medians are the figures it rests on,
+    # the best runs what each reached once: both are said, so they never seem to disagree
+    medians = ""
+    if fr.get("flops") and entry.get("median_s") and inc.get("median_s"):
+        medians = (
+            f", {fr['flops'] / entry['median_s'] / 1e9:.2f} vs "
+            f"{fr['flops'] / inc['median_s'] / 1e9:.2f} (median runs)"
+        )
     side = (
         f"side by side over {rounds}: {entry['gflops']:.2f} vs {inc['gflops']:.2f} GFLOP/s "
-        f"(best runs), reference {fr['reference']['gflops']:.2f}; {verdict.explain()}"
+        f"(best runs){medians}, reference {fr['reference']['gflops']:.2f}; {verdict.explain()}"
     )
     if verdict.outcome == "challenger":
         return (
