@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from hpcagents.agents import (
     archive_text,
     fit_pm,
@@ -193,6 +194,39 @@ def _pm_keys() -> list[str]:
 
     template = (REPO_DIR / "workflow" / "prompts" / "pm.txt").read_text()
     return sorted(set(re.findall(r"\$\{?(\w+)\}?", template)))
+
+
+def test_the_pm_may_name_the_elite_a_strategy_builds_on_and_its_pg_sees_that_one(tmp_path):
+    from hpcagents.agents import check_plan, inspiration_text, plan_schema
+
+    _, a1, _ = campaign(tmp_path)
+    text = archive_text(a1)
+    assert '"inspiration": its number in the list above' in text
+    # greedy search sends the seed's schema; the archive's allows the field
+    assert "inspiration" not in json.dumps(plan_schema(2))
+    assert plan_schema(2, archive=True)["properties"]["strategies"]["items"]["properties"][
+        "inspiration"
+    ] == {"type": "integer", "minimum": 1}
+    answer = {
+        "strategies": [
+            {"name": "combine", "description": "take 3's loop order", "inspiration": 3},
+            {"name": "plain", "description": "unroll"},
+        ]
+    }
+    plan = check_plan(answer, 2, a1)
+    third = a1["elites"][2]["id"]
+    assert plan[0]["inspiration"] == third and "inspiration" not in plan[1]
+    # a number outside the list is an error the PM is asked to correct
+    answer["strategies"][0]["inspiration"] = 9
+    with pytest.raises(ValueError, match="inspiration 9 is not a number of the archive's list"):
+        check_plan(answer, 2, a1)
+    # greedy: the field is ignored
+    assert "inspiration" not in check_plan(answer, 2, None)[0]
+    # the PG of that strategy sees the named elite, said to be the planner's choice
+    elite = inspiration_for(a1, 1, plan[0]["inspiration"])
+    assert elite["id"] == third and elite["named_by_pm"]
+    assert "the planner's choice" in inspiration_text(elite)
+    assert "not from this one" in inspiration_text(inspiration_for(a1, 1))
 
 
 def test_each_pg_gets_another_elite_as_inspiration(tmp_path):

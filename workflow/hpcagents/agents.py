@@ -473,15 +473,28 @@ def archive_text(archive: Mapping[str, Any] | None, code_shown: int = ELITE_CODE
             "```",
         ]
         coded += 1
+    lines += [
+        "",
+        "A strategy may name the archived kernel its programmer should see beside the current "
+        'best (to combine or build on): add "inspiration": its number in the list above to '
+        "that strategy's object. Without it, each programmer is shown another elite in turn.",
+    ]
     last = last_round_text(archive.get("last_round"))
     return "\n".join(lines) + "\n\n" + (last + "\n\n" if last else "")
 
 
-def inspiration_for(archive: Mapping[str, Any] | None, pg: int) -> dict[str, Any] | None:
+def inspiration_for(
+    archive: Mapping[str, Any] | None, pg: int, named: str | None = None
+) -> dict[str, Any] | None:
     """The elite PG ``pg`` is shown as inspiration (None: greedy search, or no elite but
-    the incumbent): the ((pg - 1) mod INSPIRATION_POOL)-th best non-incumbent elite."""
+    the incumbent): the one its strategy names (``named``, the PM's choice, marked so),
+    else the ((pg - 1) mod INSPIRATION_POOL)-th best non-incumbent elite."""
     if archive is None:
         return None
+    if named:
+        chosen = next((e for e in archive["elites"] if e["id"] == named), None)
+        if chosen is not None:
+            return {**chosen, "named_by_pm": True}
     pool = [e for e in archive["elites"] if e["id"] != archive.get("incumbent")]
     pool = pool[:INSPIRATION_POOL]
     if not pool:
@@ -496,18 +509,27 @@ def inspiration_text(elite: Mapping[str, Any] | None) -> str:
     code = _read_code(elite)
     if code is None:
         return ""
-    return (
-        "## Another kernel from the team's archive, for ideas (start from the current best "
-        "above, not from this one)\n"
-        f"{_elite_line(elite, incumbent=False)}\n```c\n{code}\n```\n\n"
+    head = (
+        "## The kernel from the team's archive that your strategy builds on (the planner's "
+        "choice: take from it, or start from it instead of the current best above)\n"
+        if elite.get("named_by_pm")
+        else "## Another kernel from the team's archive, for ideas (start from the current "
+        "best above, not from this one)\n"
     )
+    return head + f"{_elite_line(elite, incumbent=False)}\n```c\n{code}\n```\n\n"
 
 
-def plan_schema(n: int) -> dict[str, Any]:
-    """The PM answer schema sent with ``response_format``: exactly ``n`` strategies."""
+def plan_schema(n: int, archive: bool = False) -> dict[str, Any]:
+    """The PM answer schema sent with ``response_format``: exactly ``n`` strategies; with
+    the archive, each may name the elite (its number in the prompt's list) its PG sees."""
     schema = copy.deepcopy(load_schema("pm_answer"))
     schema["properties"]["strategies"]["minItems"] = n
     schema["properties"]["strategies"]["maxItems"] = n
+    if archive:
+        schema["properties"]["strategies"]["items"]["properties"]["inspiration"] = {
+            "type": "integer",
+            "minimum": 1,
+        }
     return schema
 
 
@@ -602,17 +624,30 @@ def _snake(name: str) -> str:
     return slug[:60] or "strategy"
 
 
-def check_plan(answer: object, n: int) -> list[dict[str, str]]:
-    """Validate a PM answer; return exactly ``n`` strategies or raise ``ValueError``."""
+def check_plan(
+    answer: object, n: int, archive: Mapping[str, Any] | None = None
+) -> list[dict[str, str]]:
+    """Validate a PM answer; return exactly ``n`` strategies or raise ``ValueError``. With
+    the archive, a strategy's ``inspiration`` (a number of the prompt's elite list) becomes
+    that elite's id; a number outside the list is an error the PM is asked to correct."""
     try:
         validate(answer, "pm_answer", what="PM answer")
     except ArtifactError as exc:
         raise ValueError(str(exc)) from None
     assert isinstance(answer, dict)
-    strategies = [
-        {"name": _snake(s["name"]), "description": s["description"].strip()}
-        for s in answer["strategies"]
-    ]
+    shown = list(archive["elites"])[:ELITES_SHOWN] if archive else []
+    strategies = []
+    for s in answer["strategies"]:
+        entry = {"name": _snake(s["name"]), "description": s["description"].strip()}
+        number = s.get("inspiration") if archive else None
+        if number is not None:
+            if not isinstance(number, int) or not 1 <= number <= len(shown):
+                raise ValueError(
+                    f"strategy {entry['name']!r}: inspiration {number!r} is not a number of the "
+                    f"archive's list (1 to {len(shown)})"
+                )
+            entry["inspiration"] = shown[number - 1]["id"]
+        strategies.append(entry)
     names = [s["name"] for s in strategies]
     dupes = sorted({x for x in names if names.count(x) > 1})
     if dupes:
@@ -646,7 +681,7 @@ def run_pm(
                 messages,
                 index=iteration,
                 seed=seed + ask,
-                json_schema=plan_schema(n),
+                json_schema=plan_schema(n, archive is not None),
                 role="pm",
             )
         except PromptTooLong as exc:  # no server can take it: re-asking cannot help
@@ -654,7 +689,7 @@ def run_pm(
             break
         calls.append({**result.record(), "prompt_sha256": prompt_hash(messages)})
         try:
-            strategies = check_plan(extract_json(result.text), n)
+            strategies = check_plan(extract_json(result.text), n, archive)
         except ValueError as exc:
             errors.append(str(exc))
             messages = messages + [

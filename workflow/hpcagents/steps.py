@@ -196,7 +196,8 @@ def generate(
     siblings = [s for s in plan_rec["strategies"] if s["name"] != strategy["name"]]
     # archive search: a first attempt may be shown one other elite, for ideas
     archive = read_archive(plan_rec.get("archive")) if plan_rec.get("archive") else None
-    inspiration = inspiration_for(archive, pg) if attempt == 0 else None
+    named = strategy.get("inspiration")  # the PM may name the elite this strategy builds on
+    inspiration = inspiration_for(archive, pg, named) if attempt == 0 else None
 
     def messages_for(chars: int, inspire: Any) -> list[dict[str, str]]:
         return pg_messages(
