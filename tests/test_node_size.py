@@ -87,9 +87,10 @@ def test_a_search_with_tiny_calls_grows_past_them_and_never_chooses_one(tmp_path
     # the size chosen is never one whose call is that short while a longer one was timed
     cfg = EvalConfig(bench_size=None, threads=1, timeout_s=60)
     ident = node_size.node_identity(small_dgemm, "gcc", FLAGS, 1, cfg.blas)
-    settings = dataclasses.replace(TINY, min_call_s=10.0, plateau=0.9)  # any change is flat
+    # any change is flat; a budget no loaded machine spends on three small steps
+    settings = dataclasses.replace(TINY, min_call_s=10.0, plateau=0.9, budget_s=900.0)
     rec = node_size.search(small_dgemm, "gcc", FLAGS, cfg, ident, settings)
-    assert rec["stop"].startswith("steps") and len(rec["curve"]) == 3
+    assert rec["stop"].startswith("steps") and len(rec["curve"]) == 3, rec["stop"]
     assert all("under 10000 ms" in p["not_eligible"] for p in rec["curve"])
     assert rec["chosen_index"] == 2 and "no size met the plateau's conditions" in rec["why"]
     validate(rec, "bench_size")
