@@ -148,7 +148,10 @@ def test_work_left_to_a_thread_after_the_answer_does_not_count(tmp_path, no_scre
         "  pthread_detach(t);\n}\n"
     )
     rec = run(tmp_path, kernel, code)
-    assert rec["status"] == "wrong_answer", rec["reason"]
+    # on a quiet host the answer comes first and the frozen thread's work is missing
+    # (wrong_answer); on a loaded one the thread may finish before the answer, and the
+    # race check sees it write the outputs unsynchronised (data_race): never a pass
+    assert rec["status"] in ("wrong_answer", "data_race"), rec["reason"]
 
 
 SPINNER = r"""
