@@ -7,16 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-from hpcagents.agents import (
+from hpcagents.campaign.archive import update_archive
+from hpcagents.campaign.select import Attempt
+from hpcagents.core.artifacts import REPO_DIR, validate
+from hpcagents.llm.agents import (
     archive_text,
     fit_pm,
     inspiration_for,
     pg_messages,
     pm_messages,
 )
-from hpcagents.archive import update_archive
-from hpcagents.artifacts import REPO_DIR, validate
-from hpcagents.select import Attempt
 
 sys.path.insert(0, str(REPO_DIR / "tests" / "data"))
 import greedy_prompts  # noqa: E402

@@ -8,8 +8,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
-from hpcagents.kernelspec import find_kernel
-from hpcagents.workflow_support import (
+from hpcagents.spec.kernelspec import find_kernel
+from hpcagents.campaign.workflow_support import (
     check_servers_or_die,
     guard_results,
     load_campaign,
@@ -40,7 +40,7 @@ def step(name):
     return f"{sys.executable} -m hpcagents {name} --config {EFFECTIVE}"
 
 
-# ---- Slurm: timing steps go through the campaign's pilot pool (hpcagents/pilot.py) ----
+# ---- Slurm: timing steps go through the campaign's pilot pool (hpcagents/cluster/pilot.py) ----
 # Under the slurm executor, evaluate and select are local rules whose timing command hands
 # the step (an evaluation, the final round) to the campaign's pool of pilot jobs: up to
 # max_timing_nodes exclusive one-node jobs, each running steps one after another, grown
@@ -108,7 +108,7 @@ def timing_threads(wildcards):
 def stop_pilot():
     """onsuccess/onerror: the campaign's pilots leave their nodes as soon as it is done."""
     if under_slurm():
-        from hpcagents.pilot import stop
+        from hpcagents.cluster.pilot import stop
 
         jobs = stop(Path(PILOT_DIR))
         if jobs:
