@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
+from hpcagents.spec.config import ConfigError
 from hpcagents.spec.kernelspec import find_kernel
 from hpcagents.campaign.workflow_support import (
     check_servers_or_die,
@@ -18,12 +19,22 @@ from hpcagents.campaign.workflow_support import (
     write_effective_config,
 )
 
+
+def stop_on(check, *args):
+    """Run a check of the package; its ConfigError stops the workflow with that message
+    (the package never imports snakemake, so the Snakefile makes it a WorkflowError)."""
+    try:
+        return check(*args)
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
 # Validate the config before any job exists: a schema error names the key.
-CFG = load_campaign(config)
+CFG = stop_on(load_campaign, config)
 KERNELS = list(CFG.kernels)
 # Stop before any job when results/ was made under other figure settings (bench size,
 # repeats, flags, reference, kernel spec), unless the run accepts the change.
-guard_results(CFG)
+stop_on(guard_results, CFG)
 MAX_REPAIRS = CFG.max_repairs
 # The effective (validated, overridden) config the steps read, named by its content
 # (results/.hpcagents/config-<hash>.json) and never rewritten: a dry run or a second
