@@ -168,7 +168,7 @@ def test_the_archive_keeps_every_valid_kernel_and_the_pm_reads_it(reference_run)
         json.loads(p.read_text()) for p in (workdir / "results" / ".llm-cache").glob("*/*.json")
     ]
     cached = [e["request"]["messages"][-1]["content"] for e in entries if "request" in e]
-    prompts = [c for c in cached if c.startswith("[hpcagents:pm]") and "\nIteration: 2\n" in c]
+    prompts = [c for c in cached if "\nStrategies wanted: " in c and "\nIteration: 2\n" in c]
     assert prompts, "no PM prompt of iteration 2 in the response cache"
     assert "## The archive: the best kernels the team has found so far" in prompts[0]
     assert "## The last final round (iteration 1" in prompts[0]

@@ -19,7 +19,7 @@ from hpcagents.spec.config import LLMConfig, ServerConfig
 PG = [
     {
         "role": "user",
-        "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\n"
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\n"
         "Attempt: 0\nStrategy: loop_reorder\n",
     }
 ]
@@ -201,7 +201,7 @@ def test_structured_output_refused_steps_down_once_and_is_remembered(tmp_path):
     pm = [
         {
             "role": "user",
-            "content": "[hpcagents:pm]\nKernel: dgemm\nIteration: 1\nStrategies wanted: 2\n",
+            "content": "Kernel: dgemm\nIteration: 1\nStrategies wanted: 2\n",
         }
     ]
 

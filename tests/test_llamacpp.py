@@ -31,7 +31,7 @@ ALIAS = "tiny-random-llama"
 PG = [
     {
         "role": "user",
-        "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
         "Strategy: loop_reorder\n",
     }
 ]

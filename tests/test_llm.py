@@ -15,7 +15,7 @@ PG_PROMPT = [
     {"role": "system", "content": "You are an expert HPC programmer."},
     {
         "role": "user",
-        "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
         "Strategy: loop_reorder\n\nWrite the file.",
     },
 ]

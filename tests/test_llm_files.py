@@ -341,7 +341,7 @@ def test_answer_queue_forwards_waiting_requests_to_a_server_and_the_pool_reads_t
         {"role": "system", "content": "You are an expert HPC programmer."},
         {
             "role": "user",
-            "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
+            "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
             "Strategy: loop_reorder\n\nWrite the file.",
         },
     ]

@@ -22,13 +22,13 @@ ANSWERS = [(s["name"], a) for s in SCRIPT["strategies"] for a in s["answers"] if
 
 
 def pm(iteration: int, n: int) -> list[dict[str, str]]:
-    text = f"[hpcagents:pm]\nKernel: dgemm\nIteration: {iteration}\nStrategies wanted: {n}\n"
+    text = f"Kernel: dgemm\nIteration: {iteration}\nStrategies wanted: {n}\n"
     return [{"role": "user", "content": text}]
 
 
 def pg(strategy: str, attempt: int) -> list[dict[str, str]]:
     text = (
-        f"[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: {attempt}\n"
+        f"Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: {attempt}\n"
         f"Strategy: {strategy}\n"
     )
     return [{"role": "user", "content": text}]

@@ -31,13 +31,13 @@ DEFAULT = yaml.safe_load((REPO_DIR / "config" / "config.yaml").read_text())
 PM = [
     {
         "role": "user",
-        "content": "[hpcagents:pm]\nKernel: dgemm\nIteration: 1\nStrategies wanted: 2\n",
+        "content": "Kernel: dgemm\nIteration: 1\nStrategies wanted: 2\n",
     }
 ]
 PG = [
     {
         "role": "user",
-        "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
         "Strategy: loop_reorder\n",
     }
 ]

@@ -41,10 +41,10 @@ STRATEGIES = [
 
 def messages(role: str, i: int, pg: int = 0, strategy: str = "") -> list[dict[str, str]]:
     if role == "pm":
-        head = f"[hpcagents:pm]\nKernel: dgemm\nIteration: {i}\nStrategies wanted: 8\n"
+        head = f"Kernel: dgemm\nIteration: {i}\nStrategies wanted: 8\n"
     else:
         head = (
-            f"[hpcagents:pg]\nKernel: dgemm\nIteration: {i}\nPG: {pg}\nAttempt: 0\n"
+            f"Kernel: dgemm\nIteration: {i}\nPG: {pg}\nAttempt: 0\n"
             f"Strategy: {strategy}\n"
         )
     return [{"role": "user", "content": head}]
