@@ -21,16 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .artifacts import read_json, write_json
+from .layout import KernelLayout
 
 if TYPE_CHECKING:
-    from .select import Attempt
-
-ARCHIVE_FILE = "archive.json"
+    from .reader import Attempt
 
 
 def elite_id(iteration: int, pg: int, attempt: int) -> str:
     """The elite's name: where its attempt lives under results/<kernel>/."""
-    return f"iter{iteration}/pg{pg}/attempt{attempt}"
+    return KernelLayout.attempt_id(iteration, pg, attempt)
 
 
 def _own_run(ev: Mapping[str, Any]) -> dict[str, Any]:

@@ -43,8 +43,9 @@ from typing import Any
 
 from .artifacts import write_text_atomic
 from .config import ConfigError
+from .layout import CampaignLayout
 
-STATE_DIR = Path("results") / ".hpcagents" / "launched"
+STATE_DIR = CampaignLayout().launched()
 LIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "RESIZING"}
 
 

@@ -22,6 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from .layout import CampaignLayout
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -38,8 +40,9 @@ def figures(results: Path) -> list[Figure]:
     """Every evaluation and final round under ``results`` with its node and CPU model
     (a half-written or foreign file is skipped: it is not a figure)."""
     out = []
-    paths = sorted(results.glob("*/iter*/pg*/attempt*/evaluation.json"))
-    paths += sorted(results.glob("*/iter*/final_round.json"))
+    kernels = [CampaignLayout(results).kernel(k) for k in CampaignLayout(results).kernels()]
+    paths = [p for k in kernels for p in k.evaluations()]
+    paths += [p for k in kernels for p in k.final_rounds()]
     for path in paths:
         try:
             record = json.loads(path.read_text())

@@ -32,8 +32,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from .artifacts import read_json_or_none, write_text_atomic  # noqa: E402
+from .artifacts import write_text_atomic  # noqa: E402
 from .hostload import reference_name  # noqa: E402
+from .layout import CampaignLayout  # noqa: E402
+from .reader import read_kernel  # noqa: E402
 
 #: Colours of evaluation statuses: green passes, warm colours for wrong code, greys for
 #: answers that never became code. Unknown statuses get a fallback colour.
@@ -136,32 +138,26 @@ def _call(rec: dict[str, Any], lane: str, iteration: int, what: str) -> Call:
 def load_campaign(kernel_dir: Path) -> Campaign:
     """Everything the report shows about one kernel's campaign directory."""
     kernel_dir = Path(kernel_dir)
-    summary = read_json_or_none(kernel_dir / "summary.json")
+    run = read_kernel(kernel_dir)
+    summary = run.summary
     if summary is None:
         raise FileNotFoundError(
-            f"{kernel_dir / 'summary.json'} is missing or unreadable: the report is drawn "
+            f"{run.layout.summary()} is missing or unreadable: the report is drawn "
             "from a finished campaign's summary (run the campaign, or `snakemake` to finish it)"
         )
     camp = Campaign(str(summary.get("kernel", kernel_dir.name)), kernel_dir, summary)
-    for it_dir in sorted(kernel_dir.glob("iter*"), key=lambda p: _index(p.name, "iter")):
-        i = _index(it_dir.name, "iter")
-        if i < 0:
-            continue
-        plan = read_json_or_none(it_dir / "plan.json")
+    for it in run.iterations:
+        i, plan = it.iteration, it.plan
         if plan:
             camp.plans[i] = plan
             for rec in plan.get("llm_calls") or []:
                 camp.calls.append(_call(rec, "PM", i, "plan"))
-        best = read_json_or_none(it_dir / "best.json")
-        if best:
-            camp.bests[i] = best
-        for att_dir in sorted(
-            it_dir.glob("pg*/attempt*"),
-            key=lambda p: (_index(p.parent.name, "pg"), _index(p.name, "attempt")),
-        ):
-            gen = read_json_or_none(att_dir / "generation.json") or {}
-            ev = read_json_or_none(att_dir / "evaluation.json")
-            pg, a = _index(att_dir.parent.name, "pg"), _index(att_dir.name, "attempt")
+        if it.best:
+            camp.bests[i] = it.best
+        for att in it.attempts():
+            gen = att.generation or {}
+            ev = att.evaluation
+            pg, a = att.pg, att.attempt
             kind = str(gen.get("kind", "baseline" if i == 0 else "generate"))
             if gen.get("llm"):
                 camp.calls.append(_call(gen["llm"], f"PG {pg}", i, kind))
@@ -187,11 +183,6 @@ def load_campaign(kernel_dir: Path) -> Campaign:
                 )
             )
     return camp
-
-
-def _index(name: str, prefix: str) -> int:
-    rest = name[len(prefix) :]
-    return int(rest) if name.startswith(prefix) and rest.isdigit() else -1
 
 
 # --------------------------------------------------------------------------- plots
@@ -850,4 +841,4 @@ def write_report(kernel_dirs: list[Path], out: Path) -> Path:
 
 def kernel_dirs_under(results: Path) -> list[Path]:
     """Every kernel directory of a results directory that holds a summary.json."""
-    return sorted(p.parent for p in Path(results).glob("*/summary.json"))
+    return [k.directory for k in CampaignLayout(Path(results)).finished()]
