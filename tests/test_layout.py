@@ -61,15 +61,25 @@ def test_repair_policy_ends_a_chain_on_a_pass_on_the_last_allowed_attempt_or_the
     assert chain_end(["compile_error", None], 1, 2) is None
 
 
-def test_selection_reads_a_chain_up_to_its_end(tmp_path):
+def test_selection_reads_a_chain_up_to_the_attempt_that_ends_it(tmp_path, monkeypatch):
+    from hpcagents import reader
+
     k = CampaignLayout(tmp_path / "results").kernel("k")
-    for a, status in enumerate(["compile_error", "ok"]):
-        k.attempt_dir(1, 1, a).mkdir(parents=True)
-        k.generation(1, 1, a).write_text("{}")
-        k.evaluation(1, 1, a).write_text("{}")
-    # read_chain validates against the schema: an empty record is refused, naming it
-    with pytest.raises(artifacts.ArtifactError):
-        read_chain(k.evaluation(1, 1, 1))
+    for a, status in enumerate(["compile_error", "ok", "wrong_answer"]):
+        k.attempt_dir(1, 4, a).mkdir(parents=True)
+        k.generation(1, 4, a).write_text(json.dumps({"attempt": a}))
+        k.evaluation(1, 4, a).write_text(json.dumps({"status": status}))
+    read = []
+    monkeypatch.setattr(
+        reader,
+        "read_json",
+        lambda path, schema: read.append(schema) or json.loads(Path(path).read_text()),
+    )
+    chain = read_chain(k.evaluation(1, 4, 1))
+    assert [(a.pg, a.attempt, a.status) for a in chain] == [(4, 0, "compile_error"), (4, 1, "ok")]
+    assert set(read) == {"generation", "evaluation"}  # strict: every record validated
+    with pytest.raises(ValueError, match="not an attempt"):
+        read_chain(k.best(1))
 
 
 # ---- validate once, freeze once ----------------------------------------------------------
@@ -118,9 +128,7 @@ def _run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_kernel_yaml_edited_between_two_starts_is_named_with_what_to_do(
-    start_scripted, tmp_path
-):
+def test_a_kernel_yaml_edited_between_two_starts_is_named_with_what_to_do(start_scripted, tmp_path):
     server = start_scripted()
     raw, folder = _mine(tmp_path)
     raw["llm"]["servers"][0]["base_url"] = server.url
