@@ -16,6 +16,7 @@ import yaml
 
 from .artifacts import REPO_DIR
 from .config import ConfigError
+from .layout import RESULTS, CampaignLayout
 
 
 def _cfg(args: argparse.Namespace):  # noqa: ANN202 - CampaignConfig
@@ -384,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="OpenMP threads (default: all usable cores)")
     p.add_argument(
         "--cache-dir",
-        help="default results/.hpcagents/machine (or $HPCAGENTS_MACHINE_CACHE)",
+        help=f"default {CampaignLayout().machine_cache()} (or $HPCAGENTS_MACHINE_CACHE)",
     )
     p.add_argument("--refresh", action="store_true", help="measure again, replacing the cache")
     p.add_argument("--json", action="store_true", help="print the model as JSON")
@@ -394,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_report,
         "write the self-contained HTML report of finished campaigns (plots embedded)",
     )
-    p.add_argument("--results", default="results", help="a campaign's results directory")
+    p.add_argument("--results", default=str(RESULTS), help="a campaign's results directory")
     p.add_argument("--kernel", action="append", help="only these kernels (repeatable)")
     p.add_argument("--kernel-dir", action="append", help="a kernel's results directory")
     p.add_argument(
@@ -456,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_hand_over,
         "step wrapper under Slurm: hand a command to the campaign's pilot pool and wait",
     )
-    p.add_argument("--dir", default="results/.hpcagents/pilot")
+    p.add_argument("--dir", default=str(CampaignLayout().pilot()))
     p.add_argument("--partition")
     p.add_argument("--account")
     p.add_argument("--cpus-per-task", type=int)

@@ -29,7 +29,7 @@ import yaml
 from .artifacts import write_text_atomic
 from .config import CampaignConfig, ConfigError
 from .kernelspec import find_kernel, load_kernel
-from .layout import CampaignLayout
+from .layout import BEST, EVALUATION, FINAL_ROUND, REPORT_MD, SUMMARY, CampaignLayout
 
 #: Set (to 1) by ``hpcagents run --accept-changes`` / ``demo --accept-changes`` for the
 #: Snakemake it starts: the Snakefile's guard then accepts the changes it finds.
@@ -56,7 +56,7 @@ OTHER_KEYS = (
     "llm.servers",
 )
 #: Timing artifacts made under the settings above (moved aside on --accept-changes).
-TIMED = ("evaluation.json", "final_round.json", "best.json", "summary.json", "report.md")
+TIMED = (EVALUATION, FINAL_ROUND, BEST, SUMMARY, REPORT_MD)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,11 @@ LLM_CACHE = RESULTS / ".llm-cache"
 
 Index = int | str
 
+#: The artifacts' file names (their places are the methods below).
+PLAN, BEST, ARCHIVE, FINAL_ROUND = "plan.json", "best.json", "archive.json", "final_round.json"
+GENERATION, EVALUATION = "generation.json", "evaluation.json"
+SUMMARY, REPORT_MD, REPORT_HTML = "summary.json", "report.md", "report.html"
+
 _ITER, _PG, _ATTEMPT = "iter", "pg", "attempt"
 _ATTEMPT_RE = re.compile(r"iter(\d+)/pg(\d+)/attempt(\d+)(?:/|$)")
 
@@ -74,13 +79,13 @@ class KernelLayout:
 
     # ---- per kernel
     def summary(self) -> Path:
-        return self.directory / "summary.json"
+        return self.directory / SUMMARY
 
     def report_md(self) -> Path:
-        return self.directory / "report.md"
+        return self.directory / REPORT_MD
 
     def report_html(self) -> Path:
-        return self.directory / "report.html"
+        return self.directory / REPORT_HTML
 
     def bench_size_dir(self) -> Path:
         """Frozen node-sized bench sizes, one file per node type (node_size)."""
@@ -94,20 +99,20 @@ class KernelLayout:
         return self.directory / f"{_ITER}{i}"
 
     def plan(self, i: Index) -> Path:
-        return self.iter_dir(i) / "plan.json"
+        return self.iter_dir(i) / PLAN
 
     def best(self, i: Index) -> Path:
-        return self.iter_dir(i) / "best.json"
+        return self.iter_dir(i) / BEST
 
     def best_source(self, i: Index) -> Path:
         """The selected kernel's source, ``iter<i>/best/<kernel>.c`` (select writes it)."""
         return self.iter_dir(i) / "best" / self.source_name
 
     def archive(self, i: Index) -> Path:
-        return self.iter_dir(i) / "archive.json"
+        return self.iter_dir(i) / ARCHIVE
 
     def final_round(self, i: Index) -> Path:
-        return self.iter_dir(i) / "final_round.json"
+        return self.iter_dir(i) / FINAL_ROUND
 
     # ---- per PG and attempt
     def pg_dir(self, i: Index, j: Index) -> Path:
@@ -126,10 +131,10 @@ class KernelLayout:
         return self.attempt_dir(i, j, a) / self.source_name
 
     def generation(self, i: Index, j: Index, a: Index) -> Path:
-        return self.attempt_dir(i, j, a) / "generation.json"
+        return self.attempt_dir(i, j, a) / GENERATION
 
     def evaluation(self, i: Index, j: Index, a: Index) -> Path:
-        return self.attempt_dir(i, j, a) / "evaluation.json"
+        return self.attempt_dir(i, j, a) / EVALUATION
 
     # ---- logs (Snakemake's log: files)
     def log(self, i: Index | None, what: str) -> Path:

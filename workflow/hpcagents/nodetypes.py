@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import CampaignLayout
+from .layout import RESULTS, CampaignLayout
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def report(figs: list[Figure], every: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hpcagents.nodetypes", description=__doc__)
-    parser.add_argument("results", nargs="?", default="results", type=Path)
+    parser.add_argument("results", nargs="?", default=RESULTS, type=Path)
     parser.add_argument("--all", action="store_true", help="one line per figure")
     args = parser.parse_args(argv)
     figs = figures(args.results)

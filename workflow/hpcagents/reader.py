@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import read_json, read_json_or_none
-from .layout import CampaignLayout, KernelLayout
+from .layout import EVALUATION, GENERATION, AttemptKey, CampaignLayout, KernelLayout
 
 Record = dict[str, Any]
 
@@ -39,12 +39,23 @@ class Attempt:
     evaluation: Record | None
 
     @property
+    def key(self) -> AttemptKey:
+        key = CampaignLayout.attempt_of(self.directory)
+        if key is None:
+            raise ValueError(f"{self.directory}: not an attempt folder")
+        return key
+
+    @property
     def pg(self) -> int:
-        return int(self.directory.parent.name.removeprefix("pg"))
+        return self.key.pg
 
     @property
     def attempt(self) -> int:
-        return int(self.directory.name.removeprefix("attempt"))
+        return self.key.attempt
+
+    @property
+    def evaluation_path(self) -> Path:
+        return self.directory / EVALUATION
 
     @property
     def status(self) -> str | None:
@@ -113,8 +124,8 @@ def read_attempt(directory: Path, strict: bool = False) -> Attempt:
     directory = Path(directory)
     return Attempt(
         directory,
-        _load(directory / "generation.json", "generation", strict),
-        _load(directory / "evaluation.json", "evaluation", strict),
+        _load(directory / GENERATION, "generation", strict),
+        _load(directory / EVALUATION, "evaluation", strict),
     )
 
 

@@ -112,7 +112,7 @@ def selected_record(att: Attempt, iteration: int, pg: int, source: Path) -> dict
         "roofline": ev.get("roofline"),
         "reference_gflops": ref["gflops"],
         "bench": dict(timing["case"]),
-        "evaluation": str(att.directory / "evaluation.json"),
+        "evaluation": str(att.evaluation_path),
         "source": str(source),
     }
 
@@ -135,7 +135,7 @@ def candidate_row(iteration: int, pg: int, attempts: list[Attempt]) -> dict[str,
         "pct_of_reference": ev.get("pct_of_reference"),
         "pct_of_roofline": ev.get("pct_of_roofline"),
         "reference_gflops": (ev.get("reference") or {}).get("gflops"),
-        "evaluation": str(final.directory / "evaluation.json"),
+        "evaluation": str(final.evaluation_path),
     }
 
 
@@ -157,7 +157,7 @@ def _from_round(
         "roofline": entry.get("roofline"),
         "reference_gflops": fr["reference"]["gflops"],
         "bench": fr["case"],
-        "evaluation": str(att.directory / "evaluation.json"),
+        "evaluation": str(att.evaluation_path),
         "final_round": str(path),
         "source": str(source),
     }

@@ -34,7 +34,7 @@ from .artifacts import read_json_or_none
 from .effective import current_config
 from .figures import gbps_from_record
 from .hostload import doubt_of, implausible, reference_name
-from .layout import CampaignLayout
+from .layout import RESULTS, CampaignLayout
 from .lifeline import campaign_processes
 from .reader import PG, read_kernel
 from .repair import ends_chain
@@ -337,7 +337,7 @@ def kernel_status(
 
 def campaign_status(workdir: Path, results: Path | None = None) -> CampaignStatus:
     workdir = Path(workdir).resolve()
-    results = Path(results) if results else workdir / "results"
+    results = Path(results) if results else workdir / RESULTS
     if not results.is_absolute():
         results = workdir / results
     layout = CampaignLayout(results)

@@ -355,7 +355,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="override the kernel's bench size (e.g. 256 for a quick study)",
     )
-    parser.add_argument("--dir", default="results/study", help="the study's directory")
+    parser.add_argument("--dir", default=str(RESULTS / "study"), help="the study's directory")
     parser.add_argument("--config", default="config/config.yaml", help="base campaign config")
     parser.add_argument(
         "--llm",

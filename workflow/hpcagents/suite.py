@@ -62,7 +62,9 @@ def suite_table(summaries: list[dict[str, Any]]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", default="results/suite", help="the suite's working directory")
+    parser.add_argument(
+        "--dir", default=str(RESULTS / "suite"), help="the suite's working directory"
+    )
     parser.add_argument(
         "--kernel", action="append", help="only these kernels (default: every scripted one)"
     )
