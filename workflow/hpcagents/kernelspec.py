@@ -469,7 +469,7 @@ def kernel_snapshot(
     source, the reference). The run's jobs build the spec from this record
     (:func:`spec_from_snapshot`), so an edit of the folder mid-run never changes them."""
     spec = load_kernel(name, kernels_dir)
-    folder = spec.directory.resolve()
+    folder = spec.directory
     files = ["kernel.yaml", spec.source] + ([spec.reference.file] if spec.reference.file else [])
     return {
         "directory": str(folder),
