@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .artifacts import read_json, write_json
 from .layout import KernelLayout
+from .optreport import report_text
 
 if TYPE_CHECKING:
     from .reader import Attempt
@@ -127,6 +128,12 @@ def update_archive(
             "own_run": _own_run(att.evaluation),
             "side_by_side": side,
             "final_round_status": entry["status"] if entry else None,
+            # what the compiler said about it (condensed -fopt-info), for the PM's prompt
+            "compiler_report": (
+                report_text(att.evaluation["optreport"])
+                if att.evaluation.get("optreport")
+                else None
+            ),
         }
         by_hash[sha] = ident
     sel = best["selected"]

@@ -636,6 +636,43 @@ def _strategies(camp: Campaign) -> str:
     return "".join(out)
 
 
+def _final_rounds(camp: Campaign) -> str:
+    """Per iteration, how the final round decided: rounds used (of the most allowed), the
+    outcome and whether it was certain, challenger against incumbent side by side, the
+    paired statistic and the decision's reason, as select wrote them in best.json."""
+    rows = []
+    for i, best in sorted(camp.bests.items()):
+        d = best.get("decision") or {}
+        if i == 0 or d.get("decided_by") != "final_round":
+            continue
+        ch, inc = d.get("challenger") or {}, d.get("incumbent") or {}
+        gf_ch, gf_inc = _num(ch.get("gflops")), _num(inc.get("gflops"))
+        ratio, p = _num(d.get("median_ratio")), _num(d.get("p_value"))
+        rounds = f"{d.get('rounds_used', '')}"
+        certain = d.get("certain")
+        rows.append(
+            f'<tr data-round="{i}"><td class="n">{i}</td>'
+            f'<td class="n" data-field="rounds_used">{_e(rounds)}</td>'
+            f"<td>{_e(d.get('outcome', 'not timed'))}"
+            f"{'' if certain is None else (' (certain)' if certain else ' (uncertain)')}</td>"
+            f"<td>{_e(ch.get('label', ''))}</td>"
+            f'<td class="n">{"" if gf_ch is None else f"{gf_ch:.2f}"}</td>'
+            f'<td class="n">{"" if gf_inc is None else f"{gf_inc:.2f}"}</td>'
+            f'<td class="n">{"" if ratio is None else f"{ratio:.3f}"}</td>'
+            f'<td class="n">{_e(d.get("wins", ""))}</td>'
+            f'<td class="n">{"" if p is None else f"{p:.3g}"}</td>'
+            f"<td>{_e(best.get('reason', ''))}</td></tr>"
+        )
+    if not rows:
+        return "<p class='muted'>No final round was timed in this campaign.</p>"
+    return (
+        '<table data-table="final-rounds"><tr><th>iteration</th><th>rounds</th>'
+        "<th>verdict</th><th>challenger</th><th>challenger GFLOP/s</th>"
+        "<th>incumbent GFLOP/s</th><th>median time ratio</th><th>rounds won</th>"
+        "<th>sign test p</th><th>decision</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
 def _server_table(summary: dict[str, Any]) -> str:
     per = (summary.get("totals") or {}).get("per_server") or {}
     cols = [c for c in SERVER_COLUMNS if any(c[0] in v for v in per.values())]
@@ -781,6 +818,14 @@ def kernel_section(camp: Campaign) -> str:
             )
         )
     parts.append(_strategies(camp))
+    parts.append("<h2>Final rounds: the verdict of each iteration</h2>")
+    parts.append(
+        "<p class='muted'>The best candidates and the incumbent re-timed side by side in "
+        "interleaved rounds (more rounds while the verdict is uncertain); a challenger "
+        "replaces the incumbent only when it is faster in significantly many rounds (a "
+        "sign test on the per-round time ratios). GFLOP/s are each one's best run.</p>"
+    )
+    parts.append(_final_rounds(camp))
     parts.append("<h2>LLM servers: tokens and latency</h2>")
     if camp.calls or (s.get("totals") or {}).get("per_server"):
         parts.append(

@@ -113,7 +113,7 @@ def baseline(
             "attempt": 0,
             "kind": "baseline",
             "strategy": "baseline",
-            "strategy_description": f"the baseline source {src}",
+            "strategy_description": f"the kernel's own baseline ({src.name})",
             "status": "ok",
             "reason": "",
             "source": str(out),
