@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import campaign_config, copy_kernel, write_campaign
 from hpcagents import artifacts, kernelspec
 from hpcagents.config import parse_config
@@ -97,6 +98,7 @@ def test_a_job_reads_the_specs_frozen_at_the_start_not_the_folder_now(tmp_path, 
     effective = write_effective_config(parse_config(raw), CampaignLayout(tmp_path / "results"))
     spec = folder / "kernel.yaml"
     title = kernelspec.load_kernel("mm", folder.parent).title
+    before = yaml.safe_load(spec.read_text())
     spec.write_text(spec.read_text().replace("title:", "title: edited", 1))
 
     def no_schema_pass(*args, **kwargs):
@@ -105,7 +107,11 @@ def test_a_job_reads_the_specs_frozen_at_the_start_not_the_folder_now(tmp_path, 
     monkeypatch.setattr(artifacts, "validate", no_schema_pass)
     monkeypatch.setattr(kernelspec, "validate", no_schema_pass)
     cfg = load_step_config(effective)
-    assert cfg.kernel("mm").title == title  # the frozen spec, not the edited one
+    frozen = cfg.kernel("mm")
+    assert frozen.title == title  # the frozen spec, not the edited one
+    # as written, key order included: a case's name is shown to the agents ("m=1 n=1 k=1")
+    assert json.dumps(frozen.raw) == json.dumps(kernelspec._build(before, spec, "mm").raw)
+    assert frozen.cases[0].label().startswith("m=")
     assert cfg.kernels == ("mm",) and cfg.kernels_dir == folder.parent
 
 

@@ -464,17 +464,23 @@ def _sha256(path: Path) -> str:
 def kernel_snapshot(
     name: str, kernels_dir: Path | str | Sequence[Path | str] | None = None
 ) -> dict[str, Any]:
-    """Kernel ``name`` frozen for a run: its folder, its kernel.yaml as data (validated
+    """Kernel ``name`` frozen for a run: its folder, its kernel.yaml as written (validated
     here, once) and the sha256 of kernel.yaml and of every file it names (the baseline
     source, the reference). The run's jobs build the spec from this record
-    (:func:`spec_from_snapshot`), so an edit of the folder mid-run never changes them."""
+    (:func:`spec_from_snapshot`), so an edit of the folder mid-run never changes them.
+    The text, not a re-serialisation, is kept: key order is part of what the agents are
+    shown (e.g. a case is named ``m=1 n=1 k=1``)."""
+    folder = find_kernel(name, kernels_dir)
+    text = (folder / "kernel.yaml").read_text()
     spec = load_kernel(name, kernels_dir)
-    folder = spec.directory
-    files = ["kernel.yaml", spec.source] + ([spec.reference.file] if spec.reference.file else [])
+    files = [spec.source] + ([spec.reference.file] if spec.reference.file else [])
     return {
         "directory": str(folder),
-        "spec": spec.raw,
-        "sha256": {f: _sha256(folder / f) for f in dict.fromkeys(files)},
+        "kernel_yaml": text,
+        "sha256": {
+            "kernel.yaml": hashlib.sha256(text.encode()).hexdigest(),
+            **{f: _sha256(folder / f) for f in dict.fromkeys(files)},
+        },
     }
 
 
@@ -482,7 +488,7 @@ def spec_from_snapshot(name: str, snapshot: Mapping[str, Any]) -> KernelSpec:
     """The kernel spec of a run's frozen record (no schema pass: it was validated when the
     run started). A file the spec names (the reference, the baseline) that changed since
     is an error naming it: the run's figures would no longer measure what it started
-    with. (kernel.yaml itself is not read: the frozen spec is used.)"""
+    with. (kernel.yaml itself is not read: the frozen text is used.)"""
     folder = Path(snapshot["directory"])
     for fname, digest in snapshot["sha256"].items():
         if fname == "kernel.yaml":
@@ -496,7 +502,8 @@ def spec_from_snapshot(name: str, snapshot: Mapping[str, Any]) -> KernelSpec:
                 "which names the change; then start a new results folder or rerun with "
                 "--accept-changes"
             )
-    return _build(dict(snapshot["spec"]), folder / "kernel.yaml", name)
+    raw = yaml.load(snapshot["kernel_yaml"], Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return _build(raw, folder / "kernel.yaml", name)
 
 
 def _build(raw: dict[str, Any], path: Path, name: str) -> KernelSpec:
