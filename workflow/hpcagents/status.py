@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import read_json_or_none
-from .effective import current_config
+from .effective import FROZEN, current_config
 from .figures import gbps_from_record
 from .hostload import doubt_of, implausible, reference_name
 from .layout import RESULTS, CampaignLayout
@@ -343,6 +343,7 @@ def campaign_status(workdir: Path, results: Path | None = None) -> CampaignStatu
     layout = CampaignLayout(results)
     effective = current_config(layout)
     cfg = (read_json_or_none(effective) if effective else None) or {}
+    cfg.pop(FROZEN, None)  # the frozen kernel specs: the config is what status shows
     kernels = list(cfg.get("kernels") or [])
     # kernels with results but not in the config (e.g. the config was changed since)
     kernels += [k for k in layout.kernels() if k not in kernels]
