@@ -22,7 +22,7 @@ from conftest import (
     snakemake_cmd,
     write_campaign,
 )
-from hpcagents.artifacts import REPO_DIR, read_json
+from hpcagents.core.artifacts import REPO_DIR, read_json
 from hpcagents.scripted import serve
 
 pytestmark = pytest.mark.slow

@@ -5,9 +5,9 @@ import socket
 
 import pytest
 import yaml
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.config import ConfigError, check_servers, parse_config
-from hpcagents.kernelspec import load_kernel
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.spec.config import ConfigError, check_servers, parse_config
+from hpcagents.spec.kernelspec import load_kernel
 
 DEFAULT = yaml.safe_load((REPO_DIR / "config" / "config.yaml").read_text())
 
@@ -101,7 +101,7 @@ def test_config_readme_documents_every_key():
 
 
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
-    from hpcagents.config import load_config
+    from hpcagents.spec.config import load_config
 
     path = tmp_path / "bad.yaml"
     path.write_text("kernels: [dgemm]\ncampaign:\n  iterations: 3\n   pgs: 4\n")

@@ -9,15 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from hpcagents.artifacts import REPO_DIR, validate
-from hpcagents.blas import BlasNotFound, find_blas
-from hpcagents.evaluate import (
+from hpcagents.core.artifacts import REPO_DIR, validate
+from hpcagents.judge.blas import BlasNotFound, find_blas
+from hpcagents.judge.evaluate import (
     BuildConfig,
     EvalConfig,
     evaluate_source,
     failed_generation_record,
 )
-from hpcagents.kernelspec import load_kernel
+from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")
 FAST = EvalConfig(repeats=2, warmup=1, timeout_s=60, bench_size=128)
@@ -365,7 +365,7 @@ void spmv(int n, const int *row_ptr, const int *col_idx, const double *val, cons
 
 def make_kernel(tmp_path: Path, raw: dict, reference: str, baseline: str):
     import yaml
-    from hpcagents.kernelspec import load_kernel as load
+    from hpcagents.spec.kernelspec import load_kernel as load
 
     d = tmp_path / "kernels" / raw["name"]
     d.mkdir(parents=True)
@@ -410,7 +410,7 @@ def test_a_csr_kernel_gets_generated_sparse_inputs(tmp_path):
 
 def test_generators_make_what_they_promise(tmp_path):
     import numpy as np
-    from hpcagents import judge
+    from hpcagents.judge import harness as judge
 
     raw = {
         **SPMV_YAML,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from conftest import campaign_config, read_log, run_snakemake, snakemake_cmd, write_campaign
-from hpcagents.artifacts import read_json
-from hpcagents.config import LLMConfig, ServerConfig
-from hpcagents.llm import LLMPool
+from hpcagents.core.artifacts import read_json
+from hpcagents.llm.pool import LLMPool
 from hpcagents.scripted import serve
+from hpcagents.spec.config import LLMConfig, ServerConfig
 
 PG = [
     {

@@ -7,11 +7,11 @@ import statistics
 import subprocess
 import sys
 
-from hpcagents import judge
-from hpcagents.artifacts import REPO_DIR, validate
-from hpcagents.evaluate import BuildConfig, EvalConfig
-from hpcagents.finalround import final_round
-from hpcagents.kernelspec import load_kernel
+from hpcagents.core.artifacts import REPO_DIR, validate
+from hpcagents.judge import harness as judge
+from hpcagents.judge.evaluate import BuildConfig, EvalConfig
+from hpcagents.judge.finalround import final_round
+from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")
 SCRIPTED = REPO_DIR / "kernels" / "dgemm" / "scripted"

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hpcagents import judge, screen
-from hpcagents.artifacts import validate
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.kernelspec import KernelSpec, load_kernel
+from hpcagents.core.artifacts import validate
+from hpcagents.judge import harness as judge
+from hpcagents.judge import screen
+from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.spec.kernelspec import KernelSpec, load_kernel
 
 KERNELS = ["dgemm", "dgemv", "dsyrk", "spmv_csr", "stencil3d", "nbody"]
 # small benches so every attack runs in about a second per kernel

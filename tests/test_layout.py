@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import campaign_config, copy_kernel, write_campaign
-from hpcagents import artifacts, kernelspec
-from hpcagents.config import parse_config
-from hpcagents.effective import load_step_config, write_effective_config
-from hpcagents.kernelspec import KernelError
-from hpcagents.layout import AttemptKey, CampaignLayout
-from hpcagents.reader import read_chain, read_kernel
-from hpcagents.repair import chain_end, ends_chain
+from hpcagents.campaign.reader import read_chain, read_kernel
+from hpcagents.campaign.repair import chain_end, ends_chain
+from hpcagents.core import artifacts
+from hpcagents.core.layout import AttemptKey, CampaignLayout
+from hpcagents.spec import kernelspec
+from hpcagents.spec.config import parse_config
+from hpcagents.spec.effective import load_step_config, write_effective_config
+from hpcagents.spec.kernelspec import KernelError
 
 URL = "http://127.0.0.1:9/v1"
 
@@ -63,7 +64,7 @@ def test_repair_policy_ends_a_chain_on_a_pass_on_the_last_allowed_attempt_or_the
 
 
 def test_selection_reads_a_chain_up_to_the_attempt_that_ends_it(tmp_path, monkeypatch):
-    from hpcagents import reader
+    from hpcagents.campaign import reader
 
     k = CampaignLayout(tmp_path / "results").kernel("k")
     for a, status in enumerate(["compile_error", "ok", "wrong_answer"]):

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import campaign_config, read_log, run_snakemake, write_campaign
-from hpcagents.artifacts import read_json
-from hpcagents.config import LLMConfig, ServerConfig
-from hpcagents.llm import LLMPool, PromptTooLong
-from hpcagents.probe import probe
+from hpcagents.core.artifacts import read_json
+from hpcagents.llm.pool import LLMPool, PromptTooLong
+from hpcagents.llm.probe import probe
+from hpcagents.spec.config import LLMConfig, ServerConfig
 
 pytest.importorskip(
     "xllamacpp", reason="xllamacpp (llama.cpp's server, prebuilt CPU wheel) is not installed"

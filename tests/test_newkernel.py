@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import yaml
-from hpcagents import kernelspec
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.newkernel import (
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.spec import kernelspec
+from hpcagents.spec.newkernel import (
     BlanksError,
     PrototypeError,
     check_blanks,
@@ -262,7 +262,7 @@ def test_cli_writes_the_folder_and_lists_the_blanks(tmp_path):
 
 @pytest.mark.skipif(not GENERIC_LOADER, reason="needs the generic kernel loader and judge")
 def test_filled_in_kernel_is_judged_against_the_users_original(tmp_path):
-    from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
+    from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
 
     _, folder = make(tmp_path)
     raw = fill(yaml.safe_load((folder / "kernel.yaml").read_text()))

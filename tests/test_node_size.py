@@ -10,11 +10,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from hpcagents import node_size
-from hpcagents.artifacts import read_json, validate
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.kernelspec import load_kernel
-from hpcagents.node_size import SearchSettings, plateau_start
+from hpcagents.core.artifacts import read_json, validate
+from hpcagents.judge import node_size
+from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.judge.node_size import SearchSettings, plateau_start
+from hpcagents.spec.kernelspec import load_kernel
 
 FLAGS = ("-O2", "-march=native", "-fopenmp")
 # three steps at most, from a small case: the mechanics, quickly
@@ -172,8 +172,8 @@ def test_iteration_0_chooses_the_size_and_every_later_evaluation_reads_it(
     """Through the campaign's own steps: the baseline's evaluation (iteration 0) searches
     and records how; a later attempt of the kernel times the same frozen case."""
     from conftest import campaign_config
-    from hpcagents import steps
-    from hpcagents.config import parse_config
+    from hpcagents.campaign import steps
+    from hpcagents.spec.config import parse_config
 
     raw = campaign_config("http://127.0.0.1:9/v1", **{"evaluation.bench_size": None})
     raw["kernels"] = ["smallmm"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from hpcagents.agents import (
+from hpcagents.llm.agents import (
     BuildInfo,
     Previous,
     fit_pm,
@@ -18,9 +18,9 @@ from hpcagents.agents import (
     run_pm,
     spec_facts,
 )
-from hpcagents.config import LLMConfig, ServerConfig
-from hpcagents.kernelspec import load_kernel
-from hpcagents.llm import LLMPool
+from hpcagents.llm.pool import LLMPool
+from hpcagents.spec.config import LLMConfig, ServerConfig
+from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")
 SOURCE = (KERNEL.directory / KERNEL.source).read_text()

@@ -9,11 +9,11 @@ import urllib.request
 
 import pytest
 import yaml
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.extract import extract_code, extract_json
-from hpcagents.kernelspec import load_kernel
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.llm.extract import extract_code, extract_json
 from hpcagents.scripted import OWNER, ScriptedModel
+from hpcagents.spec.kernelspec import load_kernel
 from openai import OpenAI
 
 SCRIPT_DIR = REPO_DIR / "kernels" / "dgemm" / "scripted"

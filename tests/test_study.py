@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.campaigns import RunnerError, ScriptedModelProcess, scripted_kernels
+from hpcagents.cluster.campaigns import RunnerError, ScriptedModelProcess, scripted_kernels
+from hpcagents.core.artifacts import REPO_DIR
 from hpcagents.scripted import ScriptedModel, serve
 
 

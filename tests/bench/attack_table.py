@@ -1,5 +1,5 @@
 """The attack table of issue 19: every class of attack on the judge, per kernel it applies
-to, run through the whole evaluation (`hpcagents.evaluate.evaluate_source`), with the
+to, run through the whole evaluation (`hpcagents.judge.evaluate.evaluate_source`), with the
 status and the reason it got; then the honest idioms. A script that prints a table, not
 a test (the tests in tests/test_judge_trust.py assert the same outcomes).
 
@@ -20,9 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import test_judge_trust as t  # noqa: E402
-from hpcagents import judge, screen  # noqa: E402
-from hpcagents.evaluate import BuildConfig, evaluate_source  # noqa: E402
-from hpcagents.kernelspec import load_kernel  # noqa: E402
+from hpcagents.judge import harness as judge
+from hpcagents.judge import screen
+from hpcagents.judge.evaluate import BuildConfig, evaluate_source  # noqa: E402
+from hpcagents.spec.kernelspec import load_kernel  # noqa: E402
 
 
 def attacks(kernel_name: str) -> list[tuple[str, str, bool]]:

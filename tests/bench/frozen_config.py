@@ -22,10 +22,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from hpcagents.config import load_config  # noqa: E402
-from hpcagents.effective import load_step_config, write_effective_config  # noqa: E402
-from hpcagents.kernelspec import load_kernel  # noqa: E402
-from hpcagents.layout import CampaignLayout  # noqa: E402
+from hpcagents.core.layout import CampaignLayout  # noqa: E402
+from hpcagents.spec.config import load_config  # noqa: E402
+from hpcagents.spec.effective import load_step_config, write_effective_config  # noqa: E402
+from hpcagents.spec.kernelspec import load_kernel  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:

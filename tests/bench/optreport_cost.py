@@ -1,13 +1,13 @@
 """What the compiler's vectorisation report costs per evaluation: the second, sandboxed
-compile (hpcagents.optreport) beside the judge's own build of the same candidate.
+compile (hpcagents.judge.optreport) beside the judge's own build of the same candidate.
 
 Prints a table; asserts nothing (a benchmark, not a test). For every scripted variant of
 the kernels named (real gcc, bubblewrap, the campaign's default flags), each build is
 run ``--repeats`` times, alternating, and the median wall is shown:
 
-* build    -- hpcagents.judge.build_candidate: the sandboxed compile + screens + link
+* build    -- hpcagents.judge.harness.build_candidate: the sandboxed compile + screens + link
               of the timed object (what every evaluation pays already)
-* report   -- hpcagents.optreport.optimisation_report: the second compile, -S to nothing
+* report   -- hpcagents.judge.optreport.optimisation_report: the second compile, -S to nothing
 * extra    -- report / build
 
     .venv/bin/python tests/bench/optreport_cost.py [--kernels dgemm,stencil3d] [--repeats 3]
@@ -25,9 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 
-from hpcagents import judge  # noqa: E402
-from hpcagents.kernelspec import load_kernel  # noqa: E402
-from hpcagents.optreport import optimisation_report  # noqa: E402
+from hpcagents.judge import harness as judge  # noqa: E402
+from hpcagents.judge.optreport import optimisation_report  # noqa: E402
+from hpcagents.spec.kernelspec import load_kernel  # noqa: E402
 
 FLAGS = ("-O3", "-march=native", "-fopenmp")
 

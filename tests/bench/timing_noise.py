@@ -16,9 +16,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.kernelspec import load_kernel
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.spec.kernelspec import load_kernel
 
 
 def main() -> int:

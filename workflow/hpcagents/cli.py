@@ -14,22 +14,22 @@ from pathlib import Path
 
 import yaml
 
-from .artifacts import REPO_DIR
-from .config import ConfigError
-from .layout import RESULTS, CampaignLayout
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.core.layout import RESULTS, CampaignLayout
+from hpcagents.spec.config import ConfigError
 
 
 def _cfg(args: argparse.Namespace):  # noqa: ANN202 - CampaignConfig
     """The config of ``--config``: a run's effective record (frozen at its start, read
     without validating again) or a config file (validated)."""
-    from .effective import load_step_config
+    from hpcagents.spec.effective import load_step_config
 
     return load_step_config(args.config)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import check_servers
-    from .probe import print_warnings
+    from hpcagents.llm.probe import print_warnings
+    from hpcagents.spec.config import check_servers
 
     cfg = _cfg(args)
     if args.servers:
@@ -39,14 +39,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from .steps import baseline
+    from hpcagents.campaign.steps import baseline
 
     baseline(_cfg(args), args.kernel, Path(args.baseline), Path(args.source), Path(args.out))
     return 0
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .steps import plan
+    from hpcagents.campaign.steps import plan
 
     plan(
         _cfg(args),
@@ -60,7 +60,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .steps import FailedAttempt, generate
+    from hpcagents.campaign.steps import FailedAttempt, generate
 
     failed = None
     if args.failed_evaluation:
@@ -82,7 +82,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate_attempt(args: argparse.Namespace) -> int:
-    from .steps import evaluate_attempt
+    from hpcagents.campaign.steps import evaluate_attempt
 
     rec = evaluate_attempt(
         _cfg(args), args.kernel, Path(args.source), Path(args.generation), Path(args.out)
@@ -92,8 +92,8 @@ def _cmd_evaluate_attempt(args: argparse.Namespace) -> int:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from .artifacts import read_json
-    from .select import select_iteration
+    from hpcagents.campaign.select import select_iteration
+    from hpcagents.core.artifacts import read_json
 
     kernel = _cfg(args).kernel(args.kernel)
     if args.final_round:  # after the baseline: the final round lists every PG's chain end
@@ -118,7 +118,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
 
 def _cmd_final_round(args: argparse.Namespace) -> int:
-    from .steps import final_round_step
+    from hpcagents.campaign.steps import final_round_step
 
     rec = final_round_step(
         _cfg(args),
@@ -135,7 +135,7 @@ def _cmd_final_round(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from .summary import write_summary
+    from hpcagents.views.summary import write_summary
 
     text = write_summary(
         _cfg(args),
@@ -150,7 +150,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report_html import kernel_dirs_under, write_report
+    from hpcagents.views.report import kernel_dirs_under, write_report
 
     if args.kernel_dir:
         dirs = [Path(d) for d in args.kernel_dir]
@@ -172,37 +172,37 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .status import run_status
+    from hpcagents.views.status import run_status
 
     return run_status(args)
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .study import run_study
+    from hpcagents.views.study import run_study
 
     return run_study(args)
 
 
 def _cmd_suite(args: argparse.Namespace) -> int:
-    from .suite import run_suite
+    from hpcagents.views.suite import run_suite
 
     return run_suite(args)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import run_evaluate
+    from hpcagents.judge.evaluate import run_evaluate
 
     return run_evaluate(args)
 
 
 def _cmd_scripted(args: argparse.Namespace) -> int:
-    from .scripted import run
+    from hpcagents.scripted import run
 
     return run(args)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .run import run_campaign
+    from hpcagents.cluster.run import run_campaign
 
     return run_campaign(args)
 
@@ -210,7 +210,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_machine(args: argparse.Namespace) -> int:
     import json
 
-    from .machine import MachineError, default_cache_dir, describe, machine_model, usable_cores
+    from hpcagents.judge.machine import (
+        MachineError,
+        default_cache_dir,
+        describe,
+        machine_model,
+        usable_cores,
+    )
 
     cc, cflags, threads = "gcc", ("-O3", "-march=native", "-fopenmp"), None
     if args.config:
@@ -230,7 +236,7 @@ def _cmd_machine(args: argparse.Namespace) -> int:
 
 
 def _cmd_new_kernel(args: argparse.Namespace) -> int:
-    from .newkernel import find_blanks, new_kernel
+    from hpcagents.spec.newkernel import find_blanks, new_kernel
 
     folder = new_kernel(
         args.name, Path(args.source), args.function, Path(args.kernels_dir), force=args.force
@@ -245,7 +251,7 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
     )
     for key, what in blanks:
         print(f"  - {key}: {what}")
-    from .newkernel import function_body, neighbour_reads
+    from hpcagents.spec.newkernel import function_body, neighbour_reads
 
     reads = neighbour_reads(function_body(Path(args.source).read_text(), args.function))
     if reads:
@@ -273,7 +279,7 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
 
 
 def _cmd_pilot(args: argparse.Namespace) -> int:
-    from .pilot import serve
+    from hpcagents.cluster.pilot import serve
 
     return serve(
         Path(args.dir), args.runtime_min, args.reserve_min, args.idle_s, args.only, pool=args.pool
@@ -281,7 +287,7 @@ def _cmd_pilot(args: argparse.Namespace) -> int:
 
 
 def _cmd_hand_over(args: argparse.Namespace) -> int:
-    from .pilot import Paths, PilotError, PilotResources, hand_over, parse_extra
+    from hpcagents.cluster.pilot import Paths, PilotError, PilotResources, hand_over, parse_extra
 
     argv = [a for a in args.argv if a != "--"] if args.argv[:1] == ["--"] else args.argv
     if not argv:
@@ -306,13 +312,13 @@ def _cmd_hand_over(args: argparse.Namespace) -> int:
 
 
 def _cmd_launched_server(args: argparse.Namespace) -> int:
-    from .launch import serve_launched
+    from hpcagents.cluster.launch import serve_launched
 
     return serve_launched(Path(args.addr_file), args.command, args.model, args.instance)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from hpcagents.demo import run_demo
 
     return run_demo(args)
 
@@ -329,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    from .evaluate import add_evaluate_arguments
-    from .scripted import add_arguments as add_scripted_arguments
+    from hpcagents.judge.evaluate import add_evaluate_arguments
+    from hpcagents.scripted import add_arguments as add_scripted_arguments
 
     add_evaluate_arguments(
         add(
@@ -346,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
             "serve the scripted model (a stand-in for an LLM, not a model) over HTTP",
         )
     )
-    from .run import add_arguments as add_run_arguments
+    from hpcagents.cluster.run import add_arguments as add_run_arguments
 
     add_run_arguments(
         add(
@@ -402,9 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="one page for all kernels here (default: <results>/<kernel>/report.html)"
     )
 
-    from .status import add_arguments as add_status_arguments
-    from .study import add_arguments as add_study_arguments
-    from .suite import add_arguments as add_suite_arguments
+    from hpcagents.views.status import add_arguments as add_status_arguments
+    from hpcagents.views.study import add_arguments as add_study_arguments
+    from hpcagents.views.suite import add_arguments as add_suite_arguments
 
     add_status_arguments(
         add(
@@ -543,13 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .campaigns import RunnerError
-    from .kernelspec import KernelError
-    from .llm import LLMUnavailable
-    from .select import SelectionError
+    from hpcagents.campaign.select import SelectionError
+    from hpcagents.cluster.campaigns import RunnerError
+    from hpcagents.llm.pool import LLMUnavailable
+    from hpcagents.spec.kernelspec import KernelError
 
     if args.command in ("evaluate-attempt", "final-round"):
-        from .lifeline import tie_to_campaign
+        from hpcagents.core.lifeline import tie_to_campaign
 
         tie_to_campaign()  # dies, with its sandboxes, when the campaign's Snakemake dies
     try:
@@ -558,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hpcagents: error: {exc}", file=sys.stderr)
         return 2
     except yaml.YAMLError as exc:  # a YAML file read without its own message: file:line
-        from .config import yaml_error_message
+        from hpcagents.spec.config import yaml_error_message
 
         name = getattr(getattr(exc, "problem_mark", None), "name", "a YAML file")
         print(f"hpcagents: error: {yaml_error_message(name, exc)}", file=sys.stderr)

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from .artifacts import REPO_DIR, read_json, write_text_atomic
-from .frozen import ACCEPT_ENV
-from .layout import RESULTS, CampaignLayout
-from .run import run_recorded
-from .summary import table
+from hpcagents.cluster.run import run_recorded
+from hpcagents.core.artifacts import REPO_DIR, read_json, write_text_atomic
+from hpcagents.core.layout import RESULTS, CampaignLayout
+from hpcagents.spec.frozen import ACCEPT_ENV
+from hpcagents.views.summary import table
 
 #: Model ids of the scripted stand-in start with this (as summary.json's stand_in flag).
 STAND_IN_PREFIX = "scripted"
@@ -78,7 +78,7 @@ def demo_config_path(given: str | None, cwd: Path) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
+    from hpcagents.spec.config import ConfigError, load_config
 
     workdir = Path(args.dir).resolve() if getattr(args, "dir", None) else Path.cwd()
     config_path = demo_config_path(args.config, Path.cwd())
@@ -89,9 +89,9 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     raw = yaml.safe_load(config_path.read_text())
     print(f"[demo] config {config_path}; results in {workdir / RESULTS}", flush=True)
-    from .campaigns import exit_on_sigterm
-    from .frozen import precheck
-    from .run import end_orphans, running_campaign
+    from hpcagents.cluster.campaigns import exit_on_sigterm
+    from hpcagents.cluster.run import end_orphans, running_campaign
+    from hpcagents.spec.frozen import precheck
 
     layout = CampaignLayout(workdir / RESULTS)
     stale = precheck(config_path, layout.root, args.accept_changes)

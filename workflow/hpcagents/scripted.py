@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from .artifacts import REPO_DIR, write_text_atomic
+from hpcagents.core.artifacts import REPO_DIR, write_text_atomic
 
 OWNER = "hpcagents-scripted-stand-in"
 #: Fault modes, each standing for something real servers do.
@@ -79,7 +79,7 @@ def _history(text: str) -> str:
 
 
 def prompt_sha256(messages: list[dict[str, Any]]) -> str:
-    """Same canonical form as ``hpcagents.llm.prompt_hash``."""
+    """Same canonical form as ``hpcagents.llm.pool.prompt_hash``."""
     canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

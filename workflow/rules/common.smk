@@ -8,10 +8,10 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
-from hpcagents.kernelspec import find_kernel
-from hpcagents.layout import CampaignLayout
-from hpcagents.repair import ends_chain
-from hpcagents.workflow_support import (
+from hpcagents.campaign.repair import ends_chain
+from hpcagents.core.layout import CampaignLayout
+from hpcagents.spec.kernelspec import find_kernel
+from hpcagents.campaign.workflow_support import (
     check_servers_or_die,
     guard_results,
     load_campaign,
@@ -20,7 +20,7 @@ from hpcagents.workflow_support import (
     write_effective_config,
 )
 
-# Every path of the campaign comes from one layout (hpcagents.layout): LAYOUT is the
+# Every path of the campaign comes from one layout (hpcagents.core.layout): LAYOUT is the
 # results folder where Snakemake runs, K one kernel's folder with {kernel} as its name,
 # so K.source("{i}", "{j}", "{a}") is the pattern results/{kernel}/iter{i}/pg{j}/...
 LAYOUT = CampaignLayout()
@@ -39,7 +39,8 @@ KERNELS = list(CFG.kernels)
 # repeats, flags, reference, kernel spec), unless the run accepts the change.
 guard_results(CFG, LAYOUT.root)
 MAX_REPAIRS = CFG.max_repairs
-# The effective (validated, overridden) config the steps read, named by its content
+# The effective (validated, overridden) config the steps read, with every kernel spec it
+# uses frozen (hpcagents.spec.effective), named by its content
 # (results/.hpcagents/config-<hash>.json) and never rewritten: a dry run or a second
 # campaign with another config writes another file, so nothing can change what a
 # running campaign's jobs read. It is deliberately not an input of any rule, so
@@ -54,7 +55,7 @@ def step(name):
     return f"{sys.executable} -m hpcagents {name} --config {EFFECTIVE}"
 
 
-# ---- Slurm: timing steps go through the campaign's pilot pool (hpcagents/pilot.py) ----
+# ---- Slurm: timing steps go through the campaign's pilot pool (hpcagents/cluster/pilot.py) ----
 # Under the slurm executor, evaluate and select are local rules whose timing command hands
 # the step (an evaluation, the final round) to the campaign's pool of pilot jobs: up to
 # max_timing_nodes exclusive one-node jobs, each running steps one after another, grown
@@ -122,7 +123,7 @@ def timing_threads(wildcards):
 def stop_pilot():
     """onsuccess/onerror: the campaign's pilots leave their nodes as soon as it is done."""
     if under_slurm():
-        from hpcagents.pilot import stop
+        from hpcagents.cluster.pilot import stop
 
         jobs = stop(Path(PILOT_DIR))
         if jobs:
@@ -162,7 +163,7 @@ def failed_attempt(wildcards):
 
 
 def walk_chain(kernel, i, j):
-    """The evaluation that ends PG j's repair chain (hpcagents.repair.ends_chain: the
+    """The evaluation that ends PG j's repair chain (hpcagents.campaign.repair.ends_chain: the
     first attempt that passed, or the last one allowed). While the chain is unfinished,
     the checkpoint target of its current attempt (what Snakemake itself would put in the
     DAG for the exception)."""

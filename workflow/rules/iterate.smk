@@ -5,7 +5,7 @@
 # only by the global resource llm_slots and the servers' own max_concurrency. Locally,
 # evaluations overlap (up to timing_slots) while they build and validate, and a host-wide
 # lock gives their timed calls, and the whole final round, the machine to themselves
-# (hpcagents.timinglock).
+# (hpcagents.judge.timinglock).
 
 
 # Every rule is local: the LLM servers are reachable from where Snakemake runs, and under

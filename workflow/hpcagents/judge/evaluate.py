@@ -1,0 +1,571 @@
+"""Compile → validate → time one candidate against the kernel's reference, with the
+generic judge (:mod:`hpcagents.judge.harness`): the candidate runs in a process of its own.
+
+Errors are values: every candidate fault ends as a record with a status and a reason,
+never as an exception. The reason is what the repair prompt feeds back to the PG, so it
+names the case, the element and the size of the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpcagents.core.artifacts import write_json
+from hpcagents.judge import harness as judge
+from hpcagents.judge import hwcounters, node_size, optreport, racecheck
+from hpcagents.judge.blas import BlasInfo, BlasNotFound, find_blas
+from hpcagents.judge.hostload import LoadWatch, reference_name
+from hpcagents.judge.sandbox import Limits
+from hpcagents.judge.timinglock import PhaseLock
+from hpcagents.spec.kernelspec import KernelError, KernelSpec, load_kernel
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    cc: str = "gcc"
+    cflags: tuple[str, ...] = ("-O3", "-march=native", "-fopenmp")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    repeats: int = 5
+    warmup: int = 1
+    timeout_s: float = 300.0
+    bench_size: int | None = None
+    # the frozen node-sized bench case (hpcagents.judge.node_size), when the campaign chose one
+    bench_values: tuple[tuple[str, Any], ...] | None = None
+    blas: str = "mkl"
+    threads: int | None = None
+    memory_mb: int = 4096
+    sandbox: bool = True  # bubblewrap where it works; rlimits and screens always
+    cpu_lock: bool = True  # host-wide timing lock: build/validate shared, timing exclusive
+    race: racecheck.RaceConfig = racecheck.RaceConfig()  # race check + thread counts
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a Slurm allocation)."""
+    from hpcagents.judge.machine import usable_cores
+
+    return usable_cores()
+
+
+def _compiler_version(cc: str) -> str:
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+        return out.stdout.splitlines()[0] if out.stdout else cc
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{cc} (not runnable)"
+
+
+def _sha(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _record(kernel: KernelSpec, source: Path, status: str, reason: str, **parts: Any) -> dict:
+    return {
+        "kernel": kernel.name,
+        "source": str(source),
+        "source_sha256": _sha(source),
+        "status": status,
+        "reason": reason,
+        "compile": parts.get("compile"),
+        "validation": parts.get("validation"),
+        "timing": parts.get("timing"),
+        "reference": parts.get("reference"),
+        "pct_of_reference": parts.get("pct_of_reference"),
+        "race_check": parts.get("race_check"),
+        "provenance": parts.get("provenance"),
+        # [feedback] the compiler's vectorisation report (a second, sandboxed compile)
+        **({"optreport": parts["optreport"]} if parts.get("optreport") else {}),
+    }
+
+
+def failed_generation_record(
+    kernel: KernelSpec, source: Path, status: str, reason: str, build: BuildConfig | None = None
+) -> dict:
+    """An attempt whose LLM answer had no usable code: nothing is compiled or run."""
+    started = time.time()
+    build = build or BuildConfig()
+    return _record(
+        kernel,
+        source,
+        status,
+        reason or f"generation failed ({status})",
+        provenance=_provenance(build, None, 0, started, EvalConfig()),
+    )
+
+
+def slurm_info() -> dict[str, Any] | None:
+    """Where Slurm put this run, read from inside the job (None outside Slurm).
+
+    ``exclusive`` comes from ``scontrol show job``: OverSubscribe=NO means no other job
+    may share the node while this one times.
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    info: dict[str, Any] = {
+        "job_id": job,
+        "node": os.environ.get("SLURMD_NODENAME"),
+        "partition": os.environ.get("SLURM_JOB_PARTITION"),
+        "cpus_on_node": os.environ.get("SLURM_CPUS_ON_NODE"),
+        "exclusive": None,
+    }
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=30
+        ).stdout
+        fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+        info["exclusive"] = fields.get("OverSubscribe") == "NO"
+        info["num_cpus"] = fields.get("NumCPUs")
+        info["scontrol_oversubscribe"] = fields.get("OverSubscribe")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        pass
+    return info
+
+
+def _provenance(
+    build: BuildConfig, blas: BlasInfo | None, threads: int, started: float, cfg: EvalConfig
+) -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "cores": _cores(),
+        "compiler": _compiler_version(build.cc),
+        "cflags": list(build.cflags),
+        "blas": blas.name if blas else cfg.blas,
+        "blas_version": blas.version if blas else "not used",
+        "omp_threads": threads,
+        "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+        "wall_s": round(time.time() - started, 3),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm": slurm_info(),
+    }
+
+
+def _record_reference(kernel: KernelSpec, blas: BlasInfo | None, build: BuildConfig) -> dict:
+    ref = kernel.reference
+    if ref.library == "blas" and blas is not None:
+        return {"name": blas.name, "version": blas.version}
+    sha = _sha(kernel.directory / ref.file)[:12]
+    return {
+        "name": ref.file,
+        "version": f"{ref.file} (sha256 {sha}) built with {build.cc} {' '.join(build.cflags)}",
+    }
+
+
+def _stats(runs: list[float], flops: float) -> dict[str, Any]:
+    best = min(runs)
+    return {
+        "runs_s": runs,
+        "best_s": best,
+        "median_s": statistics.median(runs),
+        "spread": max(runs) / best if best else 0.0,
+        "gflops": flops / best / 1e9 if best else 0.0,
+    }
+
+
+def evaluate_source(
+    kernel: KernelSpec,
+    source: Path,
+    workdir: Path,
+    build: BuildConfig,
+    cfg: EvalConfig,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Screen, compile, validate and time ``source``; return the evaluation record.
+
+    Holds this host's timing lock (:mod:`hpcagents.judge.timinglock`) shared while it builds
+    and validates and exclusive while it times, so N evaluations of an iteration overlap
+    except for their timed calls, and no timed call ever shares the cores with another
+    evaluation's compiler or validation.
+    """
+    with PhaseLock(enabled=cfg.cpu_lock) as lock:
+        return _evaluate_source(lock, kernel, source, workdir, build, cfg, seed)
+
+
+def _evaluate_source(
+    lock: PhaseLock,
+    kernel: KernelSpec,
+    source: Path,
+    workdir: Path,
+    build: BuildConfig,
+    cfg: EvalConfig,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Screen, compile, validate and time ``source``; return the evaluation record.
+
+    Gates in order, each a status with a reason: source screens (``forbidden_code``),
+    compile in the sandbox (``compile_error``), object screen (``forbidden_symbol``), link
+    with the generic runner (``link_error``); then the judge calls the kernel in its own
+    sandboxed process, once per validation case and warmup + repeats times at the bench
+    size, each call on fresh inputs and checked against the reference run in another
+    process (``wrong_answer``, ``crash``, ``timeout``).
+    """
+    started = time.time()
+    source = Path(source)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    threads = cfg.threads or _cores()
+    sandbox_info: dict[str, Any] | None = None
+    opt: dict[str, Any] | None = None  # [feedback] the compiler's report, once it compiles
+    blas: BlasInfo | None = None
+    blas_error = ""
+    if kernel.reference.library == "blas":
+        try:
+            blas = find_blas(cfg.blas)
+        except BlasNotFound as exc:
+            blas_error = str(exc)
+
+    host_load: dict[str, Any] | None = None  # [trust] hostload: the host while timed
+
+    def prov() -> dict[str, Any]:
+        base = {**_provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
+        return {**base, "host_load": host_load} if host_load else base
+
+    def fail(status: str, reason: str, **parts: Any) -> dict[str, Any]:
+        return _record(kernel, source, status, reason, provenance=prov(), optreport=opt, **parts)
+
+    if kernel.reference.library == "blas" and blas is None:
+        return fail("harness_error", blas_error)
+    if not source.is_file() or not source.read_text(errors="replace").strip():
+        return fail("no_code", f"{source} is missing or empty")
+    lock.shared()  # building and validating overlap with other evaluations, never a timing
+    built = judge.build_candidate(
+        kernel, source, workdir / "cand", build.cc, build.cflags, use_bwrap=cfg.sandbox
+    )
+    comp = built.compile
+    if not built.ok:
+        return fail(built.status, built.reason, compile=comp)
+    # [feedback] the compiler's own words for the model: a second sandboxed compile whose
+    # output is thrown away; the object timed below is the one just built
+    opt = optreport.optimisation_report(
+        kernel.source,
+        source.read_text(errors="replace"),
+        kernel.signature,
+        workdir / "optreport",
+        build.cc,
+        build.cflags,
+        use_bwrap=cfg.sandbox,
+    )
+    try:
+        ref_exe = judge.build_reference(kernel, build.cc, build.cflags, blas)
+    except judge.JudgeError as exc:
+        return fail("harness_error", str(exc), compile=comp)
+
+    seed = seed if seed is not None else secrets.randbits(31)
+    rng = np.random.default_rng(seed)
+    bench = node_size.bench_case(kernel, cfg)
+    # the validation cases of kernel.yaml, then one the candidate cannot predict (sizes
+    # and padding drawn by the judge): last, so a failing published case is named first
+    cases = [*kernel.cases, judge.random_case(kernel, rng)]
+    fr = judge.frame(kernel, [*cases, bench])
+    env = judge.runner_env(threads, blas, workdir)
+    limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb)
+    ro = list(blas.lib_dirs) if blas else []
+    (workdir / "ref").mkdir(exist_ok=True)
+    ref_exe = Path(shutil.copy2(ref_exe, workdir / "ref" / "reference-runner"))
+    cand = ref = None
+    counters: hwcounters.Counters | None = None
+    try:
+        cand = judge.Runner(
+            built.exe, workdir / "cand", fr, env, limits, [], cfg.sandbox, "candidate"
+        )
+        ref_limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb + 4096)
+        ref = judge.Runner(
+            ref_exe, workdir / "ref", fr, env, ref_limits, ro, cfg.sandbox, "reference"
+        )
+        sandbox_info = {**cand.sandbox, "timeout_s": cfg.timeout_s, "seccomp": True}
+        reference = judge.Reference(kernel, ref)
+        deadline = time.monotonic() + cfg.timeout_s
+        phase = "validation"
+        records, failures = [], []
+        for case in cases:
+            lay = judge.plan(kernel, case, fr)
+            data = judge.generate_inputs(kernel, lay, rng)
+            _, want, mag = reference.run(lay, data, time.monotonic() + cfg.timeout_s)
+            t_case, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
+            c = judge.check_call(kernel, lay, image, after, got, want, mag)
+            if c.reference_nonfinite:
+                return fail(
+                    "harness_error",
+                    f"the reference {kernel.reference.describe} produced NaN/Inf in case "
+                    f"{case.label()}: the reference is faulty, not the kernel",
+                    compile=comp,
+                )
+            rec = {"case": dict(case.values), "label": case.label(), **c.record()}
+            rec["ld"] = {p.ld: int(lay.names[p.ld]) for p in kernel.parameters if p.ld}
+            rec["seconds"] = round(t_case, 6)  # untimed in earnest: how the kernel scales
+            records.append(rec)
+            if not c.ok:
+                failures.append((case.label(), judge.check_reason(kernel, lay, c, case.label())))
+        validation = {
+            "seed": seed,
+            "tolerance": _tolerance_record(kernel),
+            "passed": not failures,
+            "cases": records,
+        }
+        # issue 25: validation at 1, an odd count and all cores; the clang TSan race check.
+        # Both have bounds of their own: the time they take is not the candidate's budget.
+        t_checks = time.monotonic()
+        extra = racecheck.after_validation(
+            kernel, source, built.exe, workdir, reference, rng,
+            racecheck.Context(threads, _cores(), blas, limits, cfg.sandbox, build.cflags,
+                              t_checks + cfg.timeout_s),
+            failures[0][1] if failures else "", cfg.race, build.cc,
+        )  # fmt: skip
+        deadline += time.monotonic() - t_checks
+        validation["thread_counts"], race = extra.thread_counts, extra.race
+        if extra.failure and (extra.failure[0] == "data_race" or not failures):
+            return fail(*extra.failure, compile=comp, validation=validation, race_check=race)
+        if failures:
+            more = ""
+            if len(failures) > 1:
+                others = [label for label, _ in failures[1:]]
+                shown = "; ".join(others[:3]) + ("; ..." if len(others) > 3 else "")
+                more = f" (+{len(others)} more failing case(s): {shown})"
+            return fail(
+                "wrong_answer",
+                failures[0][1] + more,
+                compile=comp,
+                validation=validation,
+                race_check=race,
+            )
+        phase = "timing"
+        lock.exclusive()  # the timed calls have this host's cores to themselves
+        lay = judge.plan(kernel, bench, fr)
+        runs, ref_runs = [], []
+        counters = hwcounters.Counters(cand.proc.pid).open()  # [feedback] from our side
+        counters.start()
+        load = LoadWatch()
+        for r in range(-cfg.warmup, cfg.repeats):
+            data = judge.generate_inputs(kernel, lay, rng)
+            load.sample()  # between calls: what runs now is someone else's
+            # each process is frozen while the other is timed: neither can slow the other
+            t_ref, want = reference.timed(lay, data, time.monotonic() + cfg.timeout_s)
+            t, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
+            if r < 0:
+                continue  # warmup: untimed, and on inputs no later call sees
+            mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
+            c = judge.check_call(kernel, lay, image, after, got, want, mag)
+            if c.reference_nonfinite:
+                return fail(
+                    "harness_error",
+                    f"the reference {kernel.reference.describe} produced NaN/Inf at the bench "
+                    "size: the reference is faulty, not the kernel",
+                    compile=comp,
+                )
+            if not c.ok:
+                label = f"bench {bench.label()} (timed run {r + 1})"
+                return fail(
+                    "wrong_answer",
+                    judge.check_reason(kernel, lay, c, label)
+                    + " (the output of every timed call is checked, on fresh inputs each call)",
+                    compile=comp,
+                    validation=validation,
+                )
+            runs.append(t)
+            ref_runs.append(t_ref)
+        counters.stop()
+        counted = counters.record(calls=cfg.warmup + cfg.repeats)
+        host_load = load.record(max(runs) / min(runs) if runs and min(runs) > 0 else None)
+        frozen = judge.check_frozen(cand)
+        if frozen:
+            return fail("tampering", frozen, compile=comp, validation=validation)
+    except judge.RunnerFault as exc:
+        where = "validation or timing" if phase == "validation" else "timing"
+        if exc.status == "timeout":
+            return fail(
+                "timeout",
+                f"the run did not finish within {cfg.timeout_s:g} s (validation + timing)",
+                compile=comp,
+            )
+        reason = exc.reason
+        if exc.status == "crash" and "signal" in reason:
+            reason += f" during {where}"
+        return fail(exc.status, reason, compile=comp)
+    except judge.JudgeError as exc:
+        return fail("harness_error", str(exc), compile=comp)
+    finally:
+        if counters is not None:
+            counters.close()
+        for runner in (cand, ref):
+            if runner is not None:
+                runner.close()
+    flops = kernel.flops(bench)
+    timing = {
+        "case": dict(bench.values),
+        "flops": flops,
+        "warmup": cfg.warmup,
+        "repeats": cfg.repeats,
+        **_stats(runs, flops),
+        "output_checked": True,
+        # the candidate's process, every thread, exited ones included: CPU per timed call
+        # (the last repeats), CPU while frozen between calls (0), longest freeze
+        "cpu_s": [round(x, 6) for x in cand.call_cpu_s[-cfg.repeats :]],
+        "frozen_cpu_s": round(cand.frozen_cpu_s, 6),
+        "freeze_s": round(cand.freeze_s, 6),
+        "counters": counted,  # [feedback] hardware counters, or why there are none
+    }
+    reference_rec = {**_record_reference(kernel, blas, build), **_stats(ref_runs, flops)}
+    reference_rec.pop("spread")
+    pct = 100.0 * timing["gflops"] / reference_rec["gflops"] if reference_rec["gflops"] else 0.0
+    return _record(
+        kernel,
+        source,
+        "ok",
+        f"valid; {timing['gflops']:.2f} GFLOP/s = {pct:.1f}% of "
+        f"{reference_name(reference_rec['name'])} "
+        f"({reference_rec['gflops']:.2f} GFLOP/s) at {bench.label()}" + racecheck.race_note(race),
+        compile=comp,
+        validation=validation,
+        timing=timing,
+        reference=reference_rec,
+        pct_of_reference=round(pct, 3),
+        race_check=race,
+        provenance=prov(),
+        optreport=opt,
+    )
+
+
+def _tolerance_record(kernel: KernelSpec) -> dict[str, Any]:
+    t = kernel.tolerance
+    if t.model == "error_bound":
+        return {"model": t.model, "factor": t.factor, "terms": t.terms}
+    return {"model": t.model, "rtol": t.rtol, "atol": t.atol}
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", required=True, help="kernel name (folder under kernels/)")
+    parser.add_argument("--source", required=True, help="the C file to evaluate")
+    parser.add_argument("--out", help="write the evaluation JSON here (atomically)")
+    parser.add_argument(
+        "--bench-size",
+        type=int,
+        help="time with every size parameter = N instead of kernel.yaml's bench",
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--blas", choices=("mkl", "openblas"), default="mkl")
+    parser.add_argument("--cc", default="gcc")
+    parser.add_argument("--cflags", default="-O3 -march=native -fopenmp")
+    parser.add_argument("--workdir", help="build directory (default: a temp dir, removed)")
+    parser.add_argument(
+        "--kernels-dir", help="a folder of your own kernel folders, searched before kernels/"
+    )
+    parser.add_argument(
+        "--no-race-check",
+        action="store_true",
+        help="skip the clang ThreadSanitizer race check (recorded as skipped, never a pass)",
+    )
+    parser.add_argument(
+        "--no-thread-counts",
+        action="store_true",
+        help="validate at the run's thread count only (not also at 1, an odd count, all cores)",
+    )
+
+
+def gbps_of(kernel: KernelSpec, case: dict[str, Any], gflops: float) -> float | None:
+    """GB/s moved at ``gflops`` when the kernel is memory-bound at ``case`` (else None)."""
+    from hpcagents.judge.figures import memory_gbps
+
+    return memory_gbps(kernel, case, gflops)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    try:
+        kernel = load_kernel(args.kernel, args.kernels_dir)
+    except KernelError as exc:
+        print(f"hpcagents evaluate: {exc}", file=sys.stderr)
+        return 2
+    if not Path(args.source).is_file():
+        print(f"hpcagents evaluate: no such source file: {args.source}", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="hpca-eval-"))
+    try:
+        rec = evaluate_source(
+            kernel,
+            Path(args.source),
+            workdir,
+            BuildConfig(cc=args.cc, cflags=tuple(args.cflags.split())),
+            EvalConfig(
+                repeats=args.repeats,
+                warmup=args.warmup,
+                timeout_s=args.timeout,
+                bench_size=args.bench_size,
+                blas=args.blas,
+                threads=args.threads,
+                race=racecheck.RaceConfig(
+                    enabled=not args.no_race_check, thread_counts=not args.no_thread_counts
+                ),
+            ),
+        )
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.out:
+        write_json(args.out, rec, "evaluation")
+    print(f"status: {rec['status']}")
+    print(f"reason: {rec['reason']}")
+    if rec.get("optreport"):  # [feedback] what the model would be told
+        print(f"compiler report ({rec['optreport']['seconds']:.2f} s, a second sandboxed compile):")
+        print(optreport.report_text(rec["optreport"]))
+    if (rec.get("timing") or {}).get("counters"):
+        print(hwcounters.counters_text(rec["timing"]["counters"]))
+    if rec.get("race_check"):
+        rc = rec["race_check"]
+        print(f"race check: {rc['status']} ({rc['seconds']:.2f} s): {rc['reason']}")
+    if rec["timing"]:
+        t, r = rec["timing"], rec["reference"]
+        print(
+            f"candidate: {t['gflops']:.3f} GFLOP/s (best of {t['repeats']}: {t['best_s']:.6f} s,"
+            f" spread x{t['spread']:.3f})"
+        )
+        name = reference_name(r["name"])
+        print(f"reference: {r['gflops']:.3f} GFLOP/s ({name}: {r['version']})")
+        print(f"% of {name}: {rec['pct_of_reference']:.2f}")
+        from hpcagents.judge.hostload import doubt_of, implausible
+
+        gbps = gbps_of(kernel, t["case"], t["gflops"])
+        if gbps is not None:
+            print(f"memory-bound: {gbps:.2f} GB/s moved (from the kernel's bytes)")
+        for warning in (
+            doubt_of(rec["provenance"].get("host_load")),
+            implausible(rec["pct_of_reference"], r["name"]),
+        ):
+            if warning:
+                print(f"WARNING: {warning}")
+    return 0
