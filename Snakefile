@@ -22,7 +22,7 @@ wildcard_constraints:
 # Stop before any job when no LLM server answers (skipped for offline replay); record
 # which effective config this run uses (a dry run never gets here).
 onstart:
-    check_servers_or_die(CFG)
+    stop_on(check_servers_or_die, CFG)
     mark_current_config(EFFECTIVE)
     record_results_settings(CFG)
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import campaign_config, read_log, run_snakemake, write_campaign
 from hpcagents.core.artifacts import read_json
-from hpcagents.llm.pool import LLMPool, PromptTooLong
+from hpcagents.llm.interface import PromptTooLong
+from hpcagents.llm.pool import LLMPool
 from hpcagents.llm.probe import probe
 from hpcagents.spec.config import LLMConfig, ServerConfig
 

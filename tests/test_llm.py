@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import read_log
-from hpcagents.llm.pool import LLMPool, LLMUnavailable, prompt_hash
+from hpcagents.llm.interface import LLMUnavailable, prompt_hash
+from hpcagents.llm.pool import LLMPool
 from hpcagents.spec.config import LLMConfig, ServerConfig
 
 PG_PROMPT = [

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from hpcagents.llm.files import FileQueue, probe
-from hpcagents.llm.pool import LLMPool, LLMUnavailable
+from hpcagents.llm.interface import LLMUnavailable
+from hpcagents.llm.pool import LLMPool
 from hpcagents.llm.probe import check_servers
 from hpcagents.spec.config import ConfigError, LLMConfig, ServerConfig, parse_config
 

@@ -8,14 +8,8 @@ import pytest
 import yaml
 from hpcagents.core.artifacts import REPO_DIR
 from hpcagents.spec import kernelspec
-from hpcagents.spec.newkernel import (
-    BlanksError,
-    PrototypeError,
-    check_blanks,
-    find_blanks,
-    new_kernel,
-    parse_prototype,
-)
+from hpcagents.spec.kernelspec import BlanksError, check_blanks, find_blanks
+from hpcagents.spec.newkernel import PrototypeError, new_kernel, parse_prototype
 
 USER_CODE = """\
 #include <math.h>

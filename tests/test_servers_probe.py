@@ -20,7 +20,8 @@ import yaml
 from conftest import read_log
 from hpcagents.core.artifacts import REPO_DIR, validate
 from hpcagents.llm.accounting import per_server
-from hpcagents.llm.pool import LLMPool, LLMUnavailable, PromptTooLong, worst_case_wait_s
+from hpcagents.llm.interface import LLMUnavailable, PromptTooLong
+from hpcagents.llm.pool import LLMPool, worst_case_wait_s
 from hpcagents.llm.probe import ServerState, check_servers, probe
 from hpcagents.scripted import serve
 from hpcagents.spec.config import ConfigError, LLMConfig, RoleConfig, ServerConfig, parse_config
@@ -236,7 +237,7 @@ def test_max_tokens_as_large_as_the_context_still_leaves_the_prompt_room(tmp_pat
 
 
 def test_a_runaway_answer_is_cut_before_it_is_stored(tmp_path, mocks):
-    from hpcagents.llm.pool import MAX_ANSWER_CHARS
+    from hpcagents.llm.interface import MAX_ANSWER_CHARS
 
     srv = mocks(kind="vllm", model="m", answer_padding=1_200_000)
     cfg = llm_cfg(tmp_path, (ServerConfig("s", srv.url, "m"),))

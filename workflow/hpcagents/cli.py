@@ -18,6 +18,9 @@ from hpcagents.core.artifacts import REPO_DIR
 from hpcagents.core.layout import RESULTS, CampaignLayout
 from hpcagents.spec.config import ConfigError
 
+#: The command that serves the scripted model (a stand-in for an LLM).
+SCRIPTED = "scripted-model"
+
 
 def _cfg(args: argparse.Namespace):  # noqa: ANN202 - CampaignConfig
     """The config of ``--config``: a run's effective record (frozen at its start, read
@@ -28,8 +31,7 @@ def _cfg(args: argparse.Namespace):  # noqa: ANN202 - CampaignConfig
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from hpcagents.llm.probe import print_warnings
-    from hpcagents.spec.config import check_servers
+    from hpcagents.llm.probe import check_servers, print_warnings
 
     cfg = _cfg(args)
     if args.servers:
@@ -195,12 +197,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return run_evaluate(args)
 
 
-def _cmd_scripted(args: argparse.Namespace) -> int:
-    from hpcagents.scripted import run
-
-    return run(args)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from hpcagents.cluster.run import run_campaign
 
@@ -236,7 +232,8 @@ def _cmd_machine(args: argparse.Namespace) -> int:
 
 
 def _cmd_new_kernel(args: argparse.Namespace) -> int:
-    from hpcagents.spec.newkernel import find_blanks, new_kernel
+    from hpcagents.spec.kernelspec import find_blanks
+    from hpcagents.spec.newkernel import new_kernel
 
     folder = new_kernel(
         args.name, Path(args.source), args.function, Path(args.kernels_dir), force=args.force
@@ -336,7 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     from hpcagents.judge.evaluate import add_evaluate_arguments
-    from hpcagents.scripted import add_arguments as add_scripted_arguments
 
     add_evaluate_arguments(
         add(
@@ -345,12 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
             "compile, validate and time one C source against a kernel's reference",
         )
     )
-    add_scripted_arguments(
-        add(
-            "scripted-model",
-            _cmd_scripted,
-            "serve the scripted model (a stand-in for an LLM, not a model) over HTTP",
-        )
+    # Listed here for --help only: main() hands ``scripted-model`` and its options to the
+    # stand-in's own parser, so no other command (no Snakemake job) loads the stand-in.
+    sub.add_parser(
+        SCRIPTED,
+        help="serve the scripted model (a stand-in for an LLM, not a model) over HTTP; "
+        f"its options: hpcagents {SCRIPTED} --help",
+        add_help=False,
     )
     from hpcagents.cluster.run import add_arguments as add_run_arguments
 
@@ -548,10 +545,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [SCRIPTED]:
+        # the stand-in's own command: the one place product code imports it
+        from hpcagents.scripted import main as scripted_main
+
+        return scripted_main(argv[1:], prog=f"hpcagents {SCRIPTED}")
     args = build_parser().parse_args(argv)
     from hpcagents.campaign.select import SelectionError
     from hpcagents.cluster.campaigns import RunnerError
-    from hpcagents.llm.pool import LLMUnavailable
+    from hpcagents.llm.interface import LLMUnavailable
     from hpcagents.spec.kernelspec import KernelError
 
     if args.command in ("evaluate-attempt", "final-round"):

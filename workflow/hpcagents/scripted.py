@@ -79,7 +79,7 @@ def _history(text: str) -> str:
 
 
 def prompt_sha256(messages: list[dict[str, Any]]) -> str:
-    """Same canonical form as ``hpcagents.llm.pool.prompt_hash``."""
+    """Same canonical form as ``hpcagents.llm.interface.prompt_hash``."""
     canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -585,8 +585,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpcagents.scripted", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "python -m hpcagents.scripted") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

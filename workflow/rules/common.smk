@@ -10,6 +10,7 @@ from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
 from hpcagents.campaign.repair import ends_chain
 from hpcagents.core.layout import CampaignLayout
+from hpcagents.spec.config import ConfigError
 from hpcagents.spec.kernelspec import find_kernel
 from hpcagents.campaign.workflow_support import (
     check_servers_or_die,
@@ -32,12 +33,21 @@ def path(p):
     return str(p)
 
 
+def stop_on(check, *args):
+    """Run a check of the package; its ConfigError stops the workflow with that message
+    (the package never imports snakemake, so the Snakefile makes it a WorkflowError)."""
+    try:
+        return check(*args)
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
 # Validate the config before any job exists: a schema error names the key.
-CFG = load_campaign(config)
+CFG = stop_on(load_campaign, config)
 KERNELS = list(CFG.kernels)
 # Stop before any job when results/ was made under other figure settings (bench size,
 # repeats, flags, reference, kernel spec), unless the run accepts the change.
-guard_results(CFG, LAYOUT.root)
+stop_on(guard_results, CFG, LAYOUT.root)
 MAX_REPAIRS = CFG.max_repairs
 # The effective (validated, overridden) config the steps read, with every kernel spec it
 # uses frozen (hpcagents.spec.effective), named by its content

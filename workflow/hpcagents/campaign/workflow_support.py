@@ -1,4 +1,9 @@
-"""The few things the Snakefile needs at parse time, kept here so they are unit-testable."""
+"""The few things the Snakefile needs at parse time, kept here so they are unit-testable.
+
+The package never imports snakemake: a check that must stop the workflow raises
+:class:`~hpcagents.spec.config.ConfigError` with the whole message, and the Snakefile's
+``stop_on()`` (workflow/rules/common.smk) turns it into Snakemake's ``WorkflowError``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,12 @@ from typing import Any
 
 from hpcagents.core.layout import RESULTS
 from hpcagents.spec import effective
-from hpcagents.spec.config import CampaignConfig, ConfigError, check_servers, parse_config
+from hpcagents.spec.config import CampaignConfig, ConfigError, parse_config
 from hpcagents.spec.kernelspec import load_kernel
 
 
 def load_campaign(config: dict[str, Any]) -> CampaignConfig:
-    """Validate Snakemake's ``config``; raise ``WorkflowError`` with the key in the message."""
-    from snakemake.exceptions import WorkflowError
-
+    """Validate Snakemake's ``config``; raise ``ConfigError`` with the key in the message."""
     try:
         cfg = parse_config(dict(config))
         for name in cfg.kernels:
@@ -25,11 +28,11 @@ def load_campaign(config: dict[str, Any]) -> CampaignConfig:
                     f"(the candidate file of kernel <name> is <name>.c), not '{kernel.source}'"
                 )
     except (ConfigError, ValueError) as exc:
-        raise WorkflowError(f"invalid configuration: {exc}") from None
+        raise ConfigError(f"invalid configuration: {exc}") from None
     return cfg
 
 
-# The effective record (validated config + frozen kernel specs) lives in .effective;
+# The effective record (validated config + frozen kernel specs) lives in spec.effective;
 # the Snakefile imports these names from here.
 write_effective_config = effective.write_effective_config
 mark_current_config = effective.mark_current_config
@@ -38,15 +41,11 @@ current_config = effective.current_config
 
 def check_servers_or_die(cfg: CampaignConfig) -> None:
     """``onstart`` hook: probe the servers and remember what they offer; stop before any
-    job when a role has no usable server; warn about servers left out or unknowns."""
-    from snakemake.exceptions import WorkflowError
+    job when a role has no usable server (``ConfigError``); warn about servers left out
+    or unknowns."""
+    from hpcagents.llm.probe import check_servers, print_warnings
 
-    from hpcagents.llm.probe import print_warnings
-
-    try:
-        print_warnings(check_servers(cfg))
-    except ConfigError as exc:
-        raise WorkflowError(str(exc)) from None
+    print_warnings(check_servers(cfg))
 
 
 def guard_results(cfg: CampaignConfig, results: Path | str = RESULTS) -> None:
@@ -54,14 +53,12 @@ def guard_results(cfg: CampaignConfig, results: Path | str = RESULTS) -> None:
     figure settings (see :mod:`hpcagents.spec.frozen`), unless the run accepts the changes."""
     import os
 
-    from snakemake.exceptions import WorkflowError
-
     from hpcagents.spec.frozen import ACCEPT_ENV, guard
 
     try:
         notes = guard(cfg, Path(results), accept=os.environ.get(ACCEPT_ENV) == "1")
     except (ConfigError, ValueError) as exc:
-        raise WorkflowError(f"hpcagents: {exc}") from None
+        raise ConfigError(f"hpcagents: {exc}") from None
     for note in notes:
         print(f"hpcagents: {note}", flush=True)
 

@@ -30,7 +30,8 @@ from hpcagents.core.artifacts import (
 )
 from hpcagents.judge.machine import cache_label, roofline, topology_label
 from hpcagents.llm.extract import extract_code, extract_json
-from hpcagents.llm.pool import LLMPool, PromptTooLong, prompt_hash
+from hpcagents.llm.interface import PromptTooLong, prompt_hash
+from hpcagents.llm.pool import LLMPool
 from hpcagents.spec.kernelspec import KernelSpec
 
 

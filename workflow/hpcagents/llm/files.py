@@ -39,6 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from hpcagents.core.artifacts import write_json, write_text_atomic
+from hpcagents.llm.interface import (
+    MAX_ANSWER_CHARS,
+    MAX_REASONING_CHARS,
+    LLMResult,
+    ServerCaps,
+    estimate_prompt_tokens,
+)
 from hpcagents.spec.config import ServerConfig
 
 #: Seconds an answer file must stay unchanged before it is read (a writer that does not
@@ -310,7 +317,6 @@ def ask(
 ) -> Any:
     """One request through the queue: an ``LLMResult``, or None (``errors`` says why)
     when no answer came within the server's ``timeout_s``; the request stays queued."""
-    from hpcagents.llm.pool import LLMResult, estimate_prompt_tokens  # llm imports this module
 
     assert server.queue_dir is not None
     queue = FileQueue(server.queue_dir, server.poll_s)
@@ -347,7 +353,6 @@ def ask(
     )
     queue.done(rid)
     # [MAX_ANSWER_CHARS] as the HTTP path: a runaway answer is cut before it is stored
-    from hpcagents.llm.pool import MAX_ANSWER_CHARS, MAX_REASONING_CHARS
 
     text = answer.text
     return LLMResult(
@@ -389,7 +394,6 @@ def _try(server: ServerConfig, outcome: str, detail: str, t0: float) -> dict[str
 def probe(server: ServerConfig) -> Any:
     """What the start-up probe records for a file queue: usable when its folder can be
     created and written (no model can be asked at start: a person may answer later)."""
-    from hpcagents.llm.probe import ServerCaps
 
     caps = ServerCaps(server.name, server.base_url, server.model, probed_at=round(time.time(), 3))
     caps.kind = "files"

@@ -25,7 +25,6 @@ Why each piece exists:
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import random
@@ -33,12 +32,21 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from hpcagents.core.artifacts import read_json, write_json
 from hpcagents.llm import files as llm_files
+from hpcagents.llm.interface import (
+    MAX_ANSWER_CHARS,
+    MAX_REASONING_CHARS,
+    LLMResult,
+    LLMUnavailable,
+    PromptTooLong,
+    estimate_prompt_tokens,
+    request_key,
+)
 from hpcagents.llm.probe import (
     STRUCTURED_MODES,
     ServerState,
@@ -55,11 +63,6 @@ CONTEXT_MARGIN = 256
 MIN_COMPLETION_TOKENS = 256
 #: A server that hung or refused a request is asked last for this many of its timeouts.
 DOWN_HOLD_FACTOR = 2.0
-#: Answers longer than this are cut before they are stored (a runaway model wrote 1.2 MB
-#: answers); code or a plan never needs more. Reasoning text is kept shorter still.
-MAX_ANSWER_CHARS = 200_000
-MAX_REASONING_CHARS = 50_000
-
 _CONTEXT_ERROR = re.compile(
     r"maximum context length|context length|context window|context size|exceeds? the "
     r"(available )?context|too many tokens|context_length_exceeded|exceed_context",
@@ -69,80 +72,6 @@ _CONTEXT_NUMBER = re.compile(
     r"(?:maximum context length is|context window of|context size \(|n_ctx[\"': ]+)\s*(\d+)",
     re.IGNORECASE,
 )
-
-
-class LLMUnavailable(RuntimeError):
-    """No server could answer (or, offline, the cache has no answer): stop cleanly."""
-
-
-class PromptTooLong(LLMUnavailable):
-    """The prompt fits no server of its role: a failed attempt with that reason.
-
-    Rerunning would not help (the same prompt would not fit again), so agents record it
-    as the attempt's outcome instead of stopping the campaign.
-    """
-
-
-@dataclass
-class LLMResult:
-    """One answered request, with everything provenance and accounting need."""
-
-    text: str
-    reasoning: str
-    server: str
-    model: str
-    base_url: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    reasoning_tokens: int
-    latency_s: float
-    cache_key: str
-    cached: bool
-    errors: list[str] = field(default_factory=list)
-    retries: int = 0
-    failover: bool = False  # answered by another server than the slot's own
-    # Wall clock (Unix seconds) of the request's first try and of its final answer, as
-    # seen by this process: the campaign's parallelism (requests in flight, server busy
-    # fractions, the critical path) is computed from these, not from a benchmark.
-    started_at: float = 0.0
-    ended_at: float = 0.0
-    role: str = ""  # pm | pg
-    # Every try, failed or not: server, outcome, status, detail, started_at, ended_at,
-    # backoff_s (the wait after it). llm_accounting charges lost time to its server.
-    tries: list[dict[str, Any]] = field(default_factory=list)
-    response_format: str = "none"  # the structured-output mode of the answering try
-    answer_cut_chars: int = 0  # characters of an oversized answer dropped before storing
-    inflight_wait_s: float = 0.0  # time spent waiting for an identical request in flight
-    preferred: str = ""  # the request slot's own server (failover: another one answered)
-
-    def record(self) -> dict[str, Any]:
-        """The JSON form stored in generation.json / plan.json."""
-        data = asdict(self)
-        data.pop("text")
-        data["reasoning_chars"] = len(data.pop("reasoning"))
-        return data
-
-
-def request_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
-    """Content address of a request: identical requests replay identical answers."""
-    canonical = json.dumps(
-        {"model": model, "messages": messages, "params": params},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def prompt_hash(messages: list[dict[str, str]]) -> str:
-    """Hash of the messages alone (what the scripted model logs, too)."""
-    canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
-    """Conservative token estimate (3 characters a token; the same rule as the agents')."""
-    return sum(len(m["content"]) for m in messages) // 3 + 8 * len(messages)
 
 
 class ResponseCache:

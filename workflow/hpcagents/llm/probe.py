@@ -25,43 +25,17 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from hpcagents.core.artifacts import write_json
+from hpcagents.llm.interface import ServerCaps
 from hpcagents.spec.config import ROLES, CampaignConfig, ConfigError, ServerConfig
 
 #: Structured-output modes, strongest first; the pool steps down this list on refusal.
 STRUCTURED_MODES = ("json_schema", "json_object", "none")
 PROBE_TIMEOUT_S = 5.0
-
-
-@dataclass
-class ServerCaps:
-    """What one server offers, as probed (``unknown`` where it could not be told)."""
-
-    name: str
-    base_url: str
-    model: str
-    probed_at: float = 0.0
-    reachable: bool = False
-    usable: bool = True  # False: left out of the campaign; ``reason`` says why
-    reason: str = ""
-    kind: str = "unknown"  # vllm | llama.cpp | ollama | scripted-stand-in | openai-compatible
-    models: list[str] = field(default_factory=list)
-    model_present: bool | None = None
-    context_tokens: int | None = None
-    context_source: str = "unknown"
-    structured_output: str = "unknown"  # json_schema | json_object | none | unknown
-    reasoning: str = "unknown"  # separate (reasoning_content/reasoning field) | unknown
-    notes: list[str] = field(default_factory=list)
-    # Unix time the server last left a request unanswered (the pool asks it last for a
-    # while); None when it answers.
-    down_since: float | None = None
-
-    def fingerprint(self) -> dict[str, str]:
-        return {"base_url": self.base_url, "model": self.model}
 
 
 class ServerState:

@@ -395,10 +395,3 @@ def read_config_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     return raw
-
-
-def check_servers(cfg: CampaignConfig) -> list[str]:
-    """Probe every server at start; see :func:`hpcagents.llm.probe.check_servers`."""
-    from hpcagents.llm.probe import check_servers as _check
-
-    return _check(cfg)

@@ -26,6 +26,19 @@ class KernelError(ValueError):
     """A kernel that does not exist or whose kernel.yaml is malformed (message names it)."""
 
 
+#: Every blank of a folder drafted by ``hpcagents new-kernel`` starts with this marker; the
+#: rest of the string says what to write.
+BLANK = "FILL_ME"
+
+
+class BlanksError(KernelError):
+    """A kernel.yaml still holds ``FILL_ME`` blanks; ``blanks`` lists (key path, what)."""
+
+    def __init__(self, message: str, blanks: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.blanks = blanks
+
+
 # element type -> (C type, numpy dtype name)
 ELEMENT_TYPES = {
     "double": ("double", "float64"),
@@ -445,9 +458,7 @@ def load_kernel(
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise KernelError(f"{where}: not valid YAML: {problem}") from None
     # A folder drafted by `hpcagents new-kernel` names each blank left to fill in, before
-    # the schema complains about what a blank holds. (Imported here: newkernel imports us.)
-    from hpcagents.spec.newkernel import check_blanks
-
+    # the schema complains about what a blank holds.
     if isinstance(raw, dict):
         check_blanks(raw, path)
     try:
@@ -628,3 +639,46 @@ def _check_case(spec: KernelSpec, case: Case, key: str) -> None:
                 raise KernelError(f"{key}: key 'parameters' ({label}): {exc}") from None
             if label.startswith("shape") and (value < 0 or not math.isfinite(value)):
                 raise KernelError(f"{key}: {label} is {value:g} (negative)")
+
+
+# --- the blanks check --------------------------------------------------------------------
+
+
+def _walk(value: Any, path: str, raw: dict[str, Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if isinstance(value, str):
+        if value.strip().startswith(BLANK):
+            what = value.strip()[len(BLANK) :].lstrip(": ").strip()
+            out.append((path, what or "a value"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            out += _walk(item, f"{path}.{key}" if path else str(key), raw)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            label = f"{path}.{i}"
+            if path == "parameters" and isinstance(item, dict) and "name" in item:
+                label += f" ({item['name']})"
+            out += _walk(item, label, raw)
+    return out
+
+
+def find_blanks(raw: Any) -> list[tuple[str, str]]:
+    """Every ``FILL_ME`` value in a parsed kernel.yaml: (key path, what to write)."""
+    return _walk(raw, "", raw if isinstance(raw, dict) else {})
+
+
+def check_blanks(raw: dict[str, Any], path: Path | str) -> None:
+    """Refuse a kernel.yaml that still holds blanks, naming each one and what to write.
+
+    Called before schema validation, so the user sees "fill in these" rather than a schema
+    complaint about a string where a number belongs.
+    """
+    blanks = find_blanks(raw)
+    if not blanks:
+        return
+    listing = "\n".join(f"  - {key}: {what}" for key, what in blanks)
+    raise BlanksError(
+        f"{path}: {len(blanks)} blank(s) left to fill in (values starting with {BLANK}, "
+        f"written by hpcagents new-kernel); replace each with what it asks for:\n{listing}",
+        blanks,
+    )

@@ -9,9 +9,9 @@ baseline the agents edit (``<NAME>.c``) and the reference the judge trusts
 read, case sizes, tolerance, flops and bytes — is left as a marked blank.
 
 A blank is a string starting with ``FILL_ME:`` followed by what to write there. Blanks are
-values, not comments, so they cannot be overlooked: :func:`check_blanks` (called by the
-kernel loader before schema validation) refuses a kernel.yaml while any is left, naming
-each by its key path.
+values, not comments, so they cannot be overlooked: the kernel loader's
+:func:`~hpcagents.spec.kernelspec.check_blanks` (called before schema validation) refuses
+a kernel.yaml while any is left, naming each by its key path.
 """
 
 from __future__ import annotations
@@ -21,12 +21,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hpcagents.spec.kernelspec import KernelError
-
-#: Every blank starts with this marker; the rest of the string says what to write.
-BLANK = "FILL_ME"
+from hpcagents.spec.kernelspec import BLANK, KernelError
 
 # C scalar types the prototype may use -> what they are for the judge.
 _INTEGER_TYPES = {
@@ -50,14 +46,6 @@ _ELEMENT_BYTES = {"double": 8, "float": 4, "int": 4, "int64": 8}
 
 class PrototypeError(KernelError):
     """The C function cannot be turned into a kernel; the message says what to change."""
-
-
-class BlanksError(KernelError):
-    """A kernel.yaml still holds ``FILL_ME`` blanks; ``blanks`` lists (key path, what)."""
-
-    def __init__(self, message: str, blanks: list[tuple[str, str]]) -> None:
-        super().__init__(message)
-        self.blanks = blanks
 
 
 @dataclass(frozen=True)
@@ -538,46 +526,3 @@ def new_kernel(
     neighbours = neighbour_reads(function_body(code, function))
     (folder / "kernel.yaml").write_text(draft_kernel_yaml(name, proto, source.name, neighbours))
     return folder
-
-
-# --- the blanks check --------------------------------------------------------------------
-
-
-def _walk(value: Any, path: str, raw: dict[str, Any]) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    if isinstance(value, str):
-        if value.strip().startswith(BLANK):
-            what = value.strip()[len(BLANK) :].lstrip(": ").strip()
-            out.append((path, what or "a value"))
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            out += _walk(item, f"{path}.{key}" if path else str(key), raw)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            label = f"{path}.{i}"
-            if path == "parameters" and isinstance(item, dict) and "name" in item:
-                label += f" ({item['name']})"
-            out += _walk(item, label, raw)
-    return out
-
-
-def find_blanks(raw: Any) -> list[tuple[str, str]]:
-    """Every ``FILL_ME`` value in a parsed kernel.yaml: (key path, what to write)."""
-    return _walk(raw, "", raw if isinstance(raw, dict) else {})
-
-
-def check_blanks(raw: dict[str, Any], path: Path | str) -> None:
-    """Refuse a kernel.yaml that still holds blanks, naming each one and what to write.
-
-    Called before schema validation, so the user sees "fill in these" rather than a schema
-    complaint about a string where a number belongs.
-    """
-    blanks = find_blanks(raw)
-    if not blanks:
-        return
-    listing = "\n".join(f"  - {key}: {what}" for key, what in blanks)
-    raise BlanksError(
-        f"{path}: {len(blanks)} blank(s) left to fill in (values starting with {BLANK}, "
-        f"written by hpcagents new-kernel); replace each with what it asks for:\n{listing}",
-        blanks,
-    )
