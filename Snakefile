@@ -34,4 +34,4 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        expand("results/{kernel}/summary.json", kernel=KERNELS),
+        expand(path(K.summary()), kernel=KERNELS),

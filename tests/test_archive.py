@@ -157,6 +157,44 @@ def test_the_pm_sees_the_elites_their_code_and_the_last_final_round(tmp_path):
     assert "median over the rounds: 0.025" in text
 
 
+def test_the_pm_sees_what_the_compiler_said_about_each_elite(tmp_path):
+    base = _attempt(tmp_path, 0, 0, 0, "baseline", 2.0, "base")
+    base.evaluation["optreport"] = {
+        "status": "ok",
+        "text": "loop at line 9: not vectorised: complicated access pattern  | C[i*ldc+j] += a",
+    }
+    a0 = update_archive("k", 0, None, _best(0, 0, 0, True, "baseline"), {0: [base]}, "k.c")
+    p1 = _attempt(tmp_path, 1, 1, 0, "simd", 40.0, "simd")  # no report: none shown
+    a1 = update_archive("k", 1, a0, _best(1, 1, 0, True, "pg1"), {1: [p1]}, "k.c")
+    validate(json.loads(json.dumps(a1)), "archive")
+    by = {e["id"]: e for e in a1["elites"]}
+    assert by["iter1/pg1/attempt0"]["compiler_report"] is None
+    text = archive_text(a1)
+    entry = text.split("2. iter0/pg0/attempt0")[1].split("\n### ")[0]
+    assert "What the compiler said (vectorisation):" in entry
+    assert "   loop at line 9: not vectorised: complicated access pattern" in entry
+    assert text.count("What the compiler said") == 1
+
+
+def test_no_host_directory_reaches_a_prompt_whatever_record_carries_it(tmp_path, monkeypatch):
+    from hpcagents.llm.agents import render
+
+    monkeypatch.chdir(tmp_path)
+    leaked = f"the baseline {tmp_path}/kernels/k/k.c and {REPO_DIR}/kernels/dgemm/dgemm.c"
+    text = render("pm", **{k: leaked for k in _pm_keys()})
+    assert str(tmp_path) not in text and str(REPO_DIR) not in text
+    assert "the baseline kernels/k/k.c and kernels/dgemm/dgemm.c" in text
+    # a C division by a variable that shares a directory's name is code, not a path
+    assert render("pm", **{k: "q = y/tmp;" for k in _pm_keys()}).count("q = y/tmp;") >= 1
+
+
+def _pm_keys() -> list[str]:
+    import re
+
+    template = (REPO_DIR / "workflow" / "prompts" / "pm.txt").read_text()
+    return sorted(set(re.findall(r"\$\{?(\w+)\}?", template)))
+
+
 def test_each_pg_gets_another_elite_as_inspiration(tmp_path):
     _, a1, _ = campaign(tmp_path)
     picks = [inspiration_for(a1, pg)["id"] for pg in (1, 2, 3)]

@@ -185,8 +185,11 @@ def test_iteration_0_chooses_the_size_and_every_later_evaluation_reads_it(
     monkeypatch.chdir(tmp_path)
     cfg = parse_config(raw)
     a0 = tmp_path / "results" / "smallmm" / "iter0" / "pg0" / "attempt0"
-    steps.baseline(cfg, "smallmm", a0)
-    first = steps.evaluate_attempt(cfg, "smallmm", a0 / "evaluation.json")
+    base = cfg.kernel("smallmm")
+    steps.baseline(cfg, "smallmm", base.directory / base.source, a0 / "smallmm.c", a0 / "gen.json")
+    first = steps.evaluate_attempt(
+        cfg, "smallmm", a0 / "smallmm.c", a0 / "gen.json", a0 / "evaluation.json"
+    )
     assert first["status"] == "ok", first["reason"]
     sized = first["bench_size"]
     assert sized["mode"] == "node" and sized["reused"] is False and sized["curve"]
@@ -196,8 +199,11 @@ def test_iteration_0_chooses_the_size_and_every_later_evaluation_reads_it(
 
     monkeypatch.setattr(node_size, "search", lambda *a, **k: pytest.fail("searched again"))
     a1 = tmp_path / "results" / "smallmm" / "iter1" / "pg1" / "attempt0"
-    steps.baseline(cfg, "smallmm", a1)  # the same source, as a later attempt
-    later = steps.evaluate_attempt(cfg, "smallmm", a1 / "evaluation.json")
+    # the same source, as a later attempt
+    steps.baseline(cfg, "smallmm", base.directory / base.source, a1 / "smallmm.c", a1 / "gen.json")
+    later = steps.evaluate_attempt(
+        cfg, "smallmm", a1 / "smallmm.c", a1 / "gen.json", a1 / "evaluation.json"
+    )
     assert later["bench_size"]["reused"] is True
     assert later["timing"]["case"] == first["timing"]["case"]
 

@@ -58,6 +58,23 @@ def test_workflow_writes_a_self_contained_html_report(campaign):
     assert page.count("data:image/png;base64,") == 4
 
 
+def test_report_shows_each_final_round_verdict_as_best_json_records_it(campaign):
+    import re
+
+    page = (campaign / "report.html").read_text()
+    best = json.loads((campaign / "iter1" / "best.json").read_text())
+    decision = best["decision"]
+    assert decision["decided_by"] == "final_round"
+    row = re.search(r'<tr data-round="1">(.*?)</tr>', page)
+    assert row, "no final-round row for iteration 1"
+    used = re.search(r'data-field="rounds_used">(\d+)<', row.group(1))
+    assert used and int(used.group(1)) == decision["rounds_used"] >= 1
+    assert decision.get("outcome", "not timed") in row.group(1)
+    from html import escape
+
+    assert escape(best["reason"]) in row.group(1)
+
+
 def _chromium() -> str:
     path = shutil.which("chromium")
     if path is None:

@@ -275,6 +275,8 @@ def test_next_start_ends_and_names_what_survived_under_results(tmp_path):
 
 
 def test_status_says_running_only_for_a_live_process_and_cut_otherwise(tmp_path):
+    from hpcagents.campaign.reader import read_pg
+    from hpcagents.core.layout import KernelLayout
     from hpcagents.views.status import _pg_state
 
     adir = tmp_path / "results" / "k" / "iter1" / "pg1" / "attempt0"
@@ -282,9 +284,10 @@ def test_status_says_running_only_for_a_live_process_and_cut_otherwise(tmp_path)
     (adir / "generation.json").write_text(json.dumps({"status": "ok"}))
     key = "results/k/iter1/pg1/attempt0/evaluation.json"
     inflight = {key: None}
-    cut = _pg_state(adir.parent, 1, "s", tmp_path, inflight, False, 2, {})
+    pg = read_pg(KernelLayout(tmp_path / "results" / "k"), 1, 1)
+    cut = _pg_state(1, pg, 1, "s", tmp_path, inflight, False, 2, {})
     assert cut.state == "cut" and "no process runs" in cut.detail
-    live = _pg_state(adir.parent, 1, "s", tmp_path, inflight, False, 2, {key: 4242})
+    live = _pg_state(1, pg, 1, "s", tmp_path, inflight, False, 2, {key: 4242})
     assert live.state == "evaluating" and "orphaned (pid 4242)" in live.detail
 
 

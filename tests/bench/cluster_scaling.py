@@ -284,6 +284,12 @@ def main() -> int:
         help="keep each run's row in this JSON-lines file and print the table of all rows in "
         "it (split the sizes over several calls: --nodes 1 --rows F, then --nodes 2,4 --rows F)",
     )
+    parser.add_argument(
+        "--cluster-nodes",
+        type=int,
+        help="nodes of the test cluster (default: the largest pool size); with --rows over "
+        "several calls, give every call the same so every node has as many CPUs each time",
+    )
     parser.add_argument("--no-dry-run", action="store_true")
     parser.add_argument(
         "--mechanisms",
@@ -295,7 +301,7 @@ def main() -> int:
     args = parser.parse_args()
     ncpu = os.cpu_count() or 1
     sizes = [int(n) for n in (args.nodes or ("1,2,4" if ncpu >= 8 else "1,2")).split(",")]
-    cluster = start_cluster(max(sizes))
+    cluster = start_cluster(args.cluster_nodes or max(sizes))
     cpus = cluster[0][1]
     if args.mechanisms:
         mechanisms(len(cluster), args.mechanisms, blocker_s=30)

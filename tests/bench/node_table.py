@@ -24,12 +24,19 @@ hand-written code served by a stand-in, not an LLM's. Usage (the 16-core node: a
 
 ``--dir`` keeps the frozen size choices (default results/node_table), so a second run
 reuses them, as a resumed campaign does; ``--fresh`` searches again.
+
+``--from-suite DIR`` reads a finished ``hpcagents suite --dir DIR`` instead of screening
+the variants: per kernel, the size that campaign chose for this node (its frozen choice,
+reused, no new search), the campaign's own best kernel and its figure there; the best is
+then evaluated again in this run at that size and at twice it, side by side with the
+reference each time. So every row is the product's: what the campaign chose and crowned.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import socket
 import tempfile
@@ -42,6 +49,7 @@ from hpcagents.core.artifacts import REPO_DIR, write_json
 from hpcagents.judge import node_size
 from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
 from hpcagents.judge.machine import cpu_model, describe, machine_model, usable_cores
+from hpcagents.judge.racecheck import RaceConfig
 from hpcagents.spec.kernelspec import Case, KernelSpec, load_kernel
 
 
@@ -139,6 +147,67 @@ def kernel_row(
     return row
 
 
+def suite_row(
+    kernel: KernelSpec, suite: Path, build: BuildConfig, cfg: EvalConfig, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One kernel of a finished suite: its frozen node-sized case, its crowned kernel
+    evaluated again at that case and at twice it (fresh, side by side with the reference)."""
+    t0 = time.monotonic()
+    results = suite / "results"
+    summary = json.loads((results / kernel.name / "summary.json").read_text())
+    settings = node_size.SearchSettings(budget_s=args.search_s)
+    choice = node_size.choose(kernel, results / kernel.name, build.cc, build.cflags, cfg, settings)
+    curve = choice.record.get("curve") or []
+    final = summary["final"]
+    source = Path(final["source"])
+    source = source if source.is_absolute() else suite / source
+    row: dict[str, Any] = {
+        "kernel": kernel.name,
+        "chosen": choice.case.label(),
+        "chosen_case": dict(choice.case.values),
+        "size_record": {k: v for k, v in choice.record.items() if k != "curve"},
+        "curve": [
+            {"label": p["label"], "ref_gflops": p["ref_gflops"], "ref_gbs": p["ref_gbs"]}
+            for p in curve
+        ],
+        "campaign": {
+            "strategy": final["strategy"],
+            "iteration": final["iteration"],
+            "gflops": final["gflops"],
+            "pct_of_reference": final["pct_of_reference"],
+            "pct_of_roofline": final.get("pct_of_roofline"),
+            "baseline_gflops": summary["baseline"]["gflops"],
+        },
+    }
+    rec = evaluate_at(kernel, source, choice.case, build, cfg)
+    twice = doubled(kernel, choice.case)
+    rec2 = evaluate_at(kernel, source, twice, build, cfg)
+    for label, r in (("chosen", rec), ("twice", rec2)):
+        print(
+            f"  {kernel.name:<10} {final['strategy']:<28} at {label}: {r['status']:<13} "
+            + (f"{r['pct_of_reference']:.1f}% of ref" if r["status"] == "ok" else r["reason"]),
+            flush=True,
+        )
+    if rec["status"] != "ok":
+        row.update(best=None, reason=rec["reason"])
+        return row
+    ref = rec["reference"]
+    row.update(
+        best=f"{final['strategy']} (iter {final['iteration']})",
+        ref_name=ref["name"],
+        ref_gflops=ref["gflops"],
+        ref_gbs=kernel.bytes(choice.case) / ref["best_s"] / 1e9,
+        pct=rec["pct_of_reference"],
+        twice=twice.label(),
+        pct_twice=rec2["pct_of_reference"] if rec2["status"] == "ok" else None,
+        status_twice=rec2["status"],
+        reason_twice=rec2["reason"] if rec2["status"] != "ok" else "",
+        ref_gflops_twice=(rec2["reference"] or {}).get("gflops"),
+        wall_s=round(time.monotonic() - t0, 1),
+    )
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kernels", nargs="*", help="default: every kernel with scripted/")
@@ -153,21 +222,44 @@ def main() -> int:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--blas", default="mkl", choices=("mkl", "openblas"))
     parser.add_argument("--out", help="also write the table as JSON here")
+    parser.add_argument(
+        "--from-suite",
+        type=Path,
+        help="a finished `hpcagents suite --dir DIR`: its sizes and crowned kernels",
+    )
     args = parser.parse_args()
     results = Path(args.dir)
     if args.fresh and results.exists():
         shutil.rmtree(results)
-    names = args.kernels or sorted(
-        p.parent.parent.name for p in (REPO_DIR / "kernels").glob("*/scripted/script.yaml")
-    )
+    if args.from_suite:
+        args.from_suite = args.from_suite.resolve()
+        names = args.kernels or sorted(
+            p.parent.name for p in (args.from_suite / "results").glob("*/summary.json")
+        )
+    else:
+        names = args.kernels or sorted(
+            p.parent.parent.name for p in (REPO_DIR / "kernels").glob("*/scripted/script.yaml")
+        )
     build = BuildConfig(cflags=tuple(args.cflags.split()))
     threads = args.threads or usable_cores()
-    cfg = EvalConfig(repeats=args.repeats, warmup=1, timeout_s=300, blas=args.blas, threads=threads)
+    # the race check and the extra thread counts judge correctness, which the campaign
+    # (or the screen) already did; this table re-times, so they are left out for time
+    cfg = EvalConfig(
+        repeats=args.repeats,
+        warmup=1,
+        timeout_s=300,
+        blas=args.blas,
+        threads=threads,
+        race=RaceConfig(enabled=False, thread_counts=False),
+    )
     machine = f"{socket.gethostname()}: {cpu_model()}, {usable_cores()} usable cores"
     print(f"[node_table] {machine}; {threads} threads; {' '.join(build.cflags)}", flush=True)
     rows = []
     for name in names:
-        rows.append(kernel_row(load_kernel(name), results, build, cfg, args))
+        if args.from_suite:
+            rows.append(suite_row(load_kernel(name), args.from_suite, build, cfg, args))
+        else:
+            rows.append(kernel_row(load_kernel(name), results, build, cfg, args))
     with tempfile.TemporaryDirectory() as tmp:
         model = machine_model(Path(tmp), build.cc, build.cflags, threads)
     mkl_best = max(
@@ -184,10 +276,15 @@ def main() -> int:
         default=None,
     )
     print()
-    print(f"Node-sized timing on {machine} ({threads} threads); scripted variants (a stand-in)")
+    what = (
+        f"the kernels crowned by the suite in {args.from_suite}"
+        if args.from_suite
+        else "scripted variants"
+    )
+    print(f"Node-sized timing on {machine} ({threads} threads); {what} (a stand-in's answers)")
     head = (
-        f"{'kernel':<10} {'chosen bench size':<36} {'reference':>20} {'best scripted':<22}"
-        f" {'% ref':>6} {'% ref at 2x':>11} {'agree':>6}"
+        f"{'kernel':<10} {'chosen bench size':<36} {'reference':>20} {'best':<22}"
+        f" {'% ref':>6} {'% ref at 2x':>11} {'agree':>6} {'campaign % ref':>14}"
     )
     print(head)
     print("-" * len(head))
@@ -198,9 +295,10 @@ def main() -> int:
         figure = f"{r['ref_gflops']:.2f} GF/s {r['ref_gbs']:.1f} GB/s"
         twice = f"{r['pct_twice']:.1f}" if r["pct_twice"] is not None else r["status_twice"]
         agree = f"{abs(r['pct_twice'] / r['pct'] - 1):.0%}" if r["pct_twice"] is not None else "-"
+        camp = r.get("campaign", {}).get("pct_of_reference")
         print(
-            f"{r['kernel']:<10} {r['chosen']:<36} {figure:>20} {r['best']:<22}"
-            f" {r['pct']:>6.1f} {twice:>11} {agree:>6}"
+            f"{r['kernel']:<10} {r['chosen']:<36} {figure:>20} {r['best'][:22]:<22}"
+            f" {r['pct']:>6.1f} {twice:>11} {agree:>6} {'' if camp is None else f'{camp:.1f}':>14}"
         )
     print()
     for r in rows:

@@ -15,14 +15,19 @@ from pathlib import Path
 import yaml
 
 from hpcagents.core.artifacts import REPO_DIR
-from hpcagents.spec.config import ConfigError, load_config
+from hpcagents.core.layout import RESULTS, CampaignLayout
+from hpcagents.spec.config import ConfigError
 
 #: The command that serves the scripted model (a stand-in for an LLM).
 SCRIPTED = "scripted-model"
 
 
 def _cfg(args: argparse.Namespace):  # noqa: ANN202 - CampaignConfig
-    return load_config(args.config)
+    """The config of ``--config``: a run's effective record (frozen at its start, read
+    without validating again) or a config file (validated)."""
+    from hpcagents.spec.effective import load_step_config
+
+    return load_step_config(args.config)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -38,20 +43,32 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from hpcagents.campaign.steps import baseline
 
-    baseline(_cfg(args), args.kernel, Path(args.out_dir))
+    baseline(_cfg(args), args.kernel, Path(args.baseline), Path(args.source), Path(args.out))
     return 0
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from hpcagents.campaign.steps import plan
 
-    plan(_cfg(args), args.kernel, args.iteration, Path(args.best), Path(args.out))
+    plan(
+        _cfg(args),
+        args.kernel,
+        args.iteration,
+        Path(args.best),
+        Path(args.out),
+        Path(args.archive) if args.archive else None,
+    )
     return 0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from hpcagents.campaign.steps import generate
+    from hpcagents.campaign.steps import FailedAttempt, generate
 
+    failed = None
+    if args.failed_evaluation:
+        failed = FailedAttempt(
+            Path(args.failed_evaluation), Path(args.failed_generation), Path(args.failed_source)
+        )
     generate(
         _cfg(args),
         args.kernel,
@@ -59,8 +76,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.pg,
         args.attempt,
         Path(args.plan),
-        Path(args.out).parent,
-        Path(args.previous).parent if args.previous else None,
+        Path(args.source),
+        Path(args.out),
+        failed,
     )
     return 0
 
@@ -68,7 +86,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_evaluate_attempt(args: argparse.Namespace) -> int:
     from hpcagents.campaign.steps import evaluate_attempt
 
-    rec = evaluate_attempt(_cfg(args), args.kernel, Path(args.out))
+    rec = evaluate_attempt(
+        _cfg(args), args.kernel, Path(args.source), Path(args.generation), Path(args.out)
+    )
     print(f"{args.out}: {rec['status']} {rec.get('reason', '')}".rstrip())
     return 0
 
@@ -76,9 +96,8 @@ def _cmd_evaluate_attempt(args: argparse.Namespace) -> int:
 def _cmd_select(args: argparse.Namespace) -> int:
     from hpcagents.campaign.select import select_iteration
     from hpcagents.core.artifacts import read_json
-    from hpcagents.spec.kernelspec import load_kernel
 
-    kernel = load_kernel(args.kernel, _cfg(args).kernel_search)
+    kernel = _cfg(args).kernel(args.kernel)
     if args.final_round:  # after the baseline: the final round lists every PG's chain end
         ends = read_json(args.final_round, "final_round")["finals"]
         finals = [Path(end["evaluation"]) for end in ends]
@@ -92,6 +111,9 @@ def _cmd_select(args: argparse.Namespace) -> int:
         Path(args.out),
         kernel.source,
         Path(args.final_round) if args.final_round else None,
+        best_source=Path(args.best_source),
+        archive=Path(args.archive),
+        previous_archive=Path(args.previous_archive) if args.previous_archive else None,
     )
     print(f"{args.kernel} iteration {args.iteration}: {rec['reason']}")
     return 0
@@ -118,7 +140,12 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from hpcagents.views.summary import write_summary
 
     text = write_summary(
-        _cfg(args), args.kernel, Path(args.kernel_dir), Path(args.out), Path(args.report)
+        _cfg(args),
+        args.kernel,
+        Path(args.kernel_dir),
+        [Path(b) for b in args.bests],
+        Path(args.out),
+        Path(args.report),
     )
     print(text)
     return 0
@@ -361,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="OpenMP threads (default: all usable cores)")
     p.add_argument(
         "--cache-dir",
-        help="default results/.hpcagents/machine (or $HPCAGENTS_MACHINE_CACHE)",
+        help=f"default {CampaignLayout().machine_cache()} (or $HPCAGENTS_MACHINE_CACHE)",
     )
     p.add_argument("--refresh", action="store_true", help="measure again, replacing the cache")
     p.add_argument("--json", action="store_true", help="print the model as JSON")
@@ -371,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_report,
         "write the self-contained HTML report of finished campaigns (plots embedded)",
     )
-    p.add_argument("--results", default="results", help="a campaign's results directory")
+    p.add_argument("--results", default=str(RESULTS), help="a campaign's results directory")
     p.add_argument("--kernel", action="append", help="only these kernels (repeatable)")
     p.add_argument("--kernel-dir", action="append", help="a kernel's results directory")
     p.add_argument(
@@ -433,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_hand_over,
         "step wrapper under Slurm: hand a command to the campaign's pilot pool and wait",
     )
-    p.add_argument("--dir", default="results/.hpcagents/pilot")
+    p.add_argument("--dir", default=str(CampaignLayout().pilot()))
     p.add_argument("--partition")
     p.add_argument("--account")
     p.add_argument("--cpus-per-task", type=int)
@@ -468,26 +495,28 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = step("baseline", _cmd_baseline, "step: iteration 0, the baseline as attempt 0")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--baseline", required=True, help="the kernel's baseline source (its folder)")
+    p.add_argument("--source", required=True, help="attempt 0's source (the copy)")
+    p.add_argument("--out", required=True, help="attempt 0's generation.json")
     p = step("plan", _cmd_plan, "step: the PM plans the strategies of one iteration")
     p.add_argument("--iteration", type=int, required=True)
     p.add_argument("--best", required=True, help="best.json of the previous iteration")
+    p.add_argument("--archive", help="archive.json of the previous iteration (archive search)")
     p.add_argument("--out", required=True)
     p = step("generate", _cmd_generate, "step: one PG writes one attempt (or repairs)")
     p.add_argument("--iteration", type=int, required=True)
     p.add_argument("--pg", type=int, required=True)
     p.add_argument("--attempt", type=int, required=True)
     p.add_argument("--plan", required=True, help="plan.json (it names the best it starts from)")
-    p.add_argument(
-        "--previous", help="a repair: the failed attempt's evaluation.json (its source beside it)"
-    )
-    p.add_argument(
-        "--out", required=True, help="the attempt's generation.json (its source goes beside it)"
-    )
+    p.add_argument("--failed-evaluation", help="a repair: the failed attempt's evaluation.json")
+    p.add_argument("--failed-generation", help="a repair: the failed attempt's generation.json")
+    p.add_argument("--failed-source", help="a repair: the failed attempt's source")
+    p.add_argument("--source", required=True, help="the attempt's source (written)")
+    p.add_argument("--out", required=True, help="the attempt's generation.json (written)")
     p = step("evaluate-attempt", _cmd_evaluate_attempt, "step: evaluate one attempt")
-    p.add_argument(
-        "--out", required=True, help="the attempt's evaluation.json (its source is beside it)"
-    )
+    p.add_argument("--source", required=True, help="the attempt's source")
+    p.add_argument("--generation", required=True, help="the attempt's generation.json")
+    p.add_argument("--out", required=True, help="the attempt's evaluation.json (written)")
     p = step("final-round", _cmd_final_round, "step: re-time finalists and incumbent together")
     p.add_argument("--iteration", type=int, required=True)
     p.add_argument(
@@ -503,11 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--final-round", help="final_round.json of the iteration (it lists every PG's chain end)"
     )
     p.add_argument("--previous", help="best.json of the previous iteration")
-    p.add_argument(
-        "--out", required=True, help="the iteration's best.json (best/<source> goes beside it)"
-    )
+    p.add_argument("--previous-archive", help="archive.json of the previous iteration")
+    p.add_argument("--out", required=True, help="the iteration's best.json (written)")
+    p.add_argument("--best-source", required=True, help="the selected source (written)")
+    p.add_argument("--archive", required=True, help="the iteration's archive.json (written)")
     p = step("summary", _cmd_summary, "step: summary.json and report of a kernel")
-    p.add_argument("--kernel-dir", required=True)
+    p.add_argument("--kernel-dir", required=True, help="results/<kernel> (its artifacts)")
+    p.add_argument("--bests", nargs="+", required=True, help="every iteration's best.json")
     p.add_argument("--out", required=True)
     p.add_argument("--report", required=True)
     return parser

@@ -22,6 +22,7 @@ import yaml
 
 from hpcagents.cluster.run import run_recorded
 from hpcagents.core.artifacts import REPO_DIR, read_json, write_text_atomic
+from hpcagents.core.layout import RESULTS, CampaignLayout
 from hpcagents.spec.frozen import ACCEPT_ENV
 from hpcagents.views.summary import table
 
@@ -87,12 +88,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"hpcagents demo: error: {exc}", file=sys.stderr)
         return 2
     raw = yaml.safe_load(config_path.read_text())
-    print(f"[demo] config {config_path}; results in {workdir / 'results'}", flush=True)
+    print(f"[demo] config {config_path}; results in {workdir / RESULTS}", flush=True)
     from hpcagents.cluster.campaigns import exit_on_sigterm
     from hpcagents.cluster.run import end_orphans, running_campaign
     from hpcagents.spec.frozen import precheck
 
-    stale = precheck(config_path, workdir / "results", args.accept_changes)
+    layout = CampaignLayout(workdir / RESULTS)
+    stale = precheck(config_path, layout.root, args.accept_changes)
     if stale:
         print(f"hpcagents demo: {stale}", file=sys.stderr)
         return 2
@@ -107,7 +109,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     for note in end_orphans(workdir, slurm=False):  # before our own server starts here
         print(f"[demo] {note}", flush=True)
-    state = workdir / "results" / ".hpcagents"
+    state = layout.state
     state.mkdir(parents=True, exist_ok=True)
     server_log = state / "scripted-server.log"
     request_log = state / "scripted-requests.jsonl"
@@ -179,7 +181,7 @@ def run_demo(args: argparse.Namespace) -> int:
             )
             return rc
         for kernel in raw["kernels"]:
-            path = workdir / "results" / kernel / "summary.json"
+            path = layout.kernel(kernel).summary()
             summary = read_json(path, "summary")
             print(f"\n== {kernel}: {path} ==")
             print(table(summary))

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcagents.core.artifacts import read_json, write_json
+from hpcagents.core.layout import KernelLayout
+from hpcagents.judge.optreport import report_text
 
 if TYPE_CHECKING:
-    from hpcagents.campaign.select import Attempt
-
-ARCHIVE_FILE = "archive.json"
+    from hpcagents.campaign.reader import Attempt
 
 
 def elite_id(iteration: int, pg: int, attempt: int) -> str:
     """The elite's name: where its attempt lives under results/<kernel>/."""
-    return f"iter{iteration}/pg{pg}/attempt{attempt}"
+    return KernelLayout.attempt_id(iteration, pg, attempt)
 
 
 def _own_run(ev: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,6 +128,12 @@ def update_archive(
             "own_run": _own_run(att.evaluation),
             "side_by_side": side,
             "final_round_status": entry["status"] if entry else None,
+            # what the compiler said about it (condensed -fopt-info), for the PM's prompt
+            "compiler_report": (
+                report_text(att.evaluation["optreport"])
+                if att.evaluation.get("optreport")
+                else None
+            ),
         }
         by_hash[sha] = ident
     sel = best["selected"]

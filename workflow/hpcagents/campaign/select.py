@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcagents.campaign.reader import Attempt, read_chain
 from hpcagents.campaign.steptime import step_record
 from hpcagents.core.artifacts import read_json, write_json
 from hpcagents.judge.verdict import Verdict, verdict_of
@@ -25,31 +25,9 @@ class SelectionError(RuntimeError):
     """Nothing valid to select (only possible for the baseline): the campaign cannot go on."""
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """One attempt directory and its two records."""
-
-    directory: Path
-    generation: dict[str, Any]
-    evaluation: dict[str, Any]
-
-    @property
-    def ok(self) -> bool:
-        return self.evaluation["status"] == "ok"
-
-
-def load_attempt(directory: Path) -> Attempt:
-    return Attempt(
-        directory=directory,
-        generation=read_json(directory / "generation.json", "generation"),
-        evaluation=read_json(directory / "evaluation.json", "evaluation"),
-    )
-
-
-def attempts_of(final_dir: Path) -> list[Attempt]:
-    """All attempts of one PG up to and including ``final_dir`` (attempt0 … attemptN)."""
-    final = int(final_dir.name.removeprefix("attempt"))
-    return [load_attempt(final_dir.parent / f"attempt{a}") for a in range(final + 1)]
+def attempts_of(evaluation_json: Path) -> list[Attempt]:
+    """All attempts of one PG up to and including the one ``evaluation_json`` ends."""
+    return read_chain(evaluation_json)
 
 
 def chain_end(evaluation_json: Path) -> dict[str, Any]:
@@ -60,7 +38,7 @@ def chain_end(evaluation_json: Path) -> dict[str, Any]:
     of that choice, kept in ``final_round.json`` for selection and the reports.
     """
     evaluation_json = Path(evaluation_json)
-    attempts = attempts_of(evaluation_json.parent)
+    attempts = attempts_of(evaluation_json)
     last = attempts[-1]
     return {
         "pg": int(last.generation["pg"]),
@@ -134,7 +112,7 @@ def selected_record(att: Attempt, iteration: int, pg: int, source: Path) -> dict
         "roofline": ev.get("roofline"),
         "reference_gflops": ref["gflops"],
         "bench": dict(timing["case"]),
-        "evaluation": str(att.directory / "evaluation.json"),
+        "evaluation": str(att.evaluation_path),
         "source": str(source),
     }
 
@@ -157,7 +135,7 @@ def candidate_row(iteration: int, pg: int, attempts: list[Attempt]) -> dict[str,
         "pct_of_reference": ev.get("pct_of_reference"),
         "pct_of_roofline": ev.get("pct_of_roofline"),
         "reference_gflops": (ev.get("reference") or {}).get("gflops"),
-        "evaluation": str(final.directory / "evaluation.json"),
+        "evaluation": str(final.evaluation_path),
     }
 
 
@@ -179,7 +157,7 @@ def _from_round(
         "roofline": entry.get("roofline"),
         "reference_gflops": fr["reference"]["gflops"],
         "bench": fr["case"],
-        "evaluation": str(att.directory / "evaluation.json"),
+        "evaluation": str(att.evaluation_path),
         "final_round": str(path),
         "source": str(source),
     }
@@ -327,23 +305,25 @@ def select_iteration(
     out: Path,
     source_name: str,
     final_round: Path | None = None,
+    *,
+    best_source: Path,
+    archive: Path,
+    previous_archive: Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``out`` (the iteration's ``best.json``) and ``best/<source_name>`` beside it;
-    return the record.
+    """Write ``out`` (the iteration's ``best.json``), ``best_source`` (the selected
+    kernel's source) and ``archive`` (the iteration's archive of elites, see
+    :mod:`.archive`, from ``previous_archive`` and this iteration's artifacts): the three
+    outputs the rule declares, nothing else. Returns the best record.
 
     ``finals`` are the evaluations that end each PG's chain (after the baseline, the final
     round lists them); ``final_round`` is the iteration's side-by-side re-timing
     (required after the baseline).
-
-    Also writes the iteration's archive of elites beside ``out`` (``archive.json``, see
-    :mod:`.archive`), from the previous iteration's archive and this iteration's
-    artifacts.
     """
-    from hpcagents.campaign.archive import ARCHIVE_FILE, read_archive, update_archive, write_archive
+    from hpcagents.campaign.archive import read_archive, update_archive, write_archive
 
     per_pg: dict[int, list[Attempt]] = {}
     for f in finals:
-        atts = attempts_of(Path(f).parent)
+        atts = attempts_of(Path(f))
         per_pg[int(atts[-1].generation["pg"])] = atts
     rows = [candidate_row(iteration, pg, atts) for pg, atts in sorted(per_pg.items())]
     valid = [(pg, atts[-1]) for pg, atts in sorted(per_pg.items()) if atts[-1].ok]
@@ -369,8 +349,7 @@ def select_iteration(
         for r in rows
         if iteration > 0
     ]
-    best_dir = out.parent / "best"
-    best_source = best_dir / source_name
+    best_source = Path(best_source)
     decision: dict[str, Any] = {"decided_by": "baseline"}
     fr: dict[str, Any] | None = None
     if prev is None:
@@ -399,7 +378,7 @@ def select_iteration(
             selected["source"] = str(best_source)
         else:
             selected, changed, src = new, True, new_src
-    best_dir.mkdir(parents=True, exist_ok=True)
+    best_source.parent.mkdir(parents=True, exist_ok=True)
     tmp = best_source.with_suffix(".tmp")
     shutil.copyfile(src, tmp)
     tmp.replace(best_source)
@@ -422,9 +401,9 @@ def select_iteration(
         "step": step_record(),
     }
     write_json(out, record, "best")
-    previous_archive = read_archive(Path(previous).parent / ARCHIVE_FILE) if previous else None
+    before = read_archive(previous_archive) if previous_archive else None
     write_archive(
-        out.parent / ARCHIVE_FILE,
-        update_archive(kernel, iteration, previous_archive, record, per_pg, source_name, fr),
+        Path(archive),
+        update_archive(kernel, iteration, before, record, per_pg, source_name, fr),
     )
     return record

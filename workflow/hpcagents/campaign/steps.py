@@ -12,14 +12,16 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcagents.campaign.archive import ARCHIVE_FILE, read_archive
+from hpcagents.campaign.archive import read_archive
 from hpcagents.campaign.feedback import best_feedback_block, feedback_block
 from hpcagents.campaign.select import chain_end, finalists
 from hpcagents.campaign.steptime import step_record
 from hpcagents.core.artifacts import read_json, write_json
+from hpcagents.core.layout import CampaignLayout
 from hpcagents.judge import node_size, timinglock
 from hpcagents.judge.evaluate import (
     BuildConfig,
@@ -50,11 +52,20 @@ from hpcagents.llm.agents import (
 )
 from hpcagents.llm.pool import pool_from_env
 from hpcagents.spec.config import CampaignConfig
-from hpcagents.spec.kernelspec import KernelSpec, load_kernel
+from hpcagents.spec.kernelspec import KernelSpec
 
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """What a repair reads: the failed attempt before it (the repair rule's inputs)."""
+
+    evaluation: Path
+    generation: Path
+    source: Path
 
 
 def request_seed(cfg: CampaignConfig, iteration: int, pg: int, attempt: int) -> int:
@@ -90,17 +101,19 @@ def build_info(
     )
 
 
-def baseline(cfg: CampaignConfig, kernel_name: str, out_dir: Path) -> None:
-    """Iteration 0: the kernel's own baseline source becomes attempt 0 of pg0."""
-    kernel = load_kernel(kernel_name, cfg.kernel_search)
-    src = kernel.directory / kernel.source
-    out = out_dir / kernel.source
-    out_dir.mkdir(parents=True, exist_ok=True)
+def baseline(
+    cfg: CampaignConfig, kernel_name: str, baseline_source: Path, out: Path, generation: Path
+) -> None:
+    """Iteration 0: the kernel's own baseline source (``baseline_source``, in its folder)
+    becomes attempt 0 of pg0: ``out`` (the candidate source) and its ``generation``."""
+    kernel = cfg.kernel(kernel_name)
+    src = Path(baseline_source)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     shutil.copyfile(src, tmp)
     tmp.replace(out)
     write_json(
-        out_dir / "generation.json",
+        generation,
         {
             "kernel": kernel.name,
             "iteration": 0,
@@ -108,7 +121,7 @@ def baseline(cfg: CampaignConfig, kernel_name: str, out_dir: Path) -> None:
             "attempt": 0,
             "kind": "baseline",
             "strategy": "baseline",
-            "strategy_description": f"the baseline source {src}",
+            "strategy_description": f"the kernel's own baseline ({src.name})",
             "status": "ok",
             "reason": "",
             "source": str(out),
@@ -120,20 +133,29 @@ def baseline(cfg: CampaignConfig, kernel_name: str, out_dir: Path) -> None:
     )
 
 
-def search_archive(cfg: CampaignConfig, best_json: Path | str) -> tuple[Path | None, Any]:
-    """The archive the prompts show (beside ``best_json``): (path, record) with
-    ``campaign.search: archive``, (None, None) with greedy, the seed's prompts."""
-    if cfg.search != "archive":
+def search_archive(cfg: CampaignConfig, archive: Path | None) -> tuple[Path | None, Any]:
+    """The archive the prompts show (the previous iteration's ``archive``): (path,
+    record) with ``campaign.search: archive``, (None, None) with greedy, the seed's
+    prompts."""
+    if cfg.search != "archive" or archive is None:
         return None, None
-    path = Path(best_json).parent / ARCHIVE_FILE
-    return path, read_archive(path)
+    return Path(archive), read_archive(archive)
 
 
-def plan(cfg: CampaignConfig, kernel_name: str, iteration: int, best_json: Path, out: Path) -> None:
-    kernel = load_kernel(kernel_name, cfg.kernel_search)
+def plan(
+    cfg: CampaignConfig,
+    kernel_name: str,
+    iteration: int,
+    best_json: Path,
+    out: Path,
+    archive_json: Path | None = None,
+) -> None:
+    """The PM plans iteration ``iteration`` from the previous ``best_json`` (and, with
+    archive search, the previous iteration's ``archive_json``); writes ``out``."""
+    kernel = cfg.kernel(kernel_name)
     best = read_json(best_json, "best")
     source = Path(best["source"]).read_text()
-    archive_path, archive = search_archive(cfg, best_json)
+    archive_path, archive = search_archive(cfg, archive_json)
     pool = pool_from_env(cfg.llm)
     record = run_pm(
         pool,
@@ -176,24 +198,27 @@ def generate(
     pg: int,
     attempt: int,
     plan_json: Path,
-    out_dir: Path,
-    previous_dir: Path | None,
+    source_out: Path,
+    generation_out: Path,
+    failed: FailedAttempt | None = None,
 ) -> None:
-    """One PG writes (or repairs) one attempt, from the kernel its plan starts from."""
-    kernel = load_kernel(kernel_name, cfg.kernel_search)
+    """One PG writes (or repairs) one attempt, from the kernel its plan starts from:
+    ``source_out`` (the candidate, when the answer has code) and ``generation_out``. A
+    repair (``attempt > 0``) reads the ``failed`` attempt before it."""
+    kernel = cfg.kernel(kernel_name)
     plan_rec = read_json(plan_json, "plan")
     best = read_json(plan_rec["best"], "best")
     strategy = plan_rec["strategies"][(pg - 1) % len(plan_rec["strategies"])]
     previous = None
     if attempt > 0:
-        if previous_dir is None:
-            raise ValueError("a repair attempt needs the previous attempt's directory")
-        prev_eval = read_json(previous_dir / "evaluation.json", "evaluation")
-        prev_gen = read_json(previous_dir / "generation.json", "generation")
+        if failed is None:
+            raise ValueError("a repair attempt needs the failed attempt's files")
+        prev_eval = read_json(failed.evaluation, "evaluation")
+        prev_gen = read_json(failed.generation, "generation")
         previous = Previous(
             status=prev_eval["status"],
             error=error_text(prev_eval, prev_gen),
-            source=(previous_dir / kernel.source).read_text(),
+            source=Path(failed.source).read_text(),
             feedback=feedback_block(
                 "What the compiler said about your previous attempt", prev_eval
             ),
@@ -228,7 +253,6 @@ def generate(
     if inspiration is not None and not context["fits"]:  # over the budget: it goes first
         inspiration = None
         messages, context = fit_pg(budget, lambda chars: messages_for(chars, None))
-    source_out = out_dir / kernel.source
     record = run_pg(
         pool,
         kernel,
@@ -253,16 +277,19 @@ def generate(
             "step": step_record(),
         }
     )
-    write_json(out_dir / "generation.json", record, "generation")
+    write_json(generation_out, record, "generation")
 
 
-def evaluate_attempt(cfg: CampaignConfig, kernel_name: str, out: Path) -> dict[str, Any]:
-    """Evaluate the attempt whose record is ``out`` (``<attempt>/evaluation.json``, beside
-    its source and generation); a generation without code is not compiled."""
-    attempt_dir = out.parent
-    kernel = load_kernel(kernel_name, cfg.kernel_search)
-    gen = read_json(attempt_dir / "generation.json", "generation")
-    source = attempt_dir / kernel.source
+def evaluate_attempt(
+    cfg: CampaignConfig, kernel_name: str, source: Path, generation: Path, out: Path
+) -> dict[str, Any]:
+    """Evaluate the attempt's ``source`` (its ``generation`` says whether the answer had
+    code: one without is not compiled); write ``out`` (its evaluation.json). The build
+    folder is a temporary one beside ``out``, removed after."""
+    attempt_dir = Path(out).parent
+    kernel = cfg.kernel(kernel_name)
+    gen = read_json(generation, "generation")
+    source = Path(source)
     if gen["status"] != "ok":
         record = failed_generation_record(
             kernel, source, gen["status"], gen["reason"], BuildConfig(cfg.cc, cfg.cflags)
@@ -363,12 +390,13 @@ def final_round_step(
     reference measured in their own run (a figure normalised by the reference timed beside
     it, so less sensitive to drift than raw GFLOP/s); the incumbent is the previous best.
     """
-    kernel = load_kernel(kernel_name, cfg.kernel_search)
+    kernel = cfg.kernel(kernel_name)
     prev = read_json(previous, "best")
     ends = [chain_end(f) for f in finals]
     chosen = finalists(ends, cfg.finalists)
     contenders = [("incumbent", Path(prev["source"]))] + [
-        (f"pg{c['pg']}", Path(c["evaluation"]).parent / kernel.source) for c in chosen
+        (f"pg{c['pg']}", CampaignLayout.source_beside(c["evaluation"], kernel.source))
+        for c in chosen
     ]
     why = [
         {"label": "incumbent", "why": f"the best of iteration {iteration - 1}"},

@@ -7,11 +7,11 @@ The package never imports snakemake: a check that must stop the workflow raises
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
+from hpcagents.core.layout import RESULTS
+from hpcagents.spec import effective
 from hpcagents.spec.config import CampaignConfig, ConfigError, parse_config
 from hpcagents.spec.kernelspec import load_kernel
 
@@ -32,50 +32,11 @@ def load_campaign(config: dict[str, Any]) -> CampaignConfig:
     return cfg
 
 
-def write_effective_config(cfg: CampaignConfig, state_dir: Path | str) -> str:
-    """Write the validated config for the steps; return its path.
-
-    The file is named by a hash of its content and written once (atomically): a running
-    campaign's jobs carry that path in their command lines, and no later parse of the
-    Snakefile with another config (a dry run, a status query, a second campaign in the
-    same checkout) can change the file they read. Remote jobs that parse the Snakefile
-    again find it already there and leave it alone.
-    """
-    from hpcagents.core.artifacts import write_text_atomic
-
-    text = json.dumps(cfg.raw, indent=2, sort_keys=True) + "\n"
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = Path(state_dir) / f"config-{digest}.json"
-    try:
-        if path.read_text() == text:
-            return str(path)
-    except FileNotFoundError:
-        pass
-    write_text_atomic(path, text)
-    return str(path)
-
-
-CURRENT = "current-config.json"
-
-
-def mark_current_config(effective: str) -> None:
-    """``onstart`` hook: point ``<state dir>/current-config.json`` at the effective config
-    of the run that really starts (dry runs do not call onstart), for ``hpcagents
-    status`` and the report to read."""
-    from hpcagents.core.artifacts import write_text_atomic
-
-    path = Path(effective)
-    write_text_atomic(path.parent / CURRENT, json.dumps({"config": path.name}) + "\n")
-
-
-def current_config(state_dir: Path) -> Path | None:
-    """The effective config of the last run that started in this campaign (None: none)."""
-    try:
-        name = json.loads((Path(state_dir) / CURRENT).read_text())["config"]
-    except (OSError, ValueError, KeyError):
-        found = sorted(Path(state_dir).glob("config-*.json"), key=lambda p: p.stat().st_mtime)
-        return found[-1] if found else None
-    return Path(state_dir) / name
+# The effective record (validated config + frozen kernel specs) lives in spec.effective;
+# the Snakefile imports these names from here.
+write_effective_config = effective.write_effective_config
+mark_current_config = effective.mark_current_config
+current_config = effective.current_config
 
 
 def check_servers_or_die(cfg: CampaignConfig) -> None:
@@ -87,7 +48,7 @@ def check_servers_or_die(cfg: CampaignConfig) -> None:
     print_warnings(check_servers(cfg))
 
 
-def guard_results(cfg: CampaignConfig, results: Path | str = "results") -> None:
+def guard_results(cfg: CampaignConfig, results: Path | str = RESULTS) -> None:
     """Parse time, before any job: stop when the results here were made under other
     figure settings (see :mod:`hpcagents.spec.frozen`), unless the run accepts the changes."""
     import os
@@ -102,7 +63,7 @@ def guard_results(cfg: CampaignConfig, results: Path | str = "results") -> None:
         print(f"hpcagents: {note}", flush=True)
 
 
-def record_results_settings(cfg: CampaignConfig, results: Path | str = "results") -> None:
+def record_results_settings(cfg: CampaignConfig, results: Path | str = RESULTS) -> None:
     """``onstart``: keep what made this results folder (first run), record allowed changes."""
     from hpcagents.spec.frozen import record
 

@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from hpcagents.core.artifacts import write_text_atomic
+from hpcagents.core.layout import CampaignLayout
 from hpcagents.spec.config import ConfigError
 
-STATE_DIR = Path("results") / ".hpcagents" / "launched"
+STATE_DIR = CampaignLayout().launched()
 LIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "RESIZING"}
 
 

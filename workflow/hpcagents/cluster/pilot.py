@@ -81,9 +81,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpcagents.core.artifacts import write_text_atomic
+from hpcagents.core.layout import CampaignLayout
 from hpcagents.judge.machine import cpu_model
 
-PILOT_DIR = Path("results") / ".hpcagents" / "pilot"
+PILOT_DIR = CampaignLayout().pilot()
 #: A waiting client touches its alive file this often; a queued request whose file is
 #: older than STALE_S belongs to a dead client and is dropped.
 HEARTBEAT_S = 5.0

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpcagents.core.artifacts import REPO_DIR, write_text_atomic
+from hpcagents.core.layout import RESULTS, CampaignLayout
 
 #: Steps whose orphans are ended (they use the cores or a Slurm node; hand-over waits on
 #: the Slurm pilot, which the resumed run replaces along with the pilot); the others are
@@ -38,7 +39,7 @@ from hpcagents.core.artifacts import REPO_DIR, write_text_atomic
 CPU_STEPS = ("evaluate-attempt", "final-round", "evaluate", "hand-over", "pilot", "sandbox")
 #: Steps that ask an LLM: waited for, so their answers land in the cache and are adopted.
 LLM_STEPS = ("plan", "generate", "repair")
-PID_FILE = Path("results") / ".hpcagents" / "run.json"
+PID_FILE = CampaignLayout().run_record()
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def run_campaign(args: argparse.Namespace) -> int:
         return 2
     from hpcagents.spec.frozen import precheck
 
-    stale = precheck(config_path, workdir / "results", args.accept_changes)
+    stale = precheck(config_path, workdir / RESULTS, args.accept_changes)
     if stale:
         print(f"hpcagents run: {stale}", file=sys.stderr)
         return 2

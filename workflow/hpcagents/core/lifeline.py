@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcagents.core.layout import RESULTS
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -190,7 +192,7 @@ def campaign_processes(workdir: Path, exclude: set[int] | None = None) -> list[C
     its results/ (the sandboxes and runners of an evaluation). Processes of Slurm jobs
     (launched LLM servers, the pilots' steps) are not listed: Slurm owns them."""
     workdir = Path(workdir).resolve()
-    results = workdir / "results"
+    results = workdir / RESULTS
     exclude = exclude or set()
     found = []
     for entry in Path("/proc").iterdir():

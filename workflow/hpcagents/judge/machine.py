@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from hpcagents.core.artifacts import ArtifactError, read_json, write_json
+from hpcagents.core.layout import CampaignLayout
 
 BENCH_DIR = Path(__file__).resolve().parent / "bench_c"
 #: Relative to the campaign's working directory, beside the effective config, so the
 #: figures the prompts quoted stay with the campaign (and an exact replay finds them).
-DEFAULT_CACHE_DIR = Path("results/.hpcagents/machine")
+DEFAULT_CACHE_DIR = CampaignLayout().machine_cache()
 #: Overrides the cache dir (e.g. one cache for every test campaign of a session).
 CACHE_ENV = "HPCAGENTS_MACHINE_CACHE"
 SOURCES = ("fma_peak.c", "stream_triad.c")

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from hpcagents.core.artifacts import ArtifactError, read_json, write_json
+from hpcagents.core.layout import CampaignLayout, KernelLayout
 from hpcagents.judge import harness as judge
 from hpcagents.judge.blas import BlasInfo, BlasNotFound, find_blas
 from hpcagents.judge.machine import mem_available_bytes
@@ -58,7 +59,6 @@ from hpcagents.spec.kernelspec import Case, KernelSpec
 #: fixes kernel.yaml's bench case as it is; null (the default) or "node" sizes it here.
 KERNEL_SIZE = "kernel"
 NODE_SIZE = "node"
-SUBDIR = "bench_size"
 
 
 class NodeSizeError(RuntimeError):
@@ -172,20 +172,13 @@ def node_key(identity: Mapping[str, Any]) -> str:
 
 def frozen_path(kernel_dir: Path, identity: Mapping[str, Any]) -> Path:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", str(identity["cpu_model"])).strip("-")[:40] or "cpu"
-    return (
-        Path(kernel_dir)
-        / SUBDIR
-        / (f"{slug}-{identity['cores']}c-{identity['threads']}t-{node_key(identity)[:12]}.json")
-    )
+    name = f"{slug}-{identity['cores']}c-{identity['threads']}t-{node_key(identity)[:12]}.json"
+    return KernelLayout(Path(kernel_dir)).bench_size_dir() / name
 
 
 def kernel_results_dir(out: Path) -> Path:
     """``results/<kernel>`` from an artifact path below it (``.../iter<i>/...``)."""
-    out = Path(out).resolve()
-    for parent in out.parents:
-        if re.fullmatch(r"iter\d+", parent.name):
-            return parent.parent
-    return out.parent
+    return CampaignLayout.kernel_dir_of(out)
 
 
 # ---------------------------------------------------------------- choosing

@@ -13,6 +13,7 @@ import copy
 import os
 import re
 import socket
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from hpcagents.core.artifacts import (
     PROMPT_DIR,
+    REPO_DIR,
     ArtifactError,
     load_schema,
     validate,
@@ -33,10 +35,36 @@ from hpcagents.llm.pool import LLMPool
 from hpcagents.spec.kernelspec import KernelSpec
 
 
+def host_dirs() -> tuple[str, ...]:
+    """This host's directories that no prompt may name: the checkout, the campaign's
+    directory (the working directory), the home and temporary directories. Longest first,
+    so a campaign folder inside the checkout is replaced whole."""
+    found = {str(REPO_DIR), os.getcwd(), os.path.expanduser("~"), tempfile.gettempdir()}
+    dirs = {d.rstrip("/") for d in found if d and d.rstrip("/")}
+    return tuple(sorted(dirs, key=len, reverse=True))
+
+
+def scrub_host_paths(text: str, dirs: Sequence[str] | None = None) -> str:
+    """``text`` with every path under one of ``dirs`` (default: :func:`host_dirs`) cut to
+    its part below that directory, e.g. ``/home/u/camp/results/x.c`` -> ``results/x.c``.
+
+    Why here: every prompt is filled by :func:`render`, so a host path that some record
+    carries (an artifact's ``source``, a description written by a step) cannot reach a
+    model whichever section it comes through; a new section needs no check of its own.
+    """
+    for d in dirs if dirs is not None else host_dirs():
+        # a whole path only: "y/tmp" in C is a division by a variable named tmp
+        text = re.sub(r"(?<![\w.])" + re.escape(d) + r"/", "", text)
+        text = re.sub(r"(?<![\w.])" + re.escape(d) + r"(?![\w.-])", "<a host directory>", text)
+    return text
+
+
 def render(name: str, **values: Any) -> str:
-    """Fill ``workflow/prompts/<name>.txt``; a missing value is a bug, so it raises."""
+    """Fill ``workflow/prompts/<name>.txt``; a missing value is a bug, so it raises. No
+    value carries a path of this host (:func:`scrub_host_paths`)."""
     text = (PROMPT_DIR / f"{name}.txt").read_text()
-    return Template(text).substitute({k: str(v) for k, v in values.items()})
+    dirs = host_dirs()
+    return Template(text).substitute({k: scrub_host_paths(str(v), dirs) for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -431,7 +459,11 @@ def archive_text(archive: Mapping[str, Any] | None, code_shown: int = ELITE_CODE
         "the incumbent, else in its own run). Ideas from any of them may be combined.",
     ]
     shown = elites[:ELITES_SHOWN]
-    lines += [f"{n}. {_elite_line(e, incumbent=e['id'] == inc)}" for n, e in enumerate(shown, 1)]
+    for n, e in enumerate(shown, 1):
+        lines.append(f"{n}. {_elite_line(e, incumbent=e['id'] == inc)}")
+        if e.get("compiler_report"):  # condensed -fopt-info: which loops vectorised
+            lines.append("   What the compiler said (vectorisation):")
+            lines += [f"   {line}" for line in e["compiler_report"].splitlines()]
     if len(elites) > len(shown):
         lines.append(f"({len(elites) - len(shown)} more valid kernels are archived)")
     coded = 0

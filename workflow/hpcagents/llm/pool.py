@@ -315,7 +315,7 @@ class LLMPool:
         if not order and not self.cfg.offline:
             raise LLMUnavailable(
                 f"no LLM server may answer for the {role.upper()}: every server with that "
-                f"role was left out at start (see results/.hpcagents/servers/); fix "
+                f"role was left out at start (see {self.cfg.state_dir or 'the probe'}); fix "
                 f"llm.servers and rerun"
             )
         model = order[0].model if order else self.cfg.servers_for(role)[0].model

@@ -14,7 +14,14 @@ from typing import Any
 import yaml
 
 from hpcagents.core.artifacts import ArtifactError, validate
-from hpcagents.spec.kernelspec import kernel_search_path, known_kernels
+from hpcagents.core.layout import CampaignLayout
+from hpcagents.spec.kernelspec import (
+    KernelSpec,
+    kernel_search_path,
+    known_kernels,
+    load_kernel,
+    spec_from_snapshot,
+)
 
 
 class ConfigError(ValueError):
@@ -22,7 +29,7 @@ class ConfigError(ValueError):
 
 
 #: What the start-up probe learned per server, relative to the campaign's directory.
-STATE_DIR = "results/.hpcagents/servers"
+STATE_DIR = str(CampaignLayout().servers())
 
 #: Agent roles a server may serve: the PM (plans) and the PGs (write code).
 ROLES = ("pm", "pg")
@@ -119,11 +126,21 @@ class CampaignConfig:
     # The user's own kernel folders, searched before the built-in kernels/ (absolute).
     kernels_dir: Path | None = None
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    # The kernel specs frozen at the start of the run (see hpcagents.spec.effective): a job
+    # reads these, not the kernel folders as they are now. None: read the folders.
+    frozen_kernels: dict[str, Any] | None = field(repr=False, compare=False, default=None)
 
     @property
     def kernel_search(self) -> tuple[Path, ...]:
         """Where this campaign's kernels are looked for, first match wins."""
         return kernel_search_path(self.kernels_dir)
+
+    def kernel(self, name: str) -> KernelSpec:
+        """Kernel ``name`` as this campaign uses it: the spec frozen at the start of the run
+        (already validated, no schema pass), else loaded and validated from its folder."""
+        if self.frozen_kernels is not None and name in self.frozen_kernels:
+            return spec_from_snapshot(name, self.frozen_kernels[name])
+        return load_kernel(name, self.kernel_search)
 
 
 def _check_server_kinds(raw: dict[str, Any]) -> None:
@@ -212,6 +229,17 @@ def parse_config(raw: dict[str, Any]) -> CampaignConfig:
                 "start the campaign with `hpcagents run` (or `hpcagents run --slurm`), which "
                 "starts it as a Slurm job and fills in its address"
             )
+    return build_config(raw)
+
+
+def build_config(
+    raw: dict[str, Any], frozen_kernels: dict[str, Any] | None = None
+) -> CampaignConfig:
+    """The typed config of a mapping that is already valid (:func:`parse_config` checked
+    it, or it is a run's effective config, checked when the run started): no schema pass,
+    no folder checks."""
+    llm = raw["llm"]
+    kernels_dir = Path(raw["kernels_dir"]) if raw.get("kernels_dir") else None
     servers = tuple(
         ServerConfig(
             name=s["name"],
@@ -271,6 +299,7 @@ def parse_config(raw: dict[str, Any]) -> CampaignConfig:
             state_dir=Path(STATE_DIR),
         ),
         raw=raw,
+        frozen_kernels=frozen_kernels,
     )
 
 

@@ -27,13 +27,13 @@ from typing import Any
 import yaml
 
 from hpcagents.core.artifacts import write_text_atomic
+from hpcagents.core.layout import BEST, EVALUATION, FINAL_ROUND, REPORT_MD, SUMMARY, CampaignLayout
 from hpcagents.spec.config import CampaignConfig, ConfigError
 from hpcagents.spec.kernelspec import find_kernel, load_kernel
 
 #: Set (to 1) by ``hpcagents run --accept-changes`` / ``demo --accept-changes`` for the
 #: Snakemake it starts: the Snakefile's guard then accepts the changes it finds.
 ACCEPT_ENV = "HPCAGENTS_ACCEPT_CHANGES"
-RECORD = "made-by.json"
 
 #: Config keys whose value changes a figure (dotted paths into the config).
 FIGURE_KEYS = (
@@ -56,7 +56,7 @@ OTHER_KEYS = (
     "llm.servers",
 )
 #: Timing artifacts made under the settings above (moved aside on --accept-changes).
-TIMED = ("evaluation.json", "final_round.json", "best.json", "summary.json", "report.md")
+TIMED = (EVALUATION, FINAL_ROUND, BEST, SUMMARY, REPORT_MD)
 
 
 @dataclass(frozen=True)
@@ -166,16 +166,18 @@ def other_changes(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     ]
 
 
-def read_record(state_dir: Path) -> dict[str, Any] | None:
+def read_record(results: Path) -> dict[str, Any] | None:
+    """The record of what made the results folder ``results`` (None: none yet)."""
     try:
-        rec = json.loads((Path(state_dir) / RECORD).read_text())
+        rec = json.loads(CampaignLayout(Path(results)).made_by().read_text())
     except (OSError, ValueError):
         return None
     return rec if isinstance(rec, dict) and "settings" in rec else None
 
 
-def _write(state_dir: Path, rec: dict[str, Any]) -> None:
-    write_text_atomic(Path(state_dir) / RECORD, json.dumps(rec, indent=2, sort_keys=True) + "\n")
+def _write(results: Path, rec: dict[str, Any]) -> None:
+    path = CampaignLayout(Path(results)).made_by()
+    write_text_atomic(path, json.dumps(rec, indent=2, sort_keys=True) + "\n")
 
 
 def refusal(results: Path, changes: list[Change]) -> str:
@@ -185,17 +187,17 @@ def refusal(results: Path, changes: list[Change]) -> str:
         "Nothing was run. Either keep these results and start a new results folder "
         "(`--dir NEW_FOLDER`, or run from another folder), or rerun with "
         "--accept-changes: the change is recorded in "
-        f"{results}/.hpcagents/{RECORD} and every figure that depends on it is made again "
+        f"{CampaignLayout(results).made_by()} and every figure that depends on it is made again "
         "(LLM answers are replayed from the response cache where the prompt is unchanged)"
     )
 
 
 def supersede(results: Path, kernels: list[str], stamp: str) -> int:
     """Move the timing artifacts of ``kernels`` aside; return how many were moved."""
-    dest = results / ".hpcagents" / "superseded" / stamp
+    dest = CampaignLayout(results).superseded(stamp)
     moved = 0
     for name in kernels:
-        kdir = results / name
+        kdir = CampaignLayout(results).kernel(name).directory
         if not kdir.is_dir():
             continue
         for path in sorted(kdir.rglob("*")):
@@ -210,7 +212,7 @@ def supersede(results: Path, kernels: list[str], stamp: str) -> int:
 
 def pending(cfg: CampaignConfig, results: Path) -> list[Change]:
     """The figure-changing differences between ``cfg`` and what made ``results``."""
-    rec = read_record(Path(results) / ".hpcagents")
+    rec = read_record(Path(results))
     return figure_changes(rec["settings"], settings(cfg)) if rec else []
 
 
@@ -233,8 +235,8 @@ def guard(cfg: CampaignConfig, results: Path, accept: bool) -> list[str]:
     differ from the recorded ones, unless ``accept``; then re-record and move the stale
     figures aside. Returns notes to print. The first run is recorded by :func:`record`."""
     results = Path(results).resolve()
-    state = results / ".hpcagents"
-    rec = read_record(state)
+    layout = CampaignLayout(results)
+    rec = read_record(results)
     if rec is None:
         return []
     now = settings(cfg)
@@ -256,28 +258,29 @@ def guard(cfg: CampaignConfig, results: Path, accept: bool) -> list[str]:
             "changes": [
                 {"key": c.key, "old": c.old, "new": c.new, "kernel": c.kernel} for c in changes
             ],
-            "superseded": f".hpcagents/superseded/{stamp}" if moved else None,
+            "superseded": layout.superseded(stamp).relative_to(results).as_posix()
+            if moved
+            else None,
             "kernels_retimed": kernels,
         }
     )
     rec["settings"] = {**now, "other": rec["settings"]["other"]}
-    _write(state, rec)
+    _write(results, rec)
     lines = [f"accepted: {c.line()}" for c in changes]
     lines.append(
         f"{moved} figure artifact(s) of {', '.join(kernels)} made under the old settings moved "
-        f"to {state / 'superseded' / stamp}; they are made again now"
+        f"to {layout.superseded(stamp)}; they are made again now"
     )
     return lines
 
 
 def record(cfg: CampaignConfig, results: Path) -> list[str]:
     """``onstart``: keep the settings of the first run; record allowed changes later."""
-    state = Path(results) / ".hpcagents"
     now = settings(cfg)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    rec = read_record(state)
+    rec = read_record(results)
     if rec is None:
-        _write(state, {"first_run": stamp, "settings": now, "history": []})
+        _write(results, {"first_run": stamp, "settings": now, "history": []})
         return []
     changes = other_changes(rec["settings"], now)
     new_kernels = sorted(set(now["kernels"]) - set(rec["settings"]["kernels"]))
@@ -295,7 +298,7 @@ def record(cfg: CampaignConfig, results: Path) -> list[str]:
     rec["settings"]["other"] = now["other"]
     for name in new_kernels:
         rec["settings"]["kernels"][name] = now["kernels"][name]
-    _write(state, rec)
+    _write(results, rec)
     return [f"recorded (does not change figures): {c.line()}" for c in changes] + [
         f"recorded: kernel {name} added" for name in new_kernels
     ]
@@ -303,4 +306,4 @@ def record(cfg: CampaignConfig, results: Path) -> list[str]:
 
 def made_by(results: Path) -> dict[str, Any] | None:
     """The record, for status and the report (None when the folder has none)."""
-    return read_record(Path(results) / ".hpcagents")
+    return read_record(Path(results))

@@ -9,6 +9,7 @@ a folder; nothing in the code names dgemm. The format is documented in kernels/R
 from __future__ import annotations
 
 import ast
+import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -465,6 +466,55 @@ def load_kernel(
     except ArtifactError as exc:
         raise KernelError(str(exc)) from None
     return _build(raw, path, name)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def kernel_snapshot(
+    name: str, kernels_dir: Path | str | Sequence[Path | str] | None = None
+) -> dict[str, Any]:
+    """Kernel ``name`` frozen for a run: its folder, its kernel.yaml as written (validated
+    here, once) and the sha256 of kernel.yaml and of every file it names (the baseline
+    source, the reference). The run's jobs build the spec from this record
+    (:func:`spec_from_snapshot`), so an edit of the folder mid-run never changes them.
+    The text, not a re-serialisation, is kept: key order is part of what the agents are
+    shown (e.g. a case is named ``m=1 n=1 k=1``)."""
+    folder = find_kernel(name, kernels_dir)
+    text = (folder / "kernel.yaml").read_text()
+    spec = load_kernel(name, kernels_dir)
+    files = [spec.source] + ([spec.reference.file] if spec.reference.file else [])
+    return {
+        "directory": str(folder),
+        "kernel_yaml": text,
+        "sha256": {
+            "kernel.yaml": hashlib.sha256(text.encode()).hexdigest(),
+            **{f: _sha256(folder / f) for f in dict.fromkeys(files)},
+        },
+    }
+
+
+def spec_from_snapshot(name: str, snapshot: Mapping[str, Any]) -> KernelSpec:
+    """The kernel spec of a run's frozen record (no schema pass: it was validated when the
+    run started). A file the spec names (the reference, the baseline) that changed since
+    is an error naming it: the run's figures would no longer measure what it started
+    with. (kernel.yaml itself is not read: the frozen text is used.)"""
+    folder = Path(snapshot["directory"])
+    for fname, digest in snapshot["sha256"].items():
+        if fname == "kernel.yaml":
+            continue
+        path = folder / fname
+        now = _sha256(path) if path.is_file() else "missing"
+        if now != digest:
+            raise KernelError(
+                f"kernel {name}: {path} changed since this run started (sha256 "
+                f"{digest[:12]} -> {now[:12]}): restart the campaign with `hpcagents run`, "
+                "which names the change; then start a new results folder or rerun with "
+                "--accept-changes"
+            )
+    raw = yaml.load(snapshot["kernel_yaml"], Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return _build(raw, folder / "kernel.yaml", name)
 
 
 def _build(raw: dict[str, Any], path: Path, name: str) -> KernelSpec:

@@ -22,6 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcagents.core.layout import RESULTS, CampaignLayout
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -38,8 +40,9 @@ def figures(results: Path) -> list[Figure]:
     """Every evaluation and final round under ``results`` with its node and CPU model
     (a half-written or foreign file is skipped: it is not a figure)."""
     out = []
-    paths = sorted(results.glob("*/iter*/pg*/attempt*/evaluation.json"))
-    paths += sorted(results.glob("*/iter*/final_round.json"))
+    kernels = [CampaignLayout(results).kernel(k) for k in CampaignLayout(results).kernels()]
+    paths = [p for k in kernels for p in k.evaluations()]
+    paths += [p for k in kernels for p in k.final_rounds()]
     for path in paths:
         try:
             record = json.loads(path.read_text())
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hpcagents.views.nodetypes", description=__doc__
     )
-    parser.add_argument("results", nargs="?", default="results", type=Path)
+    parser.add_argument("results", nargs="?", default=RESULTS, type=Path)
     parser.add_argument("--all", action="store_true", help="one line per figure")
     args = parser.parse_args(argv)
     figs = figures(args.results)

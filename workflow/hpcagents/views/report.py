@@ -32,7 +32,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from hpcagents.core.artifacts import read_json_or_none, write_text_atomic  # noqa: E402
+from hpcagents.campaign.reader import read_kernel  # noqa: E402
+from hpcagents.core.artifacts import write_text_atomic  # noqa: E402
+from hpcagents.core.layout import CampaignLayout  # noqa: E402
 from hpcagents.judge.hostload import reference_name  # noqa: E402
 
 #: Colours of evaluation statuses: green passes, warm colours for wrong code, greys for
@@ -136,32 +138,26 @@ def _call(rec: dict[str, Any], lane: str, iteration: int, what: str) -> Call:
 def load_campaign(kernel_dir: Path) -> Campaign:
     """Everything the report shows about one kernel's campaign directory."""
     kernel_dir = Path(kernel_dir)
-    summary = read_json_or_none(kernel_dir / "summary.json")
+    run = read_kernel(kernel_dir)
+    summary = run.summary
     if summary is None:
         raise FileNotFoundError(
-            f"{kernel_dir / 'summary.json'} is missing or unreadable: the report is drawn "
+            f"{run.layout.summary()} is missing or unreadable: the report is drawn "
             "from a finished campaign's summary (run the campaign, or `snakemake` to finish it)"
         )
     camp = Campaign(str(summary.get("kernel", kernel_dir.name)), kernel_dir, summary)
-    for it_dir in sorted(kernel_dir.glob("iter*"), key=lambda p: _index(p.name, "iter")):
-        i = _index(it_dir.name, "iter")
-        if i < 0:
-            continue
-        plan = read_json_or_none(it_dir / "plan.json")
+    for it in run.iterations:
+        i, plan = it.iteration, it.plan
         if plan:
             camp.plans[i] = plan
             for rec in plan.get("llm_calls") or []:
                 camp.calls.append(_call(rec, "PM", i, "plan"))
-        best = read_json_or_none(it_dir / "best.json")
-        if best:
-            camp.bests[i] = best
-        for att_dir in sorted(
-            it_dir.glob("pg*/attempt*"),
-            key=lambda p: (_index(p.parent.name, "pg"), _index(p.name, "attempt")),
-        ):
-            gen = read_json_or_none(att_dir / "generation.json") or {}
-            ev = read_json_or_none(att_dir / "evaluation.json")
-            pg, a = _index(att_dir.parent.name, "pg"), _index(att_dir.name, "attempt")
+        if it.best:
+            camp.bests[i] = it.best
+        for att in it.attempts():
+            gen = att.generation or {}
+            ev = att.evaluation
+            pg, a = att.pg, att.attempt
             kind = str(gen.get("kind", "baseline" if i == 0 else "generate"))
             if gen.get("llm"):
                 camp.calls.append(_call(gen["llm"], f"PG {pg}", i, kind))
@@ -187,11 +183,6 @@ def load_campaign(kernel_dir: Path) -> Campaign:
                 )
             )
     return camp
-
-
-def _index(name: str, prefix: str) -> int:
-    rest = name[len(prefix) :]
-    return int(rest) if name.startswith(prefix) and rest.isdigit() else -1
 
 
 # --------------------------------------------------------------------------- plots
@@ -645,6 +636,43 @@ def _strategies(camp: Campaign) -> str:
     return "".join(out)
 
 
+def _final_rounds(camp: Campaign) -> str:
+    """Per iteration, how the final round decided: rounds used (of the most allowed), the
+    outcome and whether it was certain, challenger against incumbent side by side, the
+    paired statistic and the decision's reason, as select wrote them in best.json."""
+    rows = []
+    for i, best in sorted(camp.bests.items()):
+        d = best.get("decision") or {}
+        if i == 0 or d.get("decided_by") != "final_round":
+            continue
+        ch, inc = d.get("challenger") or {}, d.get("incumbent") or {}
+        gf_ch, gf_inc = _num(ch.get("gflops")), _num(inc.get("gflops"))
+        ratio, p = _num(d.get("median_ratio")), _num(d.get("p_value"))
+        rounds = f"{d.get('rounds_used', '')}"
+        certain = d.get("certain")
+        rows.append(
+            f'<tr data-round="{i}"><td class="n">{i}</td>'
+            f'<td class="n" data-field="rounds_used">{_e(rounds)}</td>'
+            f"<td>{_e(d.get('outcome', 'not timed'))}"
+            f"{'' if certain is None else (' (certain)' if certain else ' (uncertain)')}</td>"
+            f"<td>{_e(ch.get('label', ''))}</td>"
+            f'<td class="n">{"" if gf_ch is None else f"{gf_ch:.2f}"}</td>'
+            f'<td class="n">{"" if gf_inc is None else f"{gf_inc:.2f}"}</td>'
+            f'<td class="n">{"" if ratio is None else f"{ratio:.3f}"}</td>'
+            f'<td class="n">{_e(d.get("wins", ""))}</td>'
+            f'<td class="n">{"" if p is None else f"{p:.3g}"}</td>'
+            f"<td>{_e(best.get('reason', ''))}</td></tr>"
+        )
+    if not rows:
+        return "<p class='muted'>No final round was timed in this campaign.</p>"
+    return (
+        '<table data-table="final-rounds"><tr><th>iteration</th><th>rounds</th>'
+        "<th>verdict</th><th>challenger</th><th>challenger GFLOP/s</th>"
+        "<th>incumbent GFLOP/s</th><th>median time ratio</th><th>rounds won</th>"
+        "<th>sign test p</th><th>decision</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
 def _server_table(summary: dict[str, Any]) -> str:
     per = (summary.get("totals") or {}).get("per_server") or {}
     cols = [c for c in SERVER_COLUMNS if any(c[0] in v for v in per.values())]
@@ -790,6 +818,14 @@ def kernel_section(camp: Campaign) -> str:
             )
         )
     parts.append(_strategies(camp))
+    parts.append("<h2>Final rounds: the verdict of each iteration</h2>")
+    parts.append(
+        "<p class='muted'>The best candidates and the incumbent re-timed side by side in "
+        "interleaved rounds (more rounds while the verdict is uncertain); a challenger "
+        "replaces the incumbent only when it is faster in significantly many rounds (a "
+        "sign test on the per-round time ratios). GFLOP/s are each one's best run.</p>"
+    )
+    parts.append(_final_rounds(camp))
     parts.append("<h2>LLM servers: tokens and latency</h2>")
     if camp.calls or (s.get("totals") or {}).get("per_server"):
         parts.append(
@@ -850,4 +886,4 @@ def write_report(kernel_dirs: list[Path], out: Path) -> Path:
 
 def kernel_dirs_under(results: Path) -> list[Path]:
     """Every kernel directory of a results directory that holds a summary.json."""
-    return sorted(p.parent for p in Path(results).glob("*/summary.json"))
+    return [k.directory for k in CampaignLayout(Path(results)).finished()]

@@ -30,11 +30,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcagents.campaign.workflow_support import current_config
+from hpcagents.campaign.reader import PG, read_kernel
+from hpcagents.campaign.repair import ends_chain
 from hpcagents.core.artifacts import read_json_or_none
+from hpcagents.core.layout import RESULTS, CampaignLayout
 from hpcagents.core.lifeline import campaign_processes, snakemake_processes
 from hpcagents.judge.figures import gbps_from_record
 from hpcagents.judge.hostload import doubt_of, implausible, reference_name
+from hpcagents.spec.effective import FROZEN, current_config
 
 
 def made_by_note(results: Path) -> list[str]:
@@ -54,16 +57,6 @@ def made_by_note(results: Path) -> list[str]:
         elif keys:
             out.append(f"settings changed at {h['at']}, accepted, figures made again: {keys}")
     return out[-5:]
-
-
-def _index(name: str, prefix: str) -> int:
-    rest = name[len(prefix) :]
-    return int(rest) if name.startswith(prefix) and rest.isdigit() else -1
-
-
-def _sorted_dirs(parent: Path, prefix: str) -> list[tuple[int, Path]]:
-    out = [(_index(p.name, prefix), p) for p in parent.glob(f"{prefix}*") if p.is_dir()]
-    return sorted((i, p) for i, p in out if i >= 0)
 
 
 def incomplete_jobs(workdir: Path) -> dict[str, str | None]:
@@ -156,7 +149,8 @@ def _done_detail(ev: dict[str, Any]) -> str:
 
 
 def _pg_state(
-    pg_dir: Path,
+    iteration: int,
+    pg_run: PG | None,
     pg: int,
     strategy: str,
     workdir: Path,
@@ -165,14 +159,14 @@ def _pg_state(
     max_repairs: int | None,
     live: dict[str, int] | None = None,
 ) -> PGState:
-    attempts = _sorted_dirs(pg_dir, "attempt") if pg_dir.is_dir() else []
+    attempts = pg_run.attempts if pg_run is not None else []
     if not attempts:
         return PGState(pg, strategy, 0, "waiting", "its first request has not started")
-    a, adir = attempts[-1]
+    last = attempts[-1]
+    a, adir = last.attempt, last.directory
     rel = adir.relative_to(workdir).as_posix() if adir.is_relative_to(workdir) else str(adir)
-    gen = read_json_or_none(adir / "generation.json")
-    ev = read_json_or_none(adir / "evaluation.json")
-    prev = read_json_or_none(attempts[-2][1] / "evaluation.json") if len(attempts) > 1 else None
+    gen, ev = last.generation, last.evaluation
+    prev = attempts[-2].evaluation if len(attempts) > 1 else None
     why = f" after {prev.get('status')}" if prev else ""
     if gen is None and pg == 0:
         return PGState(pg, strategy, a, "preparing", "copying the baseline source")
@@ -213,7 +207,7 @@ def _pg_state(
             detail += f"; race check skipped: {ev['race_check'].get('reason', '')[:60]}"
         return PGState(pg, strategy, a, "done", detail)
     reason = str(ev.get("reason", ""))[:90]
-    if max_repairs is not None and a >= max_repairs:
+    if ends_chain(iteration, a, status, max_repairs):  # the workflow's own repair policy
         return PGState(pg, strategy, a, "failed", f"{status}: {reason}")
     return PGState(pg, strategy, a, "repair due", f"{status}: {reason}")
 
@@ -232,25 +226,25 @@ def kernel_status(
         camp.get("pgs"),
         camp.get("max_repairs"),
     )
-    its = _sorted_dirs(kernel_dir, "iter")
-    finished = (kernel_dir / "summary.json").is_file()
-    ks = KernelStatus(kernel_dir.name, its[-1][0] if its else None, iterations, finished, "")
+    run = read_kernel(kernel_dir)
+    its = run.iterations
+    finished = run.layout.summary().is_file()
+    ks = KernelStatus(run.name, its[-1].iteration if its else None, iterations, finished, "")
     # failures and the best so far, over every evaluated attempt
     counts: Counter[str] = Counter()
-    for ev_path in kernel_dir.glob("iter*/pg*/attempt*/evaluation.json"):
-        ev = read_json_or_none(ev_path)
-        if ev is None:
+    for att in run.attempts():
+        if att.evaluation is None:
             continue
         ks.attempts += 1
-        if ev.get("status") != "ok":
-            counts[str(ev.get("status"))] += 1
+        if att.status != "ok":
+            counts[str(att.status)] += 1
     ks.failures = dict(sorted(counts.items()))
-    for i, it_dir in reversed(its):
-        best = read_json_or_none(it_dir / "best.json")
+    for it in reversed(its):
+        i, best = it.iteration, it.best
         if best:
             sel = best.get("selected") or {}
             ev = read_json_or_none(workdir / sel["evaluation"]) if sel.get("evaluation") else None
-            fr = read_json_or_none(it_dir / "final_round.json") if i > 0 else None
+            fr = it.final_round if i > 0 else None
             host = ((fr or ev or {}).get("provenance") or {}).get("host_load")
             ref = (ev or {}).get("reference") or {}
             ks.best = {
@@ -267,11 +261,12 @@ def kernel_status(
                 "pct_of_roofline": sel.get("pct_of_roofline"),
             }
             break
-    for i, it_dir in its:
-        best = read_json_or_none(it_dir / "best.json")
-        if best:
+    for it in its:
+        if it.best:
             ks.pgs_failed += sum(
-                1 for c in best.get("candidates") or [] if c.get("status") != "ok" and i > 0
+                1
+                for c in it.best.get("candidates") or []
+                if c.get("status") != "ok" and it.iteration > 0
             )
     if finished:
         ks.phase = "finished (summary.json written)"
@@ -279,19 +274,20 @@ def kernel_status(
     if not its:
         ks.phase = "not started"
         return ks
-    i, it_dir = its[-1]
-    if (it_dir / "best.json").is_file():
+    last = its[-1]
+    i = last.iteration
+    if last.best is not None or run.layout.best(i).is_file():
         ks.phase = f"iteration {i} selected; next plan not started"
         if iterations is not None and i >= iterations:
             ks.phase = f"iteration {i} selected; summary pending"
         return ks
     if i == 0:
-        ks.pgs = [_pg_state(it_dir / "pg0", 0, "baseline", workdir, inflight, running, 0, live)]
+        ks.pgs = [_pg_state(0, last.pg(0), 0, "baseline", workdir, inflight, running, 0, live)]
         ks.phase = "baseline"
         return ks
-    plan = read_json_or_none(it_dir / "plan.json")
+    plan = last.plan
     if plan is None:
-        key = f"{it_dir.relative_to(workdir).as_posix()}/plan.json"
+        key = run.layout.plan(i).relative_to(workdir).as_posix()
         cut = not running and key in inflight
         ks.phase = "planning (PM request " + ("cut)" if cut else "in flight)")
         return ks
@@ -299,7 +295,8 @@ def kernel_status(
     n = n_pgs or len(strategies)
     ks.pgs = [
         _pg_state(
-            it_dir / f"pg{j}",
+            i,
+            last.pg(j),
             j,
             strategies[j - 1] if j - 1 < len(strategies) else "?",
             workdir,
@@ -320,15 +317,16 @@ def kernel_status(
 
 def campaign_status(workdir: Path, results: Path | None = None) -> CampaignStatus:
     workdir = Path(workdir).resolve()
-    results = Path(results) if results else workdir / "results"
+    results = Path(results) if results else workdir / RESULTS
     if not results.is_absolute():
         results = workdir / results
-    effective = current_config(results / ".hpcagents")
+    layout = CampaignLayout(results)
+    effective = current_config(layout)
     cfg = (read_json_or_none(effective) if effective else None) or {}
+    cfg.pop(FROZEN, None)  # the frozen kernel specs: the config is what status shows
     kernels = list(cfg.get("kernels") or [])
     # kernels with results but not in the config (e.g. the config was changed since)
-    found = sorted(p.parent.name for p in results.glob("*/iter0")) if results.is_dir() else []
-    kernels += [k for k in found if k not in kernels]
+    kernels += [k for k in layout.kernels() if k not in kernels]
     inflight = incomplete_jobs(workdir)
     running = snakemake_processes(workdir)
     procs = campaign_processes(workdir, {os.getpid()})
@@ -345,7 +343,10 @@ def campaign_status(workdir: Path, results: Path | None = None) -> CampaignStatu
         str(workdir),
         running,
         locked,
-        [kernel_status(workdir, results / k, cfg, inflight, bool(running), live) for k in kernels],
+        [
+            kernel_status(workdir, layout.kernel(k).directory, cfg, inflight, bool(running), live)
+            for k in kernels
+        ],
         cfg,
         [asdict(p) for p in procs if p.step != "snakemake"],
         made_by_note(results),

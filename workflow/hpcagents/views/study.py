@@ -37,6 +37,7 @@ from hpcagents.cluster.campaigns import (
     write_config,
 )
 from hpcagents.core.artifacts import read_json, write_json, write_text_atomic
+from hpcagents.core.layout import LLM_CACHE, RESULTS, CampaignLayout
 
 STAND_IN_NOTE = (
     "NOTE: answers came from the scripted model (stochastic mode), a stand-in for an LLM: "
@@ -79,12 +80,12 @@ def campaign_raw(
     if url is not None:
         raw["llm"] = {**raw["llm"], "servers": [scripted_server_entry(url, max(4, n))]}
     # every run keeps its own cache, so a run replays only its own answers
-    raw["llm"]["cache_dir"] = "results/.llm-cache"
+    raw["llm"]["cache_dir"] = str(LLM_CACHE)
     return raw
 
 
 def _finished(workdir: Path, kernel: str, iterations: int, n: int) -> bool:
-    path = workdir / "results" / kernel / "summary.json"
+    path = CampaignLayout(workdir / RESULTS).kernel(kernel).summary()
     if not path.is_file():
         return False
     s = read_json(path, "summary")
@@ -143,7 +144,7 @@ def aggregate(
         runs = []
         for r in range(repeats):
             wd = run_dir(study_dir, n, r)
-            spath = wd / "results" / kernel / "summary.json"
+            spath = CampaignLayout(wd / RESULTS).kernel(kernel).summary()
             if not spath.is_file():
                 continue
             s = read_json(spath, "summary")
@@ -354,7 +355,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="override the kernel's bench size (e.g. 256 for a quick study)",
     )
-    parser.add_argument("--dir", default="results/study", help="the study's directory")
+    parser.add_argument("--dir", default=str(RESULTS / "study"), help="the study's directory")
     parser.add_argument("--config", default="config/config.yaml", help="base campaign config")
     parser.add_argument(
         "--llm",

@@ -25,6 +25,7 @@ from hpcagents.cluster.campaigns import (
     write_config,
 )
 from hpcagents.core.artifacts import read_json, write_text_atomic
+from hpcagents.core.layout import RESULTS, CampaignLayout
 
 NOTE = (
     "NOTE: answers came from the scripted model, a stand-in for an LLM: these figures "
@@ -61,7 +62,9 @@ def suite_table(summaries: list[dict[str, Any]]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", default="results/suite", help="the suite's working directory")
+    parser.add_argument(
+        "--dir", default=str(RESULTS / "suite"), help="the suite's working directory"
+    )
     parser.add_argument(
         "--kernel", action="append", help="only these kernels (default: every scripted one)"
     )
@@ -105,19 +108,20 @@ def run_suite(args: argparse.Namespace) -> int:
         write_config(workdir, raw)
         rc = run_campaign(workdir, args.cores, log_path=workdir / "snakemake.log")
     summaries = []
+    layout = CampaignLayout(workdir / RESULTS)
     for k in kernels:
-        path = workdir / "results" / k / "summary.json"
+        path = layout.kernel(k).summary()
         if path.is_file():
             summaries.append(read_json(path, "summary"))
     text = suite_table(summaries)
-    missing = [k for k in kernels if not (workdir / "results" / k / "summary.json").is_file()]
+    missing = [k for k in kernels if not layout.kernel(k).summary().is_file()]
     if missing:
         text += f"\nNOT FINISHED: {', '.join(missing)} (see {workdir / 'snakemake.log'})"
     write_text_atomic(workdir / "suite.md", f"# hpcagents suite\n\n```\n{text}\n```\n")
     print(text)
     print(
         f"[suite] {time.monotonic() - start:.0f} s; reports: "
-        + ", ".join(str(workdir / "results" / k / "report.html") for k in kernels)
+        + ", ".join(str(layout.kernel(k).report_html()) for k in kernels)
     )
     if rc != 0:
         print(f"[suite] snakemake failed (exit {rc}); rerun the same command to resume")

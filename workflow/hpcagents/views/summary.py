@@ -9,22 +9,23 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from hpcagents.campaign.reader import Iteration, read_iteration
 from hpcagents.core.artifacts import read_json, read_json_or_none, write_json, write_text_atomic
+from hpcagents.core.layout import KernelLayout
 from hpcagents.judge.figures import gbps_from_record
 from hpcagents.judge.hostload import doubt_of, implausible, reference_name
 from hpcagents.llm.accounting import per_server
 from hpcagents.spec.config import CampaignConfig
-from hpcagents.spec.kernelspec import KernelError, load_kernel
+from hpcagents.spec.kernelspec import KernelError
 from hpcagents.views.timeline import iteration_timing
 
 
-def _llm_calls(kernel_dir: Path, iteration: int) -> list[dict[str, Any]]:
+def _llm_calls(iteration: Iteration) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
-    plan = kernel_dir / f"iter{iteration}" / "plan.json"
-    if plan.is_file():
-        calls += read_json(plan, "plan")["llm_calls"]
-    for gen in sorted((kernel_dir / f"iter{iteration}").glob("pg*/attempt*/generation.json")):
-        llm = read_json(gen, "generation").get("llm")
+    if iteration.plan is not None:
+        calls += iteration.plan["llm_calls"]
+    for att in iteration.attempts():
+        llm = (att.generation or {}).get("llm")
         if llm:
             calls.append(llm)
     return calls
@@ -34,19 +35,20 @@ def reference_label(cfg: CampaignConfig, kernel: str) -> str:
     """The reference the kernel is measured against, named as it is: MKL, OpenBLAS, or
     the user's file (``reference.c``)."""
     try:
-        ref = load_kernel(kernel, cfg.kernel_search).reference
+        ref = cfg.kernel(kernel).reference
     except KernelError:
         return reference_name(cfg.blas)
     return reference_name(cfg.blas) if ref.library == "blas" else str(ref.file)
 
 
-def iteration_doubt(kernel_dir: Path, best: dict[str, Any], reference: str) -> dict[str, Any]:
+def iteration_doubt(
+    best: dict[str, Any], final_round: dict[str, Any] | None, reference: str
+) -> dict[str, Any]:
     """What puts the selected figure of an iteration in doubt: the host's load and the
-    spread while the figures that decided were taken (the final round's, or the
-    baseline's own evaluation), and a % of a vendor BLAS beyond belief."""
+    spread while the figures that decided were taken (the iteration's ``final_round``,
+    or the baseline's own evaluation), and a % of a vendor BLAS beyond belief."""
     sel = best["selected"]
-    i = best["iteration"]
-    fr = read_json_or_none(kernel_dir / f"iter{i}" / "final_round.json") if i > 0 else None
+    fr = final_round if best["iteration"] > 0 else None
     ev = read_json_or_none(Path(sel["evaluation"])) if sel.get("evaluation") else None
     source = fr if fr is not None else ev
     host = ((source or {}).get("provenance") or {}).get("host_load")
@@ -71,19 +73,26 @@ def iteration_doubt(kernel_dir: Path, best: dict[str, Any], reference: str) -> d
     }
 
 
-def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[str, Any]:
+def build_summary(
+    cfg: CampaignConfig, kernel: str, kernel_dir: Path, best_files: list[Path] | None = None
+) -> dict[str, Any]:
+    """The summary of ``kernel``'s campaign from ``best_files`` (every iteration's
+    best.json, in order; default: iterations 0..cfg.iterations under ``kernel_dir``) and
+    the iterations' other artifacts, read through :mod:`hpcagents.campaign.reader`."""
     rows = []
     totals: dict[str, Any] = defaultdict(float)
     all_calls: list[dict[str, Any]] = []
-    bests = [
-        read_json(kernel_dir / f"iter{i}" / "best.json", "best") for i in range(cfg.iterations + 1)
-    ]
+    layout = KernelLayout(Path(kernel_dir))
+    if best_files is None:
+        best_files = [layout.best(i) for i in range(cfg.iterations + 1)]
+    bests = [read_json(path, "best") for path in best_files]
+    its = {b["iteration"]: read_iteration(layout, b["iteration"], strict=True) for b in bests}
     for best in bests:
         i = best["iteration"]
+        it = its[i]
         cands = best["candidates"]
-        calls = _llm_calls(kernel_dir, i)
+        calls = _llm_calls(it)
         all_calls += calls
-        plan = kernel_dir / f"iter{i}" / "plan.json"
         sel = best["selected"]
         row = {
             "iteration": i,
@@ -101,7 +110,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
             "repairs_succeeded": sum(c["attempts"] > 1 and c["status"] == "ok" for c in cands),
             "llm_calls": len(calls),
             "tokens": sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls),
-            "plan_origin": read_json(plan, "plan")["origin"] if plan.is_file() else "baseline",
+            "plan_origin": it.plan["origin"] if it.plan is not None else "baseline",
             "reason": best["reason"],
             "decided_by": (best.get("decision") or {}).get("decided_by"),
             # [verdict] interleaved rounds the final round needed to decide (None: baseline)
@@ -109,7 +118,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
         }
         # How the iteration ran: wall time vs the critical path through its DAG, LLM
         # requests in flight, server busy fractions (from the artifacts' own stamps).
-        row.update(iteration_timing(kernel_dir / f"iter{i}") or {})
+        row.update(iteration_timing(it) or {})
         rows.append(row)
         for key in ("attempts", "repairs", "repairs_succeeded", "llm_calls"):
             totals[key] += row[key]
@@ -120,7 +129,7 @@ def build_summary(cfg: CampaignConfig, kernel: str, kernel_dir: Path) -> dict[st
         totals["retries"] += sum(c.get("retries", 0) for c in calls)
     base, final = bests[0]["selected"], bests[-1]["selected"]
     ref_name = reference_label(cfg, kernel)
-    doubts = [iteration_doubt(kernel_dir, b, ref_name) for b in bests]
+    doubts = [iteration_doubt(b, its[b["iteration"]].final_round, ref_name) for b in bests]
     for row, doubt in zip(rows, doubts, strict=True):
         row["gbps"] = doubt["gbps"]
         row["doubt"] = doubt["warnings"]
@@ -246,9 +255,15 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def write_summary(
-    cfg: CampaignConfig, kernel: str, kernel_dir: Path, out: Path, report: Path
+    cfg: CampaignConfig,
+    kernel: str,
+    kernel_dir: Path,
+    best_files: list[Path],
+    out: Path,
+    report: Path,
 ) -> str:
-    summary = build_summary(cfg, kernel, kernel_dir)
+    """Write ``out`` (summary.json) and ``report`` (report.md); return the table."""
+    summary = build_summary(cfg, kernel, kernel_dir, best_files)
     write_json(out, summary, "summary")
     text = table(summary)
     write_text_atomic(report, f"# hpcagents campaign: {kernel}\n\n```\n{text}\n```\n")

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from hpcagents.core.artifacts import read_json
+from hpcagents.campaign.reader import Iteration
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,6 @@ def _call(call: dict[str, Any] | None, pg: int | None) -> Span | None:
     return Span("llm", float(call["started_at"]), float(call["ended_at"]), pg, None, call["server"])
 
 
-def _read(path: Path, schema: str) -> dict[str, Any] | None:
-    return read_json(path, schema) if path.is_file() else None
-
-
 @dataclass
 class IterationSpans:
     """Every stamped step and LLM call of one iteration."""
@@ -78,39 +73,32 @@ class IterationSpans:
         return [s for s in spans if s is not None]
 
 
-def collect(iter_dir: Path) -> IterationSpans:
-    """Read the spans of ``results/<kernel>/iter<i>/`` (missing artifacts are skipped)."""
-    plan = _read(iter_dir / "plan.json", "plan")
+def collect(iteration: Iteration) -> IterationSpans:
+    """The spans of one iteration as the reader gives it (missing artifacts are skipped)."""
+    plan = iteration.plan
     head = _step(plan, "plan")
     calls = [c for c in (_call(x, None) for x in (plan or {}).get("llm_calls", [])) if c]
     chains: dict[int, list[Span]] = defaultdict(list)
-    for pg_dir in sorted(iter_dir.glob("pg*")):
-        if not pg_dir.is_dir():
-            continue
-        pg = int(pg_dir.name.removeprefix("pg"))
-        attempts = sorted(
-            pg_dir.glob("attempt*"), key=lambda p: int(p.name.removeprefix("attempt"))
-        )
-        for att_dir in attempts:
-            a = int(att_dir.name.removeprefix("attempt"))
-            gen = _read(att_dir / "generation.json", "generation")
+    for pg in iteration.pgs:
+        for att in pg.attempts:
+            gen = att.generation
             if gen and gen.get("kind") == "baseline":
-                head = _step(gen, "baseline", pg=pg, attempt=a)
+                head = _step(gen, "baseline", pg=pg.pg, attempt=att.attempt)
             else:
-                span = _step(gen, "generate", pg=pg, attempt=a)
+                span = _step(gen, "generate", pg=pg.pg, attempt=att.attempt)
                 if span:
-                    chains[pg].append(span)
-            call = _call((gen or {}).get("llm"), pg)
+                    chains[pg.pg].append(span)
+            call = _call((gen or {}).get("llm"), pg.pg)
             if call:
                 calls.append(call)
-            span = _step(_read(att_dir / "evaluation.json", "evaluation"), "evaluate", pg=pg)
+            span = _step(att.evaluation, "evaluate", pg=pg.pg)
             if span:
-                chains[pg].append(span)
+                chains[pg.pg].append(span)
     return IterationSpans(
         head=head,
         chains=dict(chains),
-        final_round=_step(_read(iter_dir / "final_round.json", "final_round"), "final_round"),
-        select=_step(_read(iter_dir / "best.json", "best"), "select"),
+        final_round=_step(iteration.final_round, "final_round"),
+        select=_step(iteration.best, "select"),
         calls=calls,
     )
 
@@ -131,9 +119,9 @@ def in_flight(spans: list[Span]) -> tuple[int, float, float]:
     return peak, (weighted / busy if busy else 0.0), busy
 
 
-def iteration_timing(iter_dir: Path) -> dict[str, Any] | None:
+def iteration_timing(iteration: Iteration) -> dict[str, Any] | None:
     """The parallelism figures of one finished iteration (None if it has no stamps)."""
-    spans = collect(iter_dir)
+    spans = collect(iteration)
     steps = spans.all_steps()
     if not steps or spans.select is None:
         return None
