@@ -19,8 +19,7 @@ from hpcagents.spec.config import LLMConfig, ServerConfig
 PG = [
     {
         "role": "user",
-        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\n"
-        "Attempt: 0\nStrategy: loop_reorder\n",
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\nStrategy: loop_reorder\n",
     }
 ]
 

@@ -31,8 +31,7 @@ ALIAS = "tiny-random-llama"
 PG = [
     {
         "role": "user",
-        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
-        "Strategy: loop_reorder\n",
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\nStrategy: loop_reorder\n",
     }
 ]
 

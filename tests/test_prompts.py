@@ -171,9 +171,7 @@ def test_pg_prompt_names_the_sibling_strategies_and_the_machine():
     messages = pg_messages(KERNEL, BUILD, 3, 1, 0, PLAN[0], BEST, SOURCE, None, siblings=PLAN[1:])
     text = messages[-1]["content"]
     _assert_machine_and_rules(text)
-    assert text.startswith(
-        "Kernel: dgemm\nIteration: 3\nPG: 1\nAttempt: 0\nStrategy: packed_b\n"
-    )
+    assert text.startswith("Kernel: dgemm\nIteration: 3\nPG: 1\nAttempt: 0\nStrategy: packed_b\n")
     assert "[hpcagents" not in text
     assert "- avx512_microkernel: An 8x24 AVX-512 FMA micro-kernel." in text
     assert "- prefetch: Prefetch the next panels of A and B." in text

@@ -27,10 +27,7 @@ def pm(iteration: int, n: int) -> list[dict[str, str]]:
 
 
 def pg(strategy: str, attempt: int) -> list[dict[str, str]]:
-    text = (
-        f"Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: {attempt}\n"
-        f"Strategy: {strategy}\n"
-    )
+    text = f"Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: {attempt}\nStrategy: {strategy}\n"
     return [{"role": "user", "content": text}]
 
 

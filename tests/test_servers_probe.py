@@ -37,8 +37,7 @@ PM = [
 PG = [
     {
         "role": "user",
-        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
-        "Strategy: loop_reorder\n",
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\nStrategy: loop_reorder\n",
     }
 ]
 SCHEMA = json.loads((REPO_DIR / "workflow/schemas/pm_answer.schema.json").read_text())

@@ -18,8 +18,7 @@ def _pm_messages(iteration: int, n: int) -> list[dict[str, str]]:
     return [
         {
             "role": "user",
-            "content": f"Kernel: dgemm\nIteration: {iteration}\n"
-            f"Strategies wanted: {n}\n",
+            "content": f"Kernel: dgemm\nIteration: {iteration}\nStrategies wanted: {n}\n",
         }
     ]
 

@@ -43,10 +43,7 @@ def messages(role: str, i: int, pg: int = 0, strategy: str = "") -> list[dict[st
     if role == "pm":
         head = f"Kernel: dgemm\nIteration: {i}\nStrategies wanted: 8\n"
     else:
-        head = (
-            f"Kernel: dgemm\nIteration: {i}\nPG: {pg}\nAttempt: 0\n"
-            f"Strategy: {strategy}\n"
-        )
+        head = f"Kernel: dgemm\nIteration: {i}\nPG: {pg}\nAttempt: 0\nStrategy: {strategy}\n"
     return [{"role": "user", "content": head}]
 
 
