@@ -21,7 +21,7 @@ from conftest import read_log
 from hpcagents.core.artifacts import REPO_DIR, validate
 from hpcagents.llm.accounting import per_server
 from hpcagents.llm.interface import LLMUnavailable, PromptTooLong
-from hpcagents.llm.pool import LLMPool, worst_case_wait_s
+from hpcagents.llm.pool import LLMPool
 from hpcagents.llm.probe import ServerState, check_servers, probe
 from hpcagents.scripted import serve
 from hpcagents.spec.config import ConfigError, LLMConfig, RoleConfig, ServerConfig, parse_config
@@ -349,15 +349,6 @@ def test_accounting_reads_records_older_than_per_try_accounting():
         and acc["a"]["tries"] == 1
         and acc["a"]["completion_tokens"] == 7
     )
-
-
-def test_default_worst_case_wait_is_minutes_not_tens_of_minutes():
-    cfg = parse_config(copy.deepcopy(DEFAULT)).llm
-    wait = worst_case_wait_s(cfg)
-    assert wait["dead_silent_per_server_s"] == 300 and wait["refusing_per_server_s"] == 3.0
-    assert wait["host_down_per_server_s"] == 33.0 and wait["all_dead_silent_s"] == 601.0
-    two = replace(cfg, servers=(*cfg.servers, replace(cfg.servers[0], name="b")))
-    assert worst_case_wait_s(two)["all_dead_silent_s"] == 901.0
 
 
 def test_a_timeout_moves_on_at_once_and_is_retried_only_on_the_last_server(tmp_path):

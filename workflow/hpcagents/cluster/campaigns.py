@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from hpcagents.cluster.run import snakemake_base
+from hpcagents.cluster.run import snakemake_command, unlock
 from hpcagents.core.artifacts import REPO_DIR
 from hpcagents.core.lifeline import snakemake_processes
 
@@ -33,7 +33,9 @@ class RunnerError(RuntimeError):
 
 
 class ScriptedModelProcess:
-    """The scripted model (a stand-in for an LLM) in a process of its own, on a free port."""
+    """The scripted model (a stand-in for an LLM) in a process of its own, on a free port
+    (or ``port``), its identity checked; the demo, the study and the suite start it so.
+    Its logs go to ``state_dir`` (scripted-server.log, scripted-requests.jsonl)."""
 
     def __init__(
         self,
@@ -41,6 +43,7 @@ class ScriptedModelProcess:
         latency: float = 0.05,
         stochastic: bool = False,
         max_concurrency: int = 64,
+        port: int = 0,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.latency = latency
@@ -48,6 +51,7 @@ class ScriptedModelProcess:
         self.max_concurrency = max_concurrency
         self.instance = uuid.uuid4().hex
         self.proc: subprocess.Popen[bytes] | None = None
+        self.requested_port = port
         self.port = 0
 
     @property
@@ -63,7 +67,7 @@ class ScriptedModelProcess:
             "hpcagents",
             "scripted-model",
             "--port",
-            "0",
+            str(self.requested_port),
             "--port-file",
             str(port_file),
             "--instance",
@@ -198,9 +202,8 @@ def run_campaign(
             f"{', '.join(map(str, running))}); wait for it, or watch it with "
             f"`hpcagents status --dir {workdir}`"
         )
-    base = snakemake_base(workdir, workdir / "config.yaml")
-    subprocess.run([*base, "--unlock"], capture_output=True, check=False)
-    cmd = [*base, *(["--cores", cores] if cores else []), *(extra or [])]
+    unlock(snakemake_command(workdir, workdir / "config.yaml"))
+    cmd = snakemake_command(workdir, workdir / "config.yaml", cores=cores, extra=extra or ())
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if log_path is None:
         return subprocess.call(cmd, env=env)

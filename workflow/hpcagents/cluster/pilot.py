@@ -81,10 +81,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpcagents.core.artifacts import write_text_atomic
-from hpcagents.core.layout import CampaignLayout
 from hpcagents.judge.machine import cpu_model
 
-PILOT_DIR = CampaignLayout().pilot()
 #: A waiting client touches its alive file this often; a queued request whose file is
 #: older than STALE_S belongs to a dead client and is dropped.
 HEARTBEAT_S = 5.0
@@ -238,19 +236,6 @@ def _squeue(jobs: list[str]) -> dict[str, tuple[str, str | None]] | None:
         if len(parts) >= 2:
             states[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else None)
     return states
-
-
-def job_state(job_id: str) -> tuple[str | None, str | None]:
-    """(state, pending reason) of a job; (None, None) when Slurm no longer knows it."""
-    states = _squeue([job_id])
-    if states is None:
-        return "UNKNOWN", None  # cannot tell: treat as alive, ask again later
-    return states.get(job_id, (None, None))
-
-
-def is_live(job_id: str) -> bool:
-    state, _ = job_state(job_id)
-    return state in LIVE_STATES
 
 
 def pilot_states(paths: Paths, max_age_s: float = REFRESH_S) -> dict[str, dict]:

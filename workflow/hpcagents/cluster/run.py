@@ -155,8 +155,18 @@ def end_orphans(workdir: Path, slurm: bool, poll_s: float = 0.2) -> list[str]:
     return notes
 
 
-def snakemake_base(workdir: Path, configfile: Path | None = None) -> list[str]:
-    """Snakemake on this workflow, for the campaign in ``workdir`` (the project's Python)."""
+def snakemake_command(
+    workdir: Path,
+    configfile: Path | str | None = None,
+    *,
+    slurm: bool = False,
+    cores: str | None = None,
+    extra: list[str] | tuple[str, ...] = (),
+) -> list[str]:
+    """THE Snakemake command line of a campaign in ``workdir``: the project's Python and
+    Snakefile, the Slurm workflow profile when asked, the config file, then ``extra``.
+    ``hpcagents run``, the demo and the campaigns of the study and the suite all start
+    Snakemake with it."""
     cmd = [
         sys.executable,
         "-m",
@@ -166,17 +176,27 @@ def snakemake_base(workdir: Path, configfile: Path | None = None) -> list[str]:
         "--directory",
         str(workdir),
     ]
-    return cmd + (["--configfile", str(configfile)] if configfile else [])
-
-
-def snakemake_command(args: argparse.Namespace, *extra: str) -> list[str]:
-    """The Snakemake command of this campaign (plus ``extra`` before the user's args)."""
-    cmd = snakemake_base(campaign_dir(args))
-    if args.slurm:
+    if slurm:
         cmd += ["--workflow-profile", str(REPO_DIR / "profiles" / "slurm")]
-    if args.configfile:
-        cmd += ["--configfile", str(Path(args.configfile).resolve())]
-    return cmd + list(extra) + list(args.snakemake_args)
+    if configfile:
+        cmd += ["--configfile", str(configfile)]
+    if cores:
+        cmd += ["--cores", str(cores)]
+    return cmd + list(extra)
+
+
+def unlock(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    """Drop the lock a killed run of ``cmd`` left behind. Only safe when no Snakemake runs
+    in its directory: every caller has checked that first."""
+    subprocess.run([*cmd, "--unlock"], capture_output=True, check=False, env=env)
+
+
+def _command_of(args: argparse.Namespace) -> list[str]:
+    """``hpcagents run``'s Snakemake command (the user's Snakemake arguments last)."""
+    configfile = Path(args.configfile).resolve() if args.configfile else None
+    return snakemake_command(
+        campaign_dir(args), configfile, slurm=args.slurm, extra=args.snakemake_args
+    )
 
 
 def campaign_dir(args: argparse.Namespace) -> Path:
@@ -256,12 +276,12 @@ def run_campaign(args: argparse.Namespace) -> int:
     launched = _start_launched_servers(args)  # [slurm helper] llm.servers[].launch
     if launched == 2:
         return 2
-    base = snakemake_command(args)
+    base = _command_of(args)
     env = dict(os.environ)
     if args.accept_changes:
         env[ACCEPT_ENV] = "1"
     # Safe: no campaign runs here (checked above), so the lock is a killed run's leftover.
-    subprocess.run(snakemake_command(args, "--unlock"), capture_output=True, check=False, env=env)
+    unlock(base, env)
     try:
         print(f"[run] {' '.join(base)}", flush=True)
         return run_recorded(workdir, base, env, "slurm" if args.slurm else "local")

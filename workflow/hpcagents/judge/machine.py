@@ -183,16 +183,6 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _cpu_list_len(text: str) -> int:
-    count = 0
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        count += int(hi or lo) - int(lo) + 1
-    return count
-
-
 def _size_kib(text: str) -> int:
     """``32K`` (sysfs), ``32 KiB`` or ``1M`` in KiB; a bare number is bytes."""
     m = re.fullmatch(r"(\d+)\s*([KMG]?)(?:I?B)?", text.strip().upper())

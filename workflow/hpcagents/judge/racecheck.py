@@ -40,7 +40,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,6 @@ SUPPRESSIONS = (
     "called_from_lib:libomp.so",
     "called_from_lib:libarcher.so",
 )
-RACE_STATUSES = ("clean", "data_race", "skipped")
 
 
 @dataclass(frozen=True)
@@ -893,7 +892,3 @@ def race_note(race: dict[str, Any] | None) -> str:
     if race["status"] == "clean":
         return f"; race check: {race['reason']}"
     return ""
-
-
-def record_dict(rec: RaceConfig) -> dict[str, Any]:
-    return asdict(rec)

@@ -117,6 +117,3 @@ class ServerCaps:
     # Unix time the server last left a request unanswered (the pool asks it last for a
     # while); None when it answers.
     down_since: float | None = None
-
-    def fingerprint(self) -> dict[str, str]:
-        return {"base_url": self.base_url, "model": self.model}

@@ -608,31 +608,6 @@ def backoff_s(attempt: int, base: float = 0.5, cap: float = 20.0) -> float:
     return random.uniform(0.0, min(cap, base * 2**attempt))
 
 
-def worst_case_wait_s(cfg: LLMConfig, role: str = "pg") -> dict[str, float]:
-    """The longest one request can wait, per way a server fails (backoff at its cap).
-
-    ``dead_silent_per_server_s``: a server that accepts and never answers, before the
-    request moves on (one ``timeout_s``); ``refusing_per_server_s``: connection refused
-    or HTTP 5xx/429 at once (the backoff only); ``host_down_per_server_s``: a host that
-    drops packets (10 s connect timeouts); ``all_dead_silent_s``: every server of the
-    role dead-silent, until the step stops (the last one is retried after a timeout).
-    """
-
-    def backoff(n: int) -> float:
-        return sum(min(20.0, 0.5 * 2**a) for a in range(1, n + 1))
-
-    servers = cfg.servers_for(role)
-    timeouts = [s.timeout_s for s in servers] or [0.0]
-    last = timeouts[-1] * (cfg.timeout_retries + 1) + backoff(cfg.timeout_retries)
-    tries = cfg.max_retries + 1
-    return {
-        "dead_silent_per_server_s": max(timeouts),
-        "refusing_per_server_s": backoff(cfg.max_retries),
-        "host_down_per_server_s": tries * min(10.0, max(timeouts)) + backoff(cfg.max_retries),
-        "all_dead_silent_s": sum(timeouts[:-1]) + last,
-    }
-
-
 def pool_from_env(cfg: LLMConfig) -> LLMPool:
     """A pool whose lock dir can be moved by ``HPCAGENTS_LOCK_DIR`` (node-local disks)."""
     lock_dir = os.environ.get("HPCAGENTS_LOCK_DIR")
