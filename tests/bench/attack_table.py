@@ -20,8 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import test_judge_trust as t  # noqa: E402
-from hpcagents.judge import harness as judge
-from hpcagents.judge import screen
+from hpcagents.judge import build, screen  # noqa: E402
 from hpcagents.judge.evaluate import BuildConfig, evaluate_source  # noqa: E402
 from hpcagents.spec.kernelspec import load_kernel  # noqa: E402
 
@@ -78,7 +77,7 @@ def main() -> int:
     kernels = args.kernel or t.KERNELS
     rows = []
     saved = {
-        n: getattr(judge, n)
+        n: getattr(build, n)
         for n in ("screen_source", "screen_includes", "screen_preprocessed", "screen_symbols")
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,7 +85,7 @@ def main() -> int:
             k = load_kernel(name)
             for i, (cls, code, past) in enumerate(attacks(name)):
                 for n in saved:
-                    setattr(judge, n, (lambda *a, **kw: screen.OK) if past else saved[n])
+                    setattr(build, n, (lambda *a, **kw: screen.OK) if past else saved[n])
                 work = Path(tmp) / f"{name}-{i}"
                 work.mkdir()
                 src = work / k.source
@@ -98,7 +97,7 @@ def main() -> int:
                 )
                 print(f"| {name} | {cls} | {rec['status']} | {rec['reason'][:110]} |", flush=True)
     for n, f in saved.items():
-        setattr(judge, n, f)
+        setattr(build, n, f)
     return 0
 
 

@@ -5,7 +5,7 @@ Prints a table; asserts nothing (a benchmark, not a test). For every scripted va
 the kernels named (real gcc, bubblewrap, the campaign's default flags), each build is
 run ``--repeats`` times, alternating, and the median wall is shown:
 
-* build    -- hpcagents.judge.harness.build_candidate: the sandboxed compile + screens + link
+* build    -- hpcagents.judge.build.build_candidate: the sandboxed compile + screens + link
               of the timed object (what every evaluation pays already)
 * report   -- hpcagents.judge.optreport.optimisation_report: the second compile, -S to nothing
 * extra    -- report / build
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 
-from hpcagents.judge import harness as judge  # noqa: E402
+from hpcagents.judge.build import build_candidate  # noqa: E402
 from hpcagents.judge.optreport import optimisation_report  # noqa: E402
 from hpcagents.spec.kernelspec import load_kernel  # noqa: E402
 
@@ -48,7 +48,7 @@ def main() -> int:
             for _ in range(args.repeats):
                 with tempfile.TemporaryDirectory(prefix="hpca-optcost-") as tmp:
                     t0 = time.monotonic()
-                    built = judge.build_candidate(kernel, src, Path(tmp) / "b", "gcc", FLAGS)
+                    built = build_candidate(kernel, src, Path(tmp) / "b", "gcc", FLAGS)
                     build_s.append(time.monotonic() - t0)
                     if not built.ok:
                         ok = False

@@ -1,5 +1,5 @@
 """Compile → validate → time one candidate against the kernel's reference, with the
-generic judge (:mod:`hpcagents.judge.harness`): the candidate runs in a process of its own.
+generic judge (:mod:`hpcagents.judge`): the candidate runs in a process of its own.
 
 Errors are values: every candidate fault ends as a record with a status and a reason,
 never as an exception. The reason is what the repair prompt feeds back to the PG, so it
@@ -27,10 +27,14 @@ from typing import Any
 import numpy as np
 
 from hpcagents.core.artifacts import write_json
-from hpcagents.judge import harness as judge
 from hpcagents.judge import hwcounters, node_size, optreport, racecheck
+from hpcagents.judge.arena import frame, generate_inputs, plan, random_case
 from hpcagents.judge.blas import BlasInfo, BlasNotFound, find_blas
+from hpcagents.judge.build import build_candidate, build_reference
+from hpcagents.judge.checks import check_call, check_reason
+from hpcagents.judge.errors import JudgeError, RunnerFault
 from hpcagents.judge.hostload import LoadWatch, reference_name
+from hpcagents.judge.process import Reference, Runner, candidate_call, check_frozen, runner_env
 from hpcagents.judge.sandbox import Limits
 from hpcagents.judge.timinglock import PhaseLock
 from hpcagents.spec.kernelspec import KernelError, KernelSpec, load_kernel
@@ -260,7 +264,7 @@ def _evaluate_source(
     if not source.is_file() or not source.read_text(errors="replace").strip():
         return fail("no_code", f"{source} is missing or empty")
     lock.shared()  # building and validating overlap with other evaluations, never a timing
-    built = judge.build_candidate(
+    built = build_candidate(
         kernel, source, workdir / "cand", build.cc, build.cflags, use_bwrap=cfg.sandbox
     )
     comp = built.compile
@@ -278,8 +282,8 @@ def _evaluate_source(
         use_bwrap=cfg.sandbox,
     )
     try:
-        ref_exe = judge.build_reference(kernel, build.cc, build.cflags, blas)
-    except judge.JudgeError as exc:
+        ref_exe = build_reference(kernel, build.cc, build.cflags, blas)
+    except JudgeError as exc:
         return fail("harness_error", str(exc), compile=comp)
 
     seed = seed if seed is not None else secrets.randbits(31)
@@ -287,9 +291,9 @@ def _evaluate_source(
     bench = node_size.bench_case(kernel, cfg)
     # the validation cases of kernel.yaml, then one the candidate cannot predict (sizes
     # and padding drawn by the judge): last, so a failing published case is named first
-    cases = [*kernel.cases, judge.random_case(kernel, rng)]
-    fr = judge.frame(kernel, [*cases, bench])
-    env = judge.runner_env(threads, blas, workdir)
+    cases = [*kernel.cases, random_case(kernel, rng)]
+    fr = frame(kernel, [*cases, bench])
+    env = runner_env(threads, blas, workdir)
     limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb)
     ro = list(blas.lib_dirs) if blas else []
     (workdir / "ref").mkdir(exist_ok=True)
@@ -297,24 +301,20 @@ def _evaluate_source(
     cand = ref = None
     counters: hwcounters.Counters | None = None
     try:
-        cand = judge.Runner(
-            built.exe, workdir / "cand", fr, env, limits, [], cfg.sandbox, "candidate"
-        )
+        cand = Runner(built.exe, workdir / "cand", fr, env, limits, [], cfg.sandbox, "candidate")
         ref_limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb + 4096)
-        ref = judge.Runner(
-            ref_exe, workdir / "ref", fr, env, ref_limits, ro, cfg.sandbox, "reference"
-        )
+        ref = Runner(ref_exe, workdir / "ref", fr, env, ref_limits, ro, cfg.sandbox, "reference")
         sandbox_info = {**cand.sandbox, "timeout_s": cfg.timeout_s, "seccomp": True}
-        reference = judge.Reference(kernel, ref)
+        reference = Reference(kernel, ref)
         deadline = time.monotonic() + cfg.timeout_s
         phase = "validation"
         records, failures = [], []
         for case in cases:
-            lay = judge.plan(kernel, case, fr)
-            data = judge.generate_inputs(kernel, lay, rng)
+            lay = plan(kernel, case, fr)
+            data = generate_inputs(kernel, lay, rng)
             _, want, mag = reference.run(lay, data, time.monotonic() + cfg.timeout_s)
-            t_case, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
-            c = judge.check_call(kernel, lay, image, after, got, want, mag)
+            t_case, image, after, got = candidate_call(kernel, cand, lay, data, deadline)
+            c = check_call(kernel, lay, image, after, got, want, mag)
             if c.reference_nonfinite:
                 return fail(
                     "harness_error",
@@ -327,7 +327,7 @@ def _evaluate_source(
             rec["seconds"] = round(t_case, 6)  # untimed in earnest: how the kernel scales
             records.append(rec)
             if not c.ok:
-                failures.append((case.label(), judge.check_reason(kernel, lay, c, case.label())))
+                failures.append((case.label(), check_reason(kernel, lay, c, case.label())))
         validation = {
             "seed": seed,
             "tolerance": _tolerance_record(kernel),
@@ -362,21 +362,21 @@ def _evaluate_source(
             )
         phase = "timing"
         lock.exclusive()  # the timed calls have this host's cores to themselves
-        lay = judge.plan(kernel, bench, fr)
+        lay = plan(kernel, bench, fr)
         runs, ref_runs = [], []
         counters = hwcounters.Counters(cand.proc.pid).open()  # [feedback] from our side
         counters.start()
         load = LoadWatch()
         for r in range(-cfg.warmup, cfg.repeats):
-            data = judge.generate_inputs(kernel, lay, rng)
+            data = generate_inputs(kernel, lay, rng)
             load.sample()  # between calls: what runs now is someone else's
             # each process is frozen while the other is timed: neither can slow the other
             t_ref, want = reference.timed(lay, data, time.monotonic() + cfg.timeout_s)
-            t, image, after, got = judge.candidate_call(kernel, cand, lay, data, deadline)
+            t, image, after, got = candidate_call(kernel, cand, lay, data, deadline)
             if r < 0:
                 continue  # warmup: untimed, and on inputs no later call sees
             mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
-            c = judge.check_call(kernel, lay, image, after, got, want, mag)
+            c = check_call(kernel, lay, image, after, got, want, mag)
             if c.reference_nonfinite:
                 return fail(
                     "harness_error",
@@ -388,7 +388,7 @@ def _evaluate_source(
                 label = f"bench {bench.label()} (timed run {r + 1})"
                 return fail(
                     "wrong_answer",
-                    judge.check_reason(kernel, lay, c, label)
+                    check_reason(kernel, lay, c, label)
                     + " (the output of every timed call is checked, on fresh inputs each call)",
                     compile=comp,
                     validation=validation,
@@ -398,10 +398,10 @@ def _evaluate_source(
         counters.stop()
         counted = counters.record(calls=cfg.warmup + cfg.repeats)
         host_load = load.record(max(runs) / min(runs) if runs and min(runs) > 0 else None)
-        frozen = judge.check_frozen(cand)
+        frozen = check_frozen(cand)
         if frozen:
             return fail("tampering", frozen, compile=comp, validation=validation)
-    except judge.RunnerFault as exc:
+    except RunnerFault as exc:
         where = "validation or timing" if phase == "validation" else "timing"
         if exc.status == "timeout":
             return fail(
@@ -413,7 +413,7 @@ def _evaluate_source(
         if exc.status == "crash" and "signal" in reason:
             reason += f" during {where}"
         return fail(exc.status, reason, compile=comp)
-    except judge.JudgeError as exc:
+    except JudgeError as exc:
         return fail("harness_error", str(exc), compile=comp)
     finally:
         if counters is not None:

@@ -29,9 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from hpcagents.judge import harness as judge
 from hpcagents.judge import node_size
+from hpcagents.judge.arena import frame, generate_inputs, plan, random_case
 from hpcagents.judge.blas import BlasInfo, BlasNotFound, find_blas
+from hpcagents.judge.build import build_candidate, build_reference
+from hpcagents.judge.checks import check_call, check_reason
+from hpcagents.judge.errors import JudgeError, RunnerFault
 from hpcagents.judge.evaluate import (
     BuildConfig,
     EvalConfig,
@@ -41,6 +44,7 @@ from hpcagents.judge.evaluate import (
     _sha,
 )
 from hpcagents.judge.hostload import LoadWatch, reference_name, widest_spread
+from hpcagents.judge.process import Reference, Runner, candidate_call, check_frozen, runner_env
 from hpcagents.judge.sandbox import Limits
 from hpcagents.judge.timinglock import PhaseLock
 from hpcagents.judge.verdict import Verdict, verdict_of
@@ -58,10 +62,10 @@ def _figures(runs: list[float], flops: float) -> dict[str, Any]:
 
 
 def fresh_case(kernel: KernelSpec, rng: np.random.Generator, avoid: Case | None = None) -> Case:
-    """A validation case nobody has seen (:func:`judge.random_case`: a kernel.yaml case with
+    """A validation case nobody has seen (:func:`random_case`: a kernel.yaml case with
     every size drawn anew and a random padding), never the bench case ``avoid``."""
     for _ in range(100):
-        case = judge.random_case(kernel, rng)
+        case = random_case(kernel, rng)
         sizes = [p.name for p in kernel.parameters if p.kind == "size"]
         if avoid is None or not sizes or any(case[n] != avoid.get(n) for n in sizes):
             return case
@@ -70,11 +74,11 @@ def fresh_case(kernel: KernelSpec, rng: np.random.Generator, avoid: Case | None 
 
 def _fault(exc: BaseException, timeout_s: float) -> tuple[str, str]:
     """(status, reason) of one contender's fault, whatever raised it."""
-    if isinstance(exc, judge.RunnerFault):
+    if isinstance(exc, RunnerFault):
         if exc.status == "timeout":
             return "timeout", f"the call did not finish within {timeout_s:g} s"
         return exc.status, exc.reason
-    if isinstance(exc, judge.JudgeError):
+    if isinstance(exc, JudgeError):
         return "harness_error", f"the judge failed on this contender's process: {exc}"
     return "harness_error", f"the judge failed on this contender ({type(exc).__name__}: {exc})"
 
@@ -120,8 +124,8 @@ def _final_round(
     flops = kernel.flops(bench)
     rng = np.random.default_rng(secrets.randbits(63))
     vcase = fresh_case(kernel, rng, bench)
-    frm = judge.frame(kernel, [vcase, bench])  # one frame: both cases, every runner
-    lay, vlay = judge.plan(kernel, bench, frm), judge.plan(kernel, vcase, frm)
+    frm = frame(kernel, [vcase, bench])  # one frame: both cases, every runner
+    lay, vlay = plan(kernel, bench, frm), plan(kernel, vcase, frm)
     blas: BlasInfo | None = None
     entries: list[dict[str, Any]] = []
     for label, source in contenders:
@@ -166,7 +170,7 @@ def _final_round(
         }
         return record
 
-    runners: dict[int, judge.Runner] = {}
+    runners: dict[int, Runner] = {}
 
     def drop(who: int, status: str, reason: str) -> None:
         """Remove one contender, with its reason; the round goes on without it."""
@@ -183,10 +187,10 @@ def _final_round(
         except BlasNotFound as exc:
             return finish("harness_error", str(exc))
     try:
-        ref_exe = judge.build_reference(kernel, build.cc, build.cflags, blas)
-    except judge.JudgeError as exc:
+        ref_exe = build_reference(kernel, build.cc, build.cflags, blas)
+    except JudgeError as exc:
         return finish("harness_error", str(exc))
-    env = judge.runner_env(threads, blas, workdir)
+    env = runner_env(threads, blas, workdir)
     limits = Limits(
         cpu_s=int(cfg.timeout_s * threads * (max_rounds + cfg.warmup + 2)) + 30,
         memory_mb=cfg.memory_mb,
@@ -198,13 +202,13 @@ def _final_round(
                 entry.update(status="no_code", reason=f"{source} is missing")
                 continue
             try:
-                built = judge.build_candidate(
+                built = build_candidate(
                     kernel, Path(source), workdir / f"c{i}", build.cc, build.cflags, cfg.sandbox
                 )
                 if not built.ok:
                     entry.update(status=built.status, reason=built.reason)
                     continue
-                runners[i] = judge.Runner(
+                runners[i] = Runner(
                     built.exe, workdir / f"c{i}", frm, env, limits, [], cfg.sandbox, f"c{i}"
                 )
                 sandbox = runners[i].sandbox
@@ -214,19 +218,17 @@ def _final_round(
         exe = Path(shutil.copy2(ref_exe, workdir / "ref" / "reference-runner"))
         ref_limits = Limits(cpu_s=limits.cpu_s, memory_mb=cfg.memory_mb + 4096)
         ro = list(blas.lib_dirs) if blas else []
-        ref_runner = judge.Runner(
-            exe, workdir / "ref", frm, env, ref_limits, ro, cfg.sandbox, "ref"
-        )
-        reference = judge.Reference(kernel, ref_runner)
+        ref_runner = Runner(exe, workdir / "ref", frm, env, ref_limits, ro, cfg.sandbox, "ref")
+        reference = Reference(kernel, ref_runner)
         # validation first, on the fresh case: untimed, every contender on the same inputs
-        data = judge.generate_inputs(kernel, vlay, rng)
+        data = generate_inputs(kernel, vlay, rng)
         _, want, mag = reference.run(vlay, data, time.monotonic() + cfg.timeout_s)
         for who in sorted(runners):
             try:
-                _, image, after, out = judge.candidate_call(
+                _, image, after, out = candidate_call(
                     kernel, runners[who], vlay, data, time.monotonic() + cfg.timeout_s
                 )
-                c = judge.check_call(kernel, vlay, image, after, out, want, mag)
+                c = check_call(kernel, vlay, image, after, out, want, mag)
             except Exception as exc:  # noqa: BLE001 - this contender's fault, not the round's
                 drop(who, *_fault(exc, cfg.timeout_s))
                 continue
@@ -234,12 +236,12 @@ def _final_round(
                 return finish("harness_error", "the reference produced NaN/Inf")
             if not c.ok:
                 label = f"fresh validation case {vcase.label()}"
-                drop(who, "wrong_answer", judge.check_reason(kernel, vlay, c, label))
+                drop(who, "wrong_answer", check_reason(kernel, vlay, c, label))
         ref_runs: list[float] = []
         r = -cfg.warmup
         while runners:
             load.sample()  # [trust] between rounds: what runs now is someone else's
-            data = judge.generate_inputs(kernel, lay, rng)
+            data = generate_inputs(kernel, lay, rng)
             order: list[int | None] = [None, *sorted(runners)]
             shift = (r + cfg.warmup) % len(order)
             order = order[shift:] + order[:shift]
@@ -254,7 +256,7 @@ def _final_round(
                     t_ref, want = reference.timed(lay, data, deadline)
                     continue
                 try:
-                    got[who] = judge.candidate_call(kernel, runners[who], lay, data, deadline)
+                    got[who] = candidate_call(kernel, runners[who], lay, data, deadline)
                 except Exception as exc:  # noqa: BLE001 - this contender's fault alone
                     drop(who, *_fault(exc, cfg.timeout_s))
             if r < 0:
@@ -263,7 +265,7 @@ def _final_round(
             mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
             for who, (t, image, after, out) in got.items():
                 try:
-                    c = judge.check_call(kernel, lay, image, after, out, want, mag)
+                    c = check_call(kernel, lay, image, after, out, want, mag)
                 except Exception as exc:  # noqa: BLE001 - this contender's fault alone
                     drop(who, *_fault(exc, cfg.timeout_s))
                     continue
@@ -271,7 +273,7 @@ def _final_round(
                     return finish("harness_error", "the reference produced NaN/Inf")
                 if not c.ok:
                     label = f"bench {bench.label()} (final round {r + 1})"
-                    drop(who, "wrong_answer", judge.check_reason(kernel, lay, c, label))
+                    drop(who, "wrong_answer", check_reason(kernel, lay, c, label))
                 else:
                     entries[who]["runs_s"].append(t)
             ref_runs.append(t_ref)
@@ -280,13 +282,13 @@ def _final_round(
                 break
         for who in list(runners):
             try:
-                quiet = judge.check_frozen(runners[who])
+                quiet = check_frozen(runners[who])
             except Exception as exc:  # noqa: BLE001 - this contender's fault alone
                 drop(who, *_fault(exc, cfg.timeout_s))
                 continue
             if quiet:
                 drop(who, "tampering", quiet)
-    except judge.JudgeError as exc:
+    except JudgeError as exc:
         return finish("harness_error", str(exc))
     finally:
         for runner in [*runners.values(), ref_runner]:

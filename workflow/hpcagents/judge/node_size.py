@@ -48,9 +48,12 @@ import numpy as np
 
 from hpcagents.core.artifacts import ArtifactError, read_json, write_json
 from hpcagents.core.layout import CampaignLayout, KernelLayout
-from hpcagents.judge import harness as judge
+from hpcagents.judge.arena import Layout, frame, generate_inputs, plan
 from hpcagents.judge.blas import BlasInfo, BlasNotFound, find_blas
+from hpcagents.judge.build import build_candidate, build_reference
+from hpcagents.judge.errors import JudgeError, RunnerFault
 from hpcagents.judge.machine import mem_available_bytes
+from hpcagents.judge.process import Reference, Runner, candidate_call, runner_env
 from hpcagents.judge.sandbox import Limits
 from hpcagents.judge.timinglock import PhaseLock
 from hpcagents.spec.kernelspec import Case, KernelSpec
@@ -262,8 +265,8 @@ def search(
         except BlasNotFound as exc:
             raise NodeSizeError(str(exc)) from None
     try:
-        ref_exe = judge.build_reference(kernel, cc, cflags, blas)
-    except judge.JudgeError as exc:
+        ref_exe = build_reference(kernel, cc, cflags, blas)
+    except JudgeError as exc:
         raise NodeSizeError(f"the reference does not build: {exc}") from None
     ratio = settings.step_work ** (1.0 / work_degree(kernel))
     mem_bound = int(settings.memory_share * cfg.memory_mb * 2**20)
@@ -277,7 +280,7 @@ def search(
     work = Path(tempfile.mkdtemp(prefix="hpca-node-size-"))
     rng = np.random.default_rng(20261204)
     try:
-        base = judge.build_candidate(
+        base = build_candidate(
             kernel,
             kernel.directory / kernel.source,
             work / "base",
@@ -291,7 +294,7 @@ def search(
             factor = 1.0
             for step in range(settings.max_steps):
                 case = scaled_case(kernel, factor)
-                lay = judge.plan(kernel, case, judge.frame(kernel, [case]))
+                lay = plan(kernel, case, frame(kernel, [case]))
                 if step:
                     grow = kernel.flops(case) / max(kernel.flops(curve[-1]["case"]), 1.0)
                     prev = curve[-1]
@@ -425,7 +428,7 @@ def plateau_start(curve: list[Mapping[str, Any]], plateau: float) -> int:
 def _measure_step(
     kernel: KernelSpec,
     case: Case,
-    lay: judge.Layout,
+    lay: Layout,
     ref_exe: Path,
     base_exe: Path | None,
     blas: BlasInfo | None,
@@ -437,29 +440,29 @@ def _measure_step(
 ) -> dict[str, Any]:
     """The reference's best time at ``case`` and one call of the baseline there."""
     t_step = time.monotonic()
-    env = judge.runner_env(threads, blas, work)
+    env = runner_env(threads, blas, work)
     limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb + 4096)
     ro = list(blas.lib_dirs) if blas else []
     t_inputs = time.monotonic()
-    data = judge.generate_inputs(kernel, lay, rng)
+    data = generate_inputs(kernel, lay, rng)
     inputs_s = time.monotonic() - t_inputs
     deadline = time.monotonic() + cfg.timeout_s
     runs: list[float] = []
     (work / "ref").mkdir(exist_ok=True)
     # the sandbox sees the work dir, not the cache the reference was built in
     ref_exe = Path(shutil.copy2(ref_exe, work / "ref" / "reference-runner"))
-    fr = lay.frame or judge.frame(kernel, [case])
+    fr = lay.frame or frame(kernel, [case])
     try:
-        ref = judge.Runner(ref_exe, work / "ref", fr, env, limits, ro, cfg.sandbox, "ref")
-    except judge.JudgeError as exc:
+        ref = Runner(ref_exe, work / "ref", fr, env, limits, ro, cfg.sandbox, "ref")
+    except JudgeError as exc:
         raise NodeSizeError(f"the reference did not start at {case.label()}: {exc}") from None
     try:
-        reference = judge.Reference(kernel, ref)
+        reference = Reference(kernel, ref)
         reference.timed(lay, data, deadline)  # warm-up: first touch, thread team
         lo, hi = settings.ref_calls
         while len(runs) < hi and (len(runs) < lo or sum(runs) < settings.min_ref_s):
             runs.append(reference.timed(lay, data, deadline)[0])
-    except (judge.RunnerFault, judge.JudgeError) as exc:
+    except (RunnerFault, JudgeError) as exc:
         raise NodeSizeError(f"the reference failed at {case.label()}: {exc}") from None
     finally:
         ref.close()
@@ -469,11 +472,11 @@ def _measure_step(
         cand_limits = Limits(cpu_s=int(cfg.timeout_s * threads) + 30, memory_mb=cfg.memory_mb)
         runner = None
         try:
-            runner = judge.Runner(
+            runner = Runner(
                 base_exe, base_exe.parent, fr, env, cand_limits, [], cfg.sandbox, "base"
             )
-            base_s = judge.candidate_call(kernel, runner, lay, data, deadline)[0]
-        except (judge.RunnerFault, judge.JudgeError) as exc:
+            base_s = candidate_call(kernel, runner, lay, data, deadline)[0]
+        except (RunnerFault, JudgeError) as exc:
             # the evaluation will say what is wrong with it; no time bound from it
             base_error = str(getattr(exc, "reason", exc))[:300]
         finally:

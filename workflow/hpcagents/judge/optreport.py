@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcagents.judge.harness import PROTOTYPE_H, prototype_header
+from hpcagents.judge.build import PROTOTYPE_H, prototype_header
 from hpcagents.judge.sandbox import Limits, bwrap_status, run_untrusted
 
 #: What GCC is asked for: the loops it vectorised and the ones it did not, with reasons.
@@ -50,7 +50,7 @@ MAX_CODE_CHARS = 60
 #: Reasons that only say "this loop holds another loop": expected for outer loops.
 _NESTING = ("multiple nested loops", "two or more consecutive inner loops")
 #: The file name of the kernel's prototype header that the real compile force-includes
-#: (the same text as hpcagents.judge.harness.build_candidate writes; see there).
+#: (the same text as hpcagents.judge.build.build_candidate writes; see there).
 
 _GCC_LINE = re.compile(
     r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?P<col>\d+): "

@@ -46,8 +46,22 @@ from typing import Any
 
 import numpy as np
 
-from hpcagents.judge import harness as judge
+from hpcagents.judge.arena import Frame, fill_candidate, frame, generate_inputs, plan
 from hpcagents.judge.blas import BlasInfo
+from hpcagents.judge.build import (
+    PROTOTYPE_H,
+    RUNNER_C,
+    _cached,
+    _truncate,
+    first_error,
+    own_diagnostics,
+    prototype_header,
+    stub_source,
+    system_include_dirs,
+)
+from hpcagents.judge.checks import check_call, check_reason
+from hpcagents.judge.errors import JudgeError, RunnerFault
+from hpcagents.judge.process import Reference, Runner, _descendants, candidate_call, runner_env
 from hpcagents.judge.sandbox import Limits, run_untrusted
 from hpcagents.spec.kernelspec import Case, KernelSpec
 
@@ -204,7 +218,7 @@ def validate_at_thread_counts(
     kernel: KernelSpec,
     exe: Path,
     workdir: Path,
-    reference: judge.Reference,
+    reference: Reference,
     rng: np.random.Generator,
     ctx: Context,
     counts: list[int],
@@ -215,27 +229,25 @@ def validate_at_thread_counts(
     fr = reference.runner.frame  # the evaluation's frame: the reference's arena too
     records: list[dict[str, Any]] = []
     for t in counts:
-        env = judge.runner_env(t, ctx.blas, workdir)
+        env = runner_env(t, ctx.blas, workdir)
         runner = None
         rec: dict[str, Any] = {"threads": t, "passed": True, "cases": 0, "seconds": 0.0}
         records.append(rec)
         t0 = time.monotonic()
         try:
-            runner = judge.Runner(
-                exe, workdir, fr, env, ctx.limits, [], ctx.use_bwrap, f"candidate-t{t}"
-            )
+            runner = Runner(exe, workdir, fr, env, ctx.limits, [], ctx.use_bwrap, f"candidate-t{t}")
             for case in kernel.cases:
-                lay = judge.plan(kernel, case, fr)
-                data = judge.generate_inputs(kernel, lay, rng)
+                lay = plan(kernel, case, fr)
+                data = generate_inputs(kernel, lay, rng)
                 _, want, mag = reference.run(lay, data, ctx.deadline)
-                _, image, after, got = judge.candidate_call(kernel, runner, lay, data, ctx.deadline)
-                c = judge.check_call(kernel, lay, image, after, got, want, mag)
+                _, image, after, got = candidate_call(kernel, runner, lay, data, ctx.deadline)
+                c = check_call(kernel, lay, image, after, got, want, mag)
                 rec["cases"] += 1
                 if not c.ok:
-                    reason = judge.check_reason(kernel, lay, c, f"{case.label()} at {t} threads")
+                    reason = check_reason(kernel, lay, c, f"{case.label()} at {t} threads")
                     rec.update(passed=False, reason=reason)
                     return records, ("wrong_answer", _thread_hint(reason, t))
-        except judge.RunnerFault as exc:
+        except RunnerFault as exc:
             if exc.status == "timeout":
                 why = f"the run did not finish in time at {t} threads (OMP_NUM_THREADS={t})"
             else:
@@ -275,16 +287,16 @@ def race_flags(cflags: tuple[str, ...]) -> list[str]:
 
 def _trusted_objects(kernel: KernelSpec, tools: Tools, flags: list[str]) -> list[Path]:
     """The runner (with -DHPCA_RACECHECK) and the stub, built by clang with TSan (cached)."""
-    stub = judge.stub_source(kernel)
-    cache = judge._cached(
-        [judge.RUNNER_C.read_text(), stub, tools.clang, tools.version, *flags],
+    stub = stub_source(kernel)
+    cache = _cached(
+        [RUNNER_C.read_text(), stub, tools.clang, tools.version, *flags],
         f"race-runner-{kernel.name}",
     )
     objs = [cache / "hpca_runner.o", cache / "hpca_stub.o"]
     if all(o.is_file() for o in objs):
         return objs
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
-    shutil.copyfile(judge.RUNNER_C, tmp / "hpca_runner.c")
+    shutil.copyfile(RUNNER_C, tmp / "hpca_runner.c")
     (tmp / "hpca_stub.c").write_text(stub)
     for src, obj, extra in (
         ("hpca_runner.c", objs[0], [RACECHECK_DEFINE]),
@@ -299,9 +311,7 @@ def _trusted_objects(kernel: KernelSpec, tools: Tools, flags: list[str]) -> list
         )
         if out.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise judge.JudgeError(
-                f"the race runner does not build: {judge.first_error(out.stderr)}"
-            )
+            raise JudgeError(f"the race runner does not build: {first_error(out.stderr)}")
         os.replace(tmp / obj.name, obj)
     shutil.rmtree(tmp, ignore_errors=True)
     return objs
@@ -342,16 +352,16 @@ def build_race_runner(
     workdir.mkdir(parents=True, exist_ok=True)
     name = kernel.source
     (workdir / name).write_text(source.read_text(errors="replace"))
-    (workdir / judge.PROTOTYPE_H).write_text(judge.prototype_header(kernel.signature))
+    (workdir / PROTOTYPE_H).write_text(prototype_header(kernel.signature))
     flags = race_flags(cflags)
     try:
         trusted = _trusted_objects(kernel, tools, flags)
-    except judge.JudgeError as exc:
+    except JudgeError as exc:
         return RaceBuild(False, str(exc), None, [], "", 0.0)
     for obj in trusted:
         shutil.copyfile(obj, workdir / obj.name)
     wd = str(workdir.resolve())
-    inc = ["-include", judge.PROTOTYPE_H]
+    inc = ["-include", PROTOTYPE_H]
     gcc_e = [cc, *cflags, *inc, "-E", name, "-o", "gcc.i"]
     clang_e = [tools.clang, *flags, *inc, "-E", name, "-o", "clang.i"]
     compile_cmd = [tools.clang, *flags, f"-fdebug-prefix-map={wd}=.", *inc, "-c", name]
@@ -378,28 +388,28 @@ def build_race_runner(
         except OSError:
             return ""
 
-    system_dirs = judge.system_include_dirs(tools.clang)
-    out = judge.own_diagnostics(read("race-compile.out"), name, system_dirs)
+    system_dirs = system_include_dirs(tools.clang)
+    out = own_diagnostics(read("race-compile.out"), name, system_dirs)
     if res.returncode is None:
         why = "clang timed out building the file"
         return RaceBuild(False, why, None, compile_cmd, out, seconds)
     if read("race-compile.rc").strip() != "0":
         return RaceBuild(
             False,
-            f"clang cannot build this file (gcc can): {judge.first_error(out)}",
+            f"clang cannot build this file (gcc can): {first_error(out)}",
             None,
             compile_cmd,
-            judge._truncate(out, 2000),
+            _truncate(out, 2000),
             seconds,
         )
     if read("race-link.rc").strip() != "0":
         lout = read("race-link.out")
         return RaceBuild(
             False,
-            f"the race runner does not link: {judge.first_error(lout)}",
+            f"the race runner does not link: {first_error(lout)}",
             None,
             compile_cmd,
-            judge._truncate(out + lout, 2000),
+            _truncate(out + lout, 2000),
             seconds,
         )
     g, c = _own_lines(read("gcc.i"), name), _own_lines(read("clang.i"), name)
@@ -415,7 +425,7 @@ def build_race_runner(
             out,
             seconds,
         )
-    for f in ("gcc.i", "clang.i", judge.PROTOTYPE_H, *(o.name for o in trusted)):
+    for f in ("gcc.i", "clang.i", PROTOTYPE_H, *(o.name for o in trusted)):
         (workdir / f).unlink(missing_ok=True)
     return RaceBuild(True, "", workdir / "race-runner", compile_cmd, out, seconds)
 
@@ -568,12 +578,12 @@ def is_candidates(report: Report, name: str) -> bool:
 
 
 def _arena_element(
-    kernel: KernelSpec, case: Case | None, offset: int | None, fr: judge.Frame | None
+    kernel: KernelSpec, case: Case | None, offset: int | None, fr: Frame | None
 ) -> str:
     """Which array element an arena offset is, for the case that raced."""
     if case is None or offset is None:
         return ""
-    lay = judge.plan(kernel, case, fr)
+    lay = plan(kernel, case, fr)
     for name, a in lay.arrays.items():
         if a.offset <= offset < a.offset + a.nbytes:
             flat = (offset - a.offset) // a.dtype.itemsize
@@ -597,7 +607,7 @@ def _describe(access: Access, name: str, lines: list[str]) -> str:
 
 
 def race_reason(
-    kernel: KernelSpec, reports: list[Report], source_text: str, fr: judge.Frame | None = None
+    kernel: KernelSpec, reports: list[Report], source_text: str, fr: Frame | None = None
 ) -> str:
     """The repair-ready verdict: both accesses of the first race, then the other sites."""
     lines = source_text.splitlines()
@@ -642,7 +652,7 @@ class _RssWatch:
 
     def _rss_mb(self) -> float:
         total = 0
-        for p in judge._descendants(self.pid):
+        for p in _descendants(self.pid):
             try:
                 for line in Path(f"/proc/{p}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
@@ -672,7 +682,7 @@ def _race_env(
     """The race runner's environment. ``raw``: without the runtime's suppressions
     (``ignore_noninstrumented_modules`` and the suppressions file), for the test that pins
     that they are needed and work."""
-    env = judge.runner_env(threads, None, workdir)
+    env = runner_env(threads, None, workdir)
     env.pop("OMP_PLACES", None)
     env.pop("OMP_PROC_BIND", None)
     env["OMP_TOOL_LIBRARIES"] = tools.archer
@@ -742,7 +752,7 @@ def run_race_check(
     if not built.ok or built.exe is None:
         return done("skipped", built.reason, output=built.output)
     (workdir / "tsan.supp").write_text("" if raw else "\n".join(SUPPRESSIONS) + "\n")
-    fr = judge.frame(kernel, cases)
+    fr = frame(kernel, cases)
     deadline = min(ctx.deadline, time.monotonic() + cfg.timeout_s)
     limits = Limits(cpu_s=int(cfg.timeout_s * 4) + 10, memory_mb=0, nproc=ctx.limits.nproc)
     reports: list[Report] = []
@@ -752,14 +762,12 @@ def run_race_check(
         env = _race_env(t, workdir, tools, workdir / prefix, raw)
         runner = watch = None
         try:
-            runner = judge.Runner(
-                built.exe, workdir, fr, env, limits, [], ctx.use_bwrap, f"race-t{t}"
-            )
+            runner = Runner(built.exe, workdir, fr, env, limits, [], ctx.use_bwrap, f"race-t{t}")
             watch = _RssWatch(runner.proc.pid, cfg.rss_mb)
             for case in cases:
-                lay = judge.plan(kernel, case, fr)
-                data = judge.generate_inputs(kernel, lay, rng)
-                judge.fill_candidate(runner.arena, kernel, lay, data)
+                lay = plan(kernel, case, fr)
+                data = generate_inputs(kernel, lay, rng)
+                fill_candidate(runner.arena, kernel, lay, data)
                 try:
                     runner.call(deadline)
                 finally:
@@ -769,7 +777,7 @@ def run_race_check(
                     reports.extend(new)
                 if reports:
                     break
-        except judge.RunnerFault as exc:
+        except RunnerFault as exc:
             if reports:
                 pass  # TSan ended the run at its first report (halt_on_error)
             elif watch is not None and watch.exceeded:
@@ -780,7 +788,7 @@ def run_race_check(
                 )
             else:
                 problem = f"under ThreadSanitizer {exc.reason} at {t} threads"
-        except judge.JudgeError as exc:
+        except JudgeError as exc:
             problem = f"the race runner failed: {exc}"
         finally:
             if watch is not None:
@@ -841,7 +849,7 @@ def after_validation(
     source: Path,
     exe: Path,
     workdir: Path,
-    reference: judge.Reference,
+    reference: Reference,
     rng: np.random.Generator,
     ctx: Context,
     validation_failure: str,
