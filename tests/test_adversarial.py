@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 from hpcagents.core.artifacts import validate
-from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")

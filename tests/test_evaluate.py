@@ -11,12 +11,8 @@ from pathlib import Path
 import pytest
 from hpcagents.core.artifacts import REPO_DIR, validate
 from hpcagents.judge.blas import BlasNotFound, find_blas
-from hpcagents.judge.evaluate import (
-    BuildConfig,
-    EvalConfig,
-    evaluate_source,
-    failed_generation_record,
-)
+from hpcagents.judge.evaluate import evaluate_source, failed_generation_record
+from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")

@@ -10,9 +10,9 @@ import sys
 from hpcagents.core.artifacts import REPO_DIR, validate
 from hpcagents.judge import finalround
 from hpcagents.judge.errors import JudgeError
-from hpcagents.judge.evaluate import BuildConfig, EvalConfig
 from hpcagents.judge.finalround import final_round
 from hpcagents.judge.process import candidate_call
+from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")

@@ -18,7 +18,8 @@ import pytest
 from hpcagents.core.artifacts import validate
 from hpcagents.judge import build, screen
 from hpcagents.judge.arena import generate_inputs, plan, random_case
-from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.spec.kernelspec import KernelSpec, load_kernel
 
 KERNELS = ["dgemm", "dgemv", "dsyrk", "spmv_csr", "stencil3d", "nbody"]

@@ -263,7 +263,8 @@ def test_cli_writes_the_folder_and_lists_the_blanks(tmp_path):
 
 @pytest.mark.skipif(not GENERIC_LOADER, reason="needs the generic kernel loader and judge")
 def test_filled_in_kernel_is_judged_against_the_users_original(tmp_path):
-    from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+    from hpcagents.judge.evaluate import evaluate_source
+    from hpcagents.judge.timing import BuildConfig, EvalConfig
 
     _, folder = make(tmp_path)
     raw = fill(yaml.safe_load((folder / "kernel.yaml").read_text()))

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from hpcagents.core.artifacts import read_json, validate
 from hpcagents.judge import node_size
-from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.judge.evaluate import evaluate_source
 from hpcagents.judge.node_size import SearchSettings, plateau_start
+from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.spec.kernelspec import load_kernel
 
 FLAGS = ("-O2", "-march=native", "-fopenmp")

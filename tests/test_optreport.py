@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from hpcagents.campaign.feedback import feedback_block, feedback_text, scaling_text
 from hpcagents.judge import hwcounters
-from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.judge.evaluate import evaluate_source
 from hpcagents.judge.optreport import MAX_CHARS, condense, optimisation_report, parse_gcc
+from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.llm.agents import BuildInfo, Previous, pg_messages
 from hpcagents.spec.kernelspec import load_kernel
 

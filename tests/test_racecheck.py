@@ -14,8 +14,9 @@ import pytest
 from hpcagents.campaign.steps import error_text
 from hpcagents.core.artifacts import validate
 from hpcagents.judge import racecheck
-from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.judge.evaluate import evaluate_source
 from hpcagents.judge.sandbox import Limits
+from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.spec.kernelspec import load_kernel
 from hpcagents.views.report import STATUS_COLOURS
 

@@ -10,7 +10,8 @@ import urllib.request
 import pytest
 import yaml
 from hpcagents.core.artifacts import REPO_DIR
-from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.llm.extract import extract_code, extract_json
 from hpcagents.scripted import OWNER, ScriptedModel
 from hpcagents.spec.kernelspec import load_kernel

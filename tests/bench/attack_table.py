@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import test_judge_trust as t  # noqa: E402
 from hpcagents.judge import build, screen  # noqa: E402
-from hpcagents.judge.evaluate import BuildConfig, evaluate_source  # noqa: E402
+from hpcagents.judge.evaluate import evaluate_source  # noqa: E402
+from hpcagents.judge.timing import BuildConfig  # noqa: E402
 from hpcagents.spec.kernelspec import load_kernel  # noqa: E402
 
 

@@ -47,9 +47,10 @@ from typing import Any
 import yaml
 from hpcagents.core.artifacts import REPO_DIR, write_json
 from hpcagents.judge import node_size
-from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.judge.evaluate import evaluate_source
 from hpcagents.judge.machine import cpu_model, describe, machine_model, usable_cores
 from hpcagents.judge.racecheck import RaceConfig
+from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.spec.kernelspec import Case, KernelSpec, load_kernel
 
 

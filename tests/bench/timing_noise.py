@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from hpcagents.core.artifacts import REPO_DIR
-from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.spec.kernelspec import load_kernel
 
 

@@ -6,7 +6,6 @@ kill at any moment leaves either the finished artifact or none.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import socket
 import sys
@@ -23,13 +22,7 @@ from hpcagents.campaign.steptime import step_record
 from hpcagents.core.artifacts import read_json, write_json
 from hpcagents.core.layout import CampaignLayout
 from hpcagents.judge import node_size, timinglock
-from hpcagents.judge.evaluate import (
-    BuildConfig,
-    EvalConfig,
-    _provenance,
-    evaluate_source,
-    failed_generation_record,
-)
+from hpcagents.judge.evaluate import evaluate_source, failed_generation_record
 from hpcagents.judge.finalround import final_round
 from hpcagents.judge.machine import (
     MachineError,
@@ -41,6 +34,7 @@ from hpcagents.judge.machine import (
     roofline,
     usable_cores,
 )
+from hpcagents.judge.timing import BuildConfig, EvalConfig, provenance, source_sha256
 from hpcagents.llm.agents import (
     BuildInfo,
     Previous,
@@ -53,10 +47,6 @@ from hpcagents.llm.agents import (
 from hpcagents.llm.pool import pool_from_env
 from hpcagents.spec.config import CampaignConfig
 from hpcagents.spec.kernelspec import KernelSpec
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -125,7 +115,7 @@ def baseline(
             "status": "ok",
             "reason": "",
             "source": str(out),
-            "source_sha256": _sha(out),
+            "source_sha256": source_sha256(out),
             "llm": None,
             "step": step_record(),
         },
@@ -272,7 +262,7 @@ def generate(
             "strategy_description": strategy["description"],
             "inspiration": inspiration["id"] if inspiration else None,
             "source": str(source_out),
-            "source_sha256": _sha(source_out),
+            "source_sha256": source_sha256(source_out),
             "context": context,
             "step": step_record(),
         }
@@ -420,7 +410,7 @@ def final_round_step(
             "contenders": [],
             # where the (empty) round ran: nothing was built or timed
             "provenance": {
-                **_provenance(
+                **provenance(
                     BuildConfig(cfg.cc, cfg.cflags), None, 0, time.time(), eval_config(cfg)
                 ),
             },

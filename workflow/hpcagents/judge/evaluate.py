@@ -9,18 +9,10 @@ names the case, the element and the size of the error.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import platform
 import secrets
 import shutil
-import socket
-import statistics
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,69 +28,24 @@ from hpcagents.judge.errors import JudgeError, RunnerFault
 from hpcagents.judge.hostload import LoadWatch, reference_name
 from hpcagents.judge.process import Reference, Runner, candidate_call, check_frozen, runner_env
 from hpcagents.judge.sandbox import Limits
+from hpcagents.judge.timing import (
+    BuildConfig,
+    EvalConfig,
+    cores,
+    provenance,
+    reference_record,
+    run_figures,
+    source_sha256,
+)
 from hpcagents.judge.timinglock import PhaseLock
 from hpcagents.spec.kernelspec import KernelError, KernelSpec, load_kernel
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    cc: str = "gcc"
-    cflags: tuple[str, ...] = ("-O3", "-march=native", "-fopenmp")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    repeats: int = 5
-    warmup: int = 1
-    timeout_s: float = 300.0
-    bench_size: int | None = None
-    # the frozen node-sized bench case (hpcagents.judge.node_size), when the campaign chose one
-    bench_values: tuple[tuple[str, Any], ...] | None = None
-    blas: str = "mkl"
-    threads: int | None = None
-    memory_mb: int = 4096
-    sandbox: bool = True  # bubblewrap where it works; rlimits and screens always
-    cpu_lock: bool = True  # host-wide timing lock: build/validate shared, timing exclusive
-    race: racecheck.RaceConfig = racecheck.RaceConfig()  # race check + thread counts
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _cores() -> int:
-    """The cores this process may run on (its affinity, e.g. a Slurm allocation)."""
-    from hpcagents.judge.machine import usable_cores
-
-    return usable_cores()
-
-
-def _compiler_version(cc: str) -> str:
-    try:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
-        return out.stdout.splitlines()[0] if out.stdout else cc
-    except (OSError, subprocess.TimeoutExpired):
-        return f"{cc} (not runnable)"
-
-
-def _sha(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
 
 
 def _record(kernel: KernelSpec, source: Path, status: str, reason: str, **parts: Any) -> dict:
     return {
         "kernel": kernel.name,
         "source": str(source),
-        "source_sha256": _sha(source),
+        "source_sha256": source_sha256(source),
         "status": status,
         "reason": reason,
         "compile": parts.get("compile"),
@@ -124,78 +71,8 @@ def failed_generation_record(
         source,
         status,
         reason or f"generation failed ({status})",
-        provenance=_provenance(build, None, 0, started, EvalConfig()),
+        provenance=provenance(build, None, 0, started, EvalConfig()),
     )
-
-
-def slurm_info() -> dict[str, Any] | None:
-    """Where Slurm put this run, read from inside the job (None outside Slurm).
-
-    ``exclusive`` comes from ``scontrol show job``: OverSubscribe=NO means no other job
-    may share the node while this one times.
-    """
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job:
-        return None
-    info: dict[str, Any] = {
-        "job_id": job,
-        "node": os.environ.get("SLURMD_NODENAME"),
-        "partition": os.environ.get("SLURM_JOB_PARTITION"),
-        "cpus_on_node": os.environ.get("SLURM_CPUS_ON_NODE"),
-        "exclusive": None,
-    }
-    try:
-        out = subprocess.run(
-            ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=30
-        ).stdout
-        fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
-        info["exclusive"] = fields.get("OverSubscribe") == "NO"
-        info["num_cpus"] = fields.get("NumCPUs")
-        info["scontrol_oversubscribe"] = fields.get("OverSubscribe")
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        pass
-    return info
-
-
-def _provenance(
-    build: BuildConfig, blas: BlasInfo | None, threads: int, started: float, cfg: EvalConfig
-) -> dict[str, Any]:
-    return {
-        "host": socket.gethostname(),
-        "cpu_model": _cpu_model(),
-        "cores": _cores(),
-        "compiler": _compiler_version(build.cc),
-        "cflags": list(build.cflags),
-        "blas": blas.name if blas else cfg.blas,
-        "blas_version": blas.version if blas else "not used",
-        "omp_threads": threads,
-        "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(),
-        "wall_s": round(time.time() - started, 3),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "slurm": slurm_info(),
-    }
-
-
-def _record_reference(kernel: KernelSpec, blas: BlasInfo | None, build: BuildConfig) -> dict:
-    ref = kernel.reference
-    if ref.library == "blas" and blas is not None:
-        return {"name": blas.name, "version": blas.version}
-    sha = _sha(kernel.directory / ref.file)[:12]
-    return {
-        "name": ref.file,
-        "version": f"{ref.file} (sha256 {sha}) built with {build.cc} {' '.join(build.cflags)}",
-    }
-
-
-def _stats(runs: list[float], flops: float) -> dict[str, Any]:
-    best = min(runs)
-    return {
-        "runs_s": runs,
-        "best_s": best,
-        "median_s": statistics.median(runs),
-        "spread": max(runs) / best if best else 0.0,
-        "gflops": flops / best / 1e9 if best else 0.0,
-    }
 
 
 def evaluate_source(
@@ -239,7 +116,7 @@ def _evaluate_source(
     source = Path(source)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    threads = cfg.threads or _cores()
+    threads = cfg.threads or cores()
     sandbox_info: dict[str, Any] | None = None
     opt: dict[str, Any] | None = None  # [feedback] the compiler's report, once it compiles
     blas: BlasInfo | None = None
@@ -253,7 +130,7 @@ def _evaluate_source(
     host_load: dict[str, Any] | None = None  # [trust] hostload: the host while timed
 
     def prov() -> dict[str, Any]:
-        base = {**_provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
+        base = {**provenance(build, blas, threads, started, cfg), "sandbox": sandbox_info}
         return {**base, "host_load": host_load} if host_load else base
 
     def fail(status: str, reason: str, **parts: Any) -> dict[str, Any]:
@@ -339,7 +216,7 @@ def _evaluate_source(
         t_checks = time.monotonic()
         extra = racecheck.after_validation(
             kernel, source, built.exe, workdir, reference, rng,
-            racecheck.Context(threads, _cores(), blas, limits, cfg.sandbox, build.cflags,
+            racecheck.Context(threads, cores(), blas, limits, cfg.sandbox, build.cflags,
                               t_checks + cfg.timeout_s),
             failures[0][1] if failures else "", cfg.race, build.cc,
         )  # fmt: skip
@@ -427,7 +304,7 @@ def _evaluate_source(
         "flops": flops,
         "warmup": cfg.warmup,
         "repeats": cfg.repeats,
-        **_stats(runs, flops),
+        **run_figures(runs, flops),
         "output_checked": True,
         # the candidate's process, every thread, exited ones included: CPU per timed call
         # (the last repeats), CPU while frozen between calls (0), longest freeze
@@ -436,7 +313,7 @@ def _evaluate_source(
         "freeze_s": round(cand.freeze_s, 6),
         "counters": counted,  # [feedback] hardware counters, or why there are none
     }
-    reference_rec = {**_record_reference(kernel, blas, build), **_stats(ref_runs, flops)}
+    reference_rec = {**reference_record(kernel, blas, build), **run_figures(ref_runs, flops)}
     reference_rec.pop("spread")
     pct = 100.0 * timing["gflops"] / reference_rec["gflops"] if reference_rec["gflops"] else 0.0
     return _record(

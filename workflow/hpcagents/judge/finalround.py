@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -35,30 +34,21 @@ from hpcagents.judge.blas import BlasInfo, BlasNotFound, find_blas
 from hpcagents.judge.build import build_candidate, build_reference
 from hpcagents.judge.checks import check_call, check_reason
 from hpcagents.judge.errors import JudgeError, RunnerFault
-from hpcagents.judge.evaluate import (
-    BuildConfig,
-    EvalConfig,
-    _cores,
-    _provenance,
-    _record_reference,
-    _sha,
-)
 from hpcagents.judge.hostload import LoadWatch, reference_name, widest_spread
 from hpcagents.judge.process import Reference, Runner, candidate_call, check_frozen, runner_env
 from hpcagents.judge.sandbox import Limits
+from hpcagents.judge.timing import (
+    BuildConfig,
+    EvalConfig,
+    cores,
+    provenance,
+    reference_record,
+    run_figures,
+    source_sha256,
+)
 from hpcagents.judge.timinglock import PhaseLock
 from hpcagents.judge.verdict import Verdict, verdict_of
 from hpcagents.spec.kernelspec import Case, KernelSpec
-
-
-def _figures(runs: list[float], flops: float) -> dict[str, Any]:
-    best = min(runs)
-    return {
-        "runs_s": runs,
-        "best_s": best,
-        "median_s": statistics.median(runs),
-        "gflops": flops / best / 1e9 if best else 0.0,
-    }
 
 
 def fresh_case(kernel: KernelSpec, rng: np.random.Generator, avoid: Case | None = None) -> Case:
@@ -119,7 +109,7 @@ def _final_round(
     workdir.mkdir(parents=True, exist_ok=True)
     rounds = max(1, rounds or cfg.repeats)
     max_rounds = max(rounds, max_rounds or rounds)
-    threads = cfg.threads or _cores()
+    threads = cfg.threads or cores()
     bench = node_size.bench_case(kernel, cfg)
     flops = kernel.flops(bench)
     rng = np.random.default_rng(secrets.randbits(63))
@@ -133,7 +123,7 @@ def _final_round(
             {
                 "label": label,
                 "source": str(source),
-                "source_sha256": _sha(source),
+                "source_sha256": source_sha256(source),
                 "status": "ok",
                 "reason": "",
                 "runs_s": [],
@@ -163,7 +153,7 @@ def _final_round(
     def finish(status: str = "ok", reason: str = "") -> dict[str, Any]:
         record["status"], record["reason"] = status, reason
         record["provenance"] = {
-            **_provenance(build, blas, threads, started, cfg),
+            **provenance(build, blas, threads, started, cfg),
             "sandbox": sandbox,
             # [trust] the host while the rounds ran, with the widest spread between rounds
             "host_load": load.record(widest_spread([e["runs_s"] for e in entries])),
@@ -297,15 +287,15 @@ def _final_round(
     record["rounds"] = len(ref_runs)
     if ref_runs:
         record["reference"] = {
-            **_record_reference(kernel, blas, build),
-            **_figures(ref_runs, flops),
+            **reference_record(kernel, blas, build),
+            **run_figures(ref_runs, flops, spread=False),
         }
     ref_gflops = record["reference"]["gflops"] if record["reference"] else 0.0
     for entry in entries:
         if entry["status"] != "ok":
             entry["runs_s"] = []
             continue
-        entry.update(_figures(entry["runs_s"], flops))
+        entry.update(run_figures(entry["runs_s"], flops, spread=False))
         entry["pct_of_reference"] = 100.0 * entry["gflops"] / ref_gflops if ref_gflops else 0.0
         entry["reason"] = (
             f"valid on the fresh case and in every round; {entry['gflops']:.2f} GFLOP/s = "
