@@ -116,11 +116,11 @@ def test_no_attempt_after_a_passed_one(reference_run):
     for d, _, ev in _attempts(workdir):
         by_pg.setdefault(d.parent, []).append(ev["status"])
     kernel_dir = workdir / "results" / "dgemm"
-    # every PG of both iterations has its chain here, and some chain was repaired, so
-    # the rule below is checked on chains that could break it
-    assert sorted(by_pg) == sorted(
-        kernel_dir / f"iter{i}" / f"pg{j}" for i in (1, 2) for j in (1, 2, 3, 4)
-    )
+    # the baseline's and every PG's chain of both iterations are here, and some chain was
+    # repaired, so the rule below is checked on chains that could break it
+    chains = [(1, j) for j in (1, 2, 3, 4)] + [(2, j) for j in (1, 2, 3, 4)]
+    want = [kernel_dir / "iter0" / "pg0"] + [kernel_dir / f"iter{i}" / f"pg{j}" for i, j in chains]
+    assert sorted(by_pg) == sorted(want)
     assert any(len(statuses) > 1 for statuses in by_pg.values())
     for pg_dir, statuses in by_pg.items():
         assert "ok" not in statuses[:-1], f"{pg_dir}: attempts after a pass: {statuses}"
