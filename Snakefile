@@ -22,7 +22,7 @@ wildcard_constraints:
 # Stop before any job when no LLM server answers (skipped for offline replay); record
 # which effective config this run uses (a dry run never gets here).
 onstart:
-    check_servers_or_die(CFG)
+    stop_on(check_servers_or_die, CFG)
     mark_current_config(EFFECTIVE)
     record_results_settings(CFG)
 
@@ -34,4 +34,4 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        expand("results/{kernel}/summary.json", kernel=KERNELS),
+        expand(path(K.summary()), kernel=KERNELS),

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hpcagents.artifacts import REPO_DIR
+from hpcagents.core.artifacts import REPO_DIR
 from hpcagents.scripted import serve
 
 

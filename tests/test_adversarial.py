@@ -11,9 +11,10 @@ import re
 import subprocess
 
 import pytest
-from hpcagents.artifacts import validate
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.kernelspec import load_kernel
+from hpcagents.core.artifacts import validate
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.timing import BuildConfig, EvalConfig
+from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")
 CFG = EvalConfig(repeats=3, warmup=1, timeout_s=20, bench_size=128, memory_mb=1024)
@@ -448,7 +449,7 @@ def test_without_bubblewrap_a_host_file_still_does_not_reach_the_record(tmp_path
 )
 def test_the_object_screen_alone_catches_what_runs_outside_the_call(tmp_path, code, word):
     """Defence in depth: the object screen, on an object the text screen never saw."""
-    from hpcagents.screen import screen_symbols
+    from hpcagents.judge.screen import screen_symbols
 
     src = tmp_path / "k.c"
     src.write_text(code + SIG + " { (void)m; }\n")

@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from hpcagents.agents import (
+from hpcagents.campaign.archive import update_archive
+from hpcagents.campaign.select import Attempt
+from hpcagents.core.artifacts import REPO_DIR, validate
+from hpcagents.llm.agents import (
     archive_text,
     fit_pm,
     inspiration_for,
     pg_messages,
     pm_messages,
 )
-from hpcagents.archive import update_archive
-from hpcagents.artifacts import REPO_DIR, validate
-from hpcagents.select import Attempt
 
 sys.path.insert(0, str(REPO_DIR / "tests" / "data"))
 import greedy_prompts  # noqa: E402
@@ -178,7 +178,7 @@ def test_the_pm_sees_what_the_compiler_said_about_each_elite(tmp_path):
 
 
 def test_no_host_directory_reaches_a_prompt_whatever_record_carries_it(tmp_path, monkeypatch):
-    from hpcagents.agents import render
+    from hpcagents.llm.agents import render
 
     monkeypatch.chdir(tmp_path)
     leaked = f"the baseline {tmp_path}/kernels/k/k.c and {REPO_DIR}/kernels/dgemm/dgemm.c"
@@ -197,7 +197,7 @@ def _pm_keys() -> list[str]:
 
 
 def test_the_pm_may_name_the_elite_a_strategy_builds_on_and_its_pg_sees_that_one(tmp_path):
-    from hpcagents.agents import check_plan, inspiration_text, plan_schema
+    from hpcagents.llm.agents import check_plan, inspiration_text, plan_schema
 
     _, a1, _ = campaign(tmp_path)
     text = archive_text(a1)

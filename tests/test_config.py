@@ -5,9 +5,11 @@ import socket
 
 import pytest
 import yaml
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.config import ConfigError, check_servers, parse_config
-from hpcagents.kernelspec import load_kernel
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.llm import probe
+from hpcagents.llm.probe import check_servers
+from hpcagents.spec.config import ConfigError, parse_config
+from hpcagents.spec.kernelspec import load_kernel
 
 DEFAULT = yaml.safe_load((REPO_DIR / "config" / "config.yaml").read_text())
 
@@ -81,10 +83,18 @@ def test_unreachable_servers_are_each_named():
         check_servers(c)
 
 
-def test_offline_replay_does_not_probe_servers():
+def test_offline_replay_does_not_probe_servers(monkeypatch):
+    """Offline replay answers from the response cache: a server that is down is not
+    probed and stops nothing, where a live run with the same servers stops on it."""
     port = _free_port()
     servers = [{"name": "gpu1", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}]
-    check_servers(parse_config(cfg(llm__servers=servers, llm__offline=True)))
+    live = parse_config(cfg(llm__servers=servers))
+    with pytest.raises(ConfigError, match=r"no LLM server answers.*'gpu1'"):
+        check_servers(live)
+    probed = []
+    monkeypatch.setattr(probe, "probe", lambda server, known: probed.append(server.name))
+    assert check_servers(parse_config(cfg(llm__servers=servers, llm__offline=True))) == []
+    assert probed == []
 
 
 def test_config_readme_documents_every_key():
@@ -101,7 +111,7 @@ def test_config_readme_documents_every_key():
 
 
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
-    from hpcagents.config import load_config
+    from hpcagents.spec.config import load_config
 
     path = tmp_path / "bad.yaml"
     path.write_text("kernels: [dgemm]\ncampaign:\n  iterations: 3\n   pgs: 4\n")

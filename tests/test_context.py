@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hpcagents.agents import BuildInfo, Previous, estimate_tokens, fit_pg, fit_pm, pg_messages
-from hpcagents.config import LLMConfig, ServerConfig
-from hpcagents.kernelspec import load_kernel
-from hpcagents.llm import LLMPool
+from hpcagents.llm.agents import BuildInfo, Previous, estimate_tokens, fit_pg, fit_pm, pg_messages
+from hpcagents.llm.pool import LLMPool
+from hpcagents.spec.config import LLMConfig, ServerConfig
+from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")
 BUILD = BuildInfo(cc="gcc", cflags=("-O3",), cpu_model="test CPU", cores=2)
@@ -85,7 +85,7 @@ def test_context_length_is_read_from_the_server(tmp_path, start_scripted):
 
 
 def test_a_prompt_that_cannot_fit_is_a_failed_attempt_never_sent(tmp_path, start_scripted):
-    from hpcagents.agents import run_pg
+    from hpcagents.llm.agents import run_pg
 
     server = start_scripted()
     cfg = LLMConfig(

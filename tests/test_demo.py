@@ -1,23 +1,11 @@
-"""The demo talks only to the scripted model it started (free port + identity token)."""
+"""The demo points only the stand-in servers of the user's config at the scripted model it
+started (that server's free port and identity token: ScriptedModelProcess, tested in
+test_study.py)."""
 
 from __future__ import annotations
 
-import pytest
 from conftest import campaign_config
-from hpcagents.demo import check_identity, demo_config
-from hpcagents.scripted import serve
-
-
-def test_identity_check_accepts_our_server_and_rejects_another(tmp_path):
-    ours = serve(port=0, instance="token-ours")
-    theirs = serve(port=0, instance="token-theirs")
-    try:
-        check_identity(ours.url, "token-ours")
-        with pytest.raises(RuntimeError, match="not the scripted model this demo started"):
-            check_identity(theirs.url, "token-ours")
-    finally:
-        ours.shutdown()
-        theirs.shutdown()
+from hpcagents.demo import demo_config
 
 
 def test_demo_config_points_only_the_stand_in_servers_at_the_demo_server():

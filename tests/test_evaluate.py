@@ -9,15 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hpcagents.artifacts import REPO_DIR, validate
-from hpcagents.blas import BlasNotFound, find_blas
-from hpcagents.evaluate import (
-    BuildConfig,
-    EvalConfig,
-    evaluate_source,
-    failed_generation_record,
-)
-from hpcagents.kernelspec import load_kernel
+from hpcagents.core.artifacts import REPO_DIR, validate
+from hpcagents.judge.blas import BlasNotFound, find_blas
+from hpcagents.judge.evaluate import evaluate_source, failed_generation_record
+from hpcagents.judge.timing import BuildConfig, EvalConfig
+from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")
 FAST = EvalConfig(repeats=2, warmup=1, timeout_s=60, bench_size=128)
@@ -365,7 +361,7 @@ void spmv(int n, const int *row_ptr, const int *col_idx, const double *val, cons
 
 def make_kernel(tmp_path: Path, raw: dict, reference: str, baseline: str):
     import yaml
-    from hpcagents.kernelspec import load_kernel as load
+    from hpcagents.spec.kernelspec import load_kernel as load
 
     d = tmp_path / "kernels" / raw["name"]
     d.mkdir(parents=True)
@@ -410,7 +406,7 @@ def test_a_csr_kernel_gets_generated_sparse_inputs(tmp_path):
 
 def test_generators_make_what_they_promise(tmp_path):
     import numpy as np
-    from hpcagents import judge
+    from hpcagents.judge.arena import generate_inputs, plan
 
     raw = {
         **SPMV_YAML,
@@ -430,8 +426,8 @@ def test_generators_make_what_they_promise(tmp_path):
         ],
     }  # fmt: skip
     kernel = make_kernel(tmp_path, raw, "void gens(void) {}\n", "void gens(void) {}\n")
-    lay = judge.plan(kernel, kernel.cases[1])
-    data = judge.generate_inputs(kernel, lay, np.random.default_rng(3))
+    lay = plan(kernel, kernel.cases[1])
+    data = generate_inputs(kernel, lay, np.random.default_rng(3))
     s = data["S"]
     assert np.array_equal(s, s.T) and np.all(np.linalg.eigvalsh(s) > 0)
     assert data["P"].dtype == np.float32 and np.all(data["P"] > 0)
@@ -442,7 +438,7 @@ def test_generators_make_what_they_promise(tmp_path):
         row = ci[rp[i] : rp[i + 1]]
         assert np.all(np.diff(row) > 0) and np.all(row >= 0) and np.all(row < 37)
     # fresh inputs on every call: never the same twice, nor a power-of-two rescale
-    again = judge.generate_inputs(kernel, lay, np.random.default_rng(4))
+    again = generate_inputs(kernel, lay, np.random.default_rng(4))
     ratio = again["x"] / data["x"]
     assert not np.all(ratio == ratio[0])
 

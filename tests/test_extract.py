@@ -1,7 +1,7 @@
 """Code and JSON extraction from answers written the way local models write them."""
 
 import pytest
-from hpcagents.extract import extract_code, extract_json
+from hpcagents.llm.extract import extract_code, extract_json
 
 FN = "kernel_dgemm"
 CODE = "#include <stddef.h>\nvoid kernel_dgemm(int m) {\n    (void)m;\n}\n"

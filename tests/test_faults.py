@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 from conftest import campaign_config, read_log, run_snakemake, snakemake_cmd, write_campaign
-from hpcagents.artifacts import read_json
-from hpcagents.config import LLMConfig, ServerConfig
-from hpcagents.llm import LLMPool
+from hpcagents.core.artifacts import read_json
+from hpcagents.llm.pool import LLMPool
 from hpcagents.scripted import serve
+from hpcagents.spec.config import LLMConfig, ServerConfig
 
 PG = [
     {
         "role": "user",
-        "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\n"
-        "Attempt: 0\nStrategy: loop_reorder\n",
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\nStrategy: loop_reorder\n",
     }
 ]
 
@@ -201,7 +200,7 @@ def test_structured_output_refused_steps_down_once_and_is_remembered(tmp_path):
     pm = [
         {
             "role": "user",
-            "content": "[hpcagents:pm]\nKernel: dgemm\nIteration: 1\nStrategies wanted: 2\n",
+            "content": "Kernel: dgemm\nIteration: 1\nStrategies wanted: 2\n",
         }
     ]
 

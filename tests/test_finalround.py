@@ -7,11 +7,13 @@ import statistics
 import subprocess
 import sys
 
-from hpcagents import judge
-from hpcagents.artifacts import REPO_DIR, validate
-from hpcagents.evaluate import BuildConfig, EvalConfig
-from hpcagents.finalround import final_round
-from hpcagents.kernelspec import load_kernel
+from hpcagents.core.artifacts import REPO_DIR, validate
+from hpcagents.judge import finalround
+from hpcagents.judge.errors import JudgeError
+from hpcagents.judge.finalround import final_round
+from hpcagents.judge.process import candidate_call
+from hpcagents.judge.timing import BuildConfig, EvalConfig
+from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")
 SCRIPTED = REPO_DIR / "kernels" / "dgemm" / "scripted"
@@ -119,14 +121,14 @@ def test_one_contender_crashing_or_failing_the_judge_is_removed_and_the_round_go
             "{\n#pragma omp", "{\n    if (m == 96) { volatile int *p = 0; *p = 1; }\n#pragma omp", 1
         )
     )
-    real_call = judge.candidate_call
+    real_call = candidate_call
 
     def call(kernel, runner, lay, data, deadline):
         if runner.stderr_path.name == "c2.stderr" and runner.calls >= 2:
-            raise judge.JudgeError("the runner answered b'dd\\n'")
+            raise JudgeError("the runner answered b'dd\\n'")
         return real_call(kernel, runner, lay, data, deadline)
 
-    monkeypatch.setattr(judge, "candidate_call", call)
+    monkeypatch.setattr(finalround, "candidate_call", call)
     rec = final_round(
         KERNEL,
         [

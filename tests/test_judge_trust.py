@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hpcagents import judge, screen
-from hpcagents.artifacts import validate
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.kernelspec import KernelSpec, load_kernel
+from hpcagents.core.artifacts import validate
+from hpcagents.judge import build, screen
+from hpcagents.judge.arena import generate_inputs, plan, random_case
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.timing import BuildConfig, EvalConfig
+from hpcagents.spec.kernelspec import KernelSpec, load_kernel
 
 KERNELS = ["dgemm", "dgemv", "dsyrk", "spmv_csr", "stencil3d", "nbody"]
 # small benches so every attack runs in about a second per kernel
@@ -35,7 +37,7 @@ def no_screens(monkeypatch):
     """An attacker who got past every static screen (source, includes, preprocessed text,
     object): only the judge's design stands between it and a result."""
     for name in ("screen_source", "screen_includes", "screen_preprocessed", "screen_symbols"):
-        monkeypatch.setattr(judge, name, lambda *a, **k: screen.OK)
+        monkeypatch.setattr(build, name, lambda *a, **k: screen.OK)
 
 
 def wrapped(kernel: KernelSpec, pre: str = "", post: str = "", prelude: str = "") -> str:
@@ -303,8 +305,8 @@ def test_honest_dsyrk_passes_with_the_triangle_fenced(tmp_path):
 
 def test_csr_rows_are_ragged_and_some_are_empty():
     kernel = load_kernel("spmv_csr")
-    lay = judge.plan(kernel, kernel.bench)
-    data = judge.generate_inputs(kernel, lay, np.random.default_rng(5))
+    lay = plan(kernel, kernel.bench)
+    data = generate_inputs(kernel, lay, np.random.default_rng(5))
     lengths = np.diff(data["row_ptr"])
     assert lengths.min() == 0 and (lengths == 0).mean() > 0.05
     assert lengths.max() > 4 * lengths.mean()
@@ -356,10 +358,10 @@ def test_a_kernel_right_only_at_the_published_sizes_fails_the_unpredictable_case
 def test_every_kernel_gets_a_case_it_cannot_predict():
     for name in KERNELS:
         kernel = load_kernel(name)
-        a = judge.random_case(kernel, np.random.default_rng(1))
-        b = judge.random_case(kernel, np.random.default_rng(2))
+        a = random_case(kernel, np.random.default_rng(1))
+        b = random_case(kernel, np.random.default_rng(2))
         assert a.values != b.values, name
-        assert judge.plan(kernel, a).size > 0
+        assert plan(kernel, a).size > 0
 
 
 # -- honest idioms -----------------------------------------------------------------------

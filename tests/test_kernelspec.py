@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 import yaml
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.kernelspec import KernelError, load_kernel
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.spec.kernelspec import KernelError, load_kernel
 
 
 def test_dgemm_spec_has_odd_sizes_and_blas_edge_cases():

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 from conftest import campaign_config, read_log, run_snakemake, write_campaign
-from hpcagents.artifacts import read_json
-from hpcagents.config import LLMConfig, ServerConfig
-from hpcagents.llm import LLMPool, PromptTooLong
-from hpcagents.probe import probe
+from hpcagents.core.artifacts import read_json
+from hpcagents.llm.interface import PromptTooLong
+from hpcagents.llm.pool import LLMPool
+from hpcagents.llm.probe import probe
+from hpcagents.spec.config import LLMConfig, ServerConfig
 
 pytest.importorskip(
     "xllamacpp", reason="xllamacpp (llama.cpp's server, prebuilt CPU wheel) is not installed"
@@ -30,8 +31,7 @@ ALIAS = "tiny-random-llama"
 PG = [
     {
         "role": "user",
-        "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
-        "Strategy: loop_reorder\n",
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\nStrategy: loop_reorder\n",
     }
 ]
 

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 from conftest import read_log
-from hpcagents.config import LLMConfig, ServerConfig
-from hpcagents.llm import LLMPool, LLMUnavailable, prompt_hash
+from hpcagents.llm.interface import LLMUnavailable, prompt_hash
+from hpcagents.llm.pool import LLMPool
+from hpcagents.spec.config import LLMConfig, ServerConfig
 
 PG_PROMPT = [
     {"role": "system", "content": "You are an expert HPC programmer."},
     {
         "role": "user",
-        "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
         "Strategy: loop_reorder\n\nWrite the file.",
     },
 ]
@@ -100,7 +101,7 @@ def test_offline_replay_answers_from_cache_and_refuses_misses(tmp_path, start_sc
 def _hold(args):
     import time as _t
 
-    from hpcagents.llm import server_slot
+    from hpcagents.llm.pool import server_slot
 
     lock_dir, cap = args
     server = ServerConfig(name="gpu", base_url="http://x/v1", model="m", max_concurrency=cap)

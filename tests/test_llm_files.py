@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hpcagents.config import ConfigError, LLMConfig, ServerConfig, parse_config
-from hpcagents.llm import LLMPool, LLMUnavailable
-from hpcagents.llm_files import FileQueue, probe
-from hpcagents.probe import check_servers
+from hpcagents.llm.files import FileQueue, probe
+from hpcagents.llm.interface import LLMUnavailable
+from hpcagents.llm.pool import LLMPool
+from hpcagents.llm.probe import check_servers
+from hpcagents.spec.config import ConfigError, LLMConfig, ServerConfig, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -339,16 +340,16 @@ def test_answer_queue_forwards_waiting_requests_to_a_server_and_the_pool_reads_t
     tmp_path, start_scripted
 ):
     """The air-gapped side: a real HTTP server (the scripted model, a stand-in for an
-    LLM) answers the queue through hpcagents.answer_queue; the campaign's pool then
+    LLM) answers the queue through hpcagents.llm.answer_queue; the campaign's pool then
     reads the answer with the server's own token counts."""
-    from hpcagents.answer_queue import main as answer_queue
+    from hpcagents.llm.answer_queue import main as answer_queue
 
     server = start_scripted()
     prompt = [
         {"role": "system", "content": "You are an expert HPC programmer."},
         {
             "role": "user",
-            "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
+            "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
             "Strategy: loop_reorder\n\nWrite the file.",
         },
     ]

@@ -8,9 +8,15 @@ import subprocess
 import sys
 
 import pytest
-from hpcagents import machine
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.machine import BenchSettings, MachineError, MachineModel, machine_model, roofline
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.judge import machine
+from hpcagents.judge.machine import (
+    BenchSettings,
+    MachineError,
+    MachineModel,
+    machine_model,
+    roofline,
+)
 
 # Short runs and small arrays: these tests check the mechanics, not the figures (the
 # figures come from tests/bench/machine_model.py). Nothing here asserts on speed.
@@ -175,8 +181,8 @@ def test_the_agents_are_told_the_model_of_the_node_that_timed_the_kernels(tmp_pa
     import dataclasses
     import socket
 
-    from hpcagents.config import load_config
-    from hpcagents.steps import build_info
+    from hpcagents.campaign.steps import build_info
+    from hpcagents.spec.config import load_config
 
     cfg = dataclasses.replace(
         load_config(REPO_DIR / "config" / "config.yaml"), cflags=FLAGS, threads=1

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hpcagents import machine
-from hpcagents.agents import BuildInfo, machine_text
-from hpcagents.artifacts import read_json
-from hpcagents.machine import BenchSettings, MachineModel, cache_label, machine_model
+from hpcagents.core.artifacts import read_json
+from hpcagents.judge import machine
+from hpcagents.judge.machine import BenchSettings, MachineModel, cache_label, machine_model
+from hpcagents.llm.agents import BuildInfo, machine_text
 
 QUICK = BenchSettings(
     peak_run_s=0.002, peak_runs=3, stream_runs=2, stream_min_mib=4, stream_max_mib=4

@@ -10,11 +10,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from hpcagents import node_size
-from hpcagents.artifacts import read_json, validate
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.kernelspec import load_kernel
-from hpcagents.node_size import SearchSettings, plateau_start
+from hpcagents.core.artifacts import read_json, validate
+from hpcagents.judge import node_size
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.node_size import SearchSettings, plateau_start
+from hpcagents.judge.timing import BuildConfig, EvalConfig
+from hpcagents.spec.kernelspec import load_kernel
 
 FLAGS = ("-O2", "-march=native", "-fopenmp")
 # three steps at most, from a small case: the mechanics, quickly
@@ -203,8 +204,8 @@ def test_iteration_0_chooses_the_size_and_every_later_evaluation_reads_it(
     """Through the campaign's own steps: the baseline's evaluation (iteration 0) searches
     and records how; a later attempt of the kernel times the same frozen case."""
     from conftest import campaign_config
-    from hpcagents import steps
-    from hpcagents.config import parse_config
+    from hpcagents.campaign import steps
+    from hpcagents.spec.config import parse_config
 
     raw = campaign_config("http://127.0.0.1:9/v1", **{"evaluation.bench_size": None})
     raw["kernels"] = ["smallmm"]
@@ -216,8 +217,11 @@ def test_iteration_0_chooses_the_size_and_every_later_evaluation_reads_it(
     monkeypatch.chdir(tmp_path)
     cfg = parse_config(raw)
     a0 = tmp_path / "results" / "smallmm" / "iter0" / "pg0" / "attempt0"
-    steps.baseline(cfg, "smallmm", a0)
-    first = steps.evaluate_attempt(cfg, "smallmm", a0 / "evaluation.json")
+    base = cfg.kernel("smallmm")
+    steps.baseline(cfg, "smallmm", base.directory / base.source, a0 / "smallmm.c", a0 / "gen.json")
+    first = steps.evaluate_attempt(
+        cfg, "smallmm", a0 / "smallmm.c", a0 / "gen.json", a0 / "evaluation.json"
+    )
     assert first["status"] == "ok", first["reason"]
     sized = first["bench_size"]
     assert sized["mode"] == "node" and sized["reused"] is False and sized["curve"]
@@ -227,8 +231,11 @@ def test_iteration_0_chooses_the_size_and_every_later_evaluation_reads_it(
 
     monkeypatch.setattr(node_size, "search", lambda *a, **k: pytest.fail("searched again"))
     a1 = tmp_path / "results" / "smallmm" / "iter1" / "pg1" / "attempt0"
-    steps.baseline(cfg, "smallmm", a1)  # the same source, as a later attempt
-    later = steps.evaluate_attempt(cfg, "smallmm", a1 / "evaluation.json")
+    # the same source, as a later attempt
+    steps.baseline(cfg, "smallmm", base.directory / base.source, a1 / "smallmm.c", a1 / "gen.json")
+    later = steps.evaluate_attempt(
+        cfg, "smallmm", a1 / "smallmm.c", a1 / "gen.json", a1 / "evaluation.json"
+    )
     assert later["bench_size"]["reused"] is True
     assert later["timing"]["case"] == first["timing"]["case"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hpcagents.nodetypes import figures, main, mixed_kernels
+from hpcagents.views.nodetypes import figures, main, mixed_kernels
 
 
 def _figure(results: Path, rel: str, node: str, cpu: str) -> None:

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from hpcagents import hwcounters
-from hpcagents.agents import BuildInfo, Previous, pg_messages
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.feedback import feedback_block, feedback_text, scaling_text
-from hpcagents.kernelspec import load_kernel
-from hpcagents.optreport import MAX_CHARS, condense, optimisation_report, parse_gcc
+from hpcagents.campaign.feedback import feedback_block, feedback_text, scaling_text
+from hpcagents.judge import hwcounters
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.optreport import MAX_CHARS, condense, optimisation_report, parse_gcc
+from hpcagents.judge.timing import BuildConfig, EvalConfig
+from hpcagents.llm.agents import BuildInfo, Previous, pg_messages
+from hpcagents.spec.kernelspec import load_kernel
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = ("-O3", "-march=native", "-fopenmp")
@@ -47,7 +48,7 @@ def test_report_says_which_loop_vectorised_with_which_size_and_why_the_other_did
 
 
 def test_report_compile_is_sandboxed_when_bubblewrap_works(tmp_path):
-    from hpcagents.sandbox import bwrap_status
+    from hpcagents.judge.sandbox import bwrap_status
 
     rec = optimisation_report("x.c", CODE, SIGNATURE, tmp_path, "gcc", FLAGS)
     assert rec["sandbox"] == ("bubblewrap" if bwrap_status()[0] else "rlimits")
@@ -234,7 +235,7 @@ def test_the_repair_prompt_carries_the_previous_attempts_report():
 
 
 def test_a_pg_starting_from_the_best_is_shown_the_best_evaluations_report(tmp_path):
-    from hpcagents.feedback import best_feedback_block
+    from hpcagents.campaign.feedback import best_feedback_block
 
     path = tmp_path / "evaluation.json"
     path.write_text(json.dumps(EVALUATION))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import campaign_config, run_snakemake, snakemake_cmd, write_campaign
-from hpcagents.artifacts import REPO_DIR, read_json
+from hpcagents.core.artifacts import REPO_DIR, read_json
 
 pytestmark = pytest.mark.slow
 

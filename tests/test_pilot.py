@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from hpcagents.pilot import (
+from hpcagents.cluster.pilot import (
     STALE_S,
     Paths,
     PilotResources,

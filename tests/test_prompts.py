@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from hpcagents.agents import (
+from hpcagents.llm.agents import (
     BuildInfo,
     Previous,
     fit_pm,
@@ -18,9 +18,9 @@ from hpcagents.agents import (
     run_pm,
     spec_facts,
 )
-from hpcagents.config import LLMConfig, ServerConfig
-from hpcagents.kernelspec import load_kernel
-from hpcagents.llm import LLMPool
+from hpcagents.llm.pool import LLMPool
+from hpcagents.spec.config import LLMConfig, ServerConfig
+from hpcagents.spec.kernelspec import load_kernel
 
 KERNEL = load_kernel("dgemm")
 SOURCE = (KERNEL.directory / KERNEL.source).read_text()
@@ -143,9 +143,10 @@ def test_pm_prompt_describes_the_machine_the_rules_and_the_incumbent():
     assert context["machine"]["host"] == "node17"  # plan.json names the model it quoted
     assert context["machine"]["peak_gflops"] == 117.5
     _assert_machine_and_rules(text)
-    # the scripted model's header lines stay
-    for header in ("[hpcagents:pm]", "Kernel: dgemm", "Iteration: 3", "Strategies wanted: 4"):
-        assert header in text
+    # the header lines (the scripted model reads them too) open the prompt; no tag of the
+    # stand-in's own reaches a real model
+    assert text.startswith("Kernel: dgemm\nIteration: 3\nStrategies wanted: 4\n")
+    assert "[hpcagents" not in text
     # roofline position of the incumbent: 2*768^3 flops over 8*(3*768^2+768^2) bytes
     intensity = 2 * 768**3 / (8 * 4 * 768**2)
     assert f"arithmetic intensity {intensity:.2f} flop/byte, compute-bound" in text
@@ -170,8 +171,8 @@ def test_pg_prompt_names_the_sibling_strategies_and_the_machine():
     messages = pg_messages(KERNEL, BUILD, 3, 1, 0, PLAN[0], BEST, SOURCE, None, siblings=PLAN[1:])
     text = messages[-1]["content"]
     _assert_machine_and_rules(text)
-    for header in ("[hpcagents:pg]", "PG: 1", "Attempt: 0", "Strategy: packed_b"):
-        assert header in text
+    assert text.startswith("Kernel: dgemm\nIteration: 3\nPG: 1\nAttempt: 0\nStrategy: packed_b\n")
+    assert "[hpcagents" not in text
     assert "- avx512_microkernel: An 8x24 AVX-512 FMA micro-kernel." in text
     assert "- prefetch: Prefetch the next panels of A and B." in text
     assert "reaches 41.7% of it" in text

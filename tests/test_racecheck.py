@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hpcagents import racecheck
-from hpcagents.artifacts import validate
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.kernelspec import load_kernel
-from hpcagents.report_html import STATUS_COLOURS
-from hpcagents.sandbox import Limits
-from hpcagents.steps import error_text
+from hpcagents.campaign.steps import error_text
+from hpcagents.core.artifacts import validate
+from hpcagents.judge import racecheck
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.sandbox import Limits
+from hpcagents.judge.timing import BuildConfig, EvalConfig
+from hpcagents.spec.kernelspec import load_kernel
+from hpcagents.views.report import STATUS_COLOURS
 
 HERE = Path(__file__).resolve().parent / "racecheck_kernels"
 RACY = sorted(HERE.glob("racy_*.c"))

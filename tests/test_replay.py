@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import campaign_config, read_log, run_snakemake, write_campaign
-from hpcagents.artifacts import read_json
+from hpcagents.core.artifacts import read_json
 from hpcagents.scripted import serve
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import campaign_config, run_snakemake, write_campaign
-from hpcagents.report_html import render, write_report
 from hpcagents.scripted import serve
+from hpcagents.views.report import render, write_report
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import campaign_config, read_log, write_campaign
-from hpcagents.config import parse_config
-from hpcagents.workflow_support import write_effective_config
+from hpcagents.campaign.workflow_support import write_effective_config
+from hpcagents.spec.config import parse_config
 
 
 def _hpcagents(workdir: Path, *args: str, **kwargs) -> subprocess.Popen:

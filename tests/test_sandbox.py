@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.sandbox import Limits, bwrap_status, run_untrusted
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.judge.sandbox import Limits, bwrap_status, run_untrusted
 
 PROBE = r"""
 #include <stdio.h>
@@ -123,7 +123,7 @@ def test_read_only_library_dirs_under_tmp_stay_visible(probe, tmp_path):
 @needs_bwrap
 def test_a_long_running_sandboxed_process_talks_over_pipes_and_sees_only_its_dirs(tmp_path):
     """The judge's runner: stdin/stdout pipes, its work dir and its arena dir writable."""
-    from hpcagents.sandbox import start_untrusted
+    from hpcagents.judge.sandbox import start_untrusted
 
     work, arena, other = tmp_path / "work", tmp_path / "arena", tmp_path / "other"
     for d in (work, arena, other):

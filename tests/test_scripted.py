@@ -9,11 +9,12 @@ import urllib.request
 
 import pytest
 import yaml
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.extract import extract_code, extract_json
-from hpcagents.kernelspec import load_kernel
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.timing import BuildConfig, EvalConfig
+from hpcagents.llm.extract import extract_code, extract_json
 from hpcagents.scripted import OWNER, ScriptedModel
+from hpcagents.spec.kernelspec import load_kernel
 from openai import OpenAI
 
 SCRIPT_DIR = REPO_DIR / "kernels" / "dgemm" / "scripted"
@@ -22,15 +23,12 @@ ANSWERS = [(s["name"], a) for s in SCRIPT["strategies"] for a in s["answers"] if
 
 
 def pm(iteration: int, n: int) -> list[dict[str, str]]:
-    text = f"[hpcagents:pm]\nKernel: dgemm\nIteration: {iteration}\nStrategies wanted: {n}\n"
+    text = f"Kernel: dgemm\nIteration: {iteration}\nStrategies wanted: {n}\n"
     return [{"role": "user", "content": text}]
 
 
 def pg(strategy: str, attempt: int) -> list[dict[str, str]]:
-    text = (
-        f"[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: {attempt}\n"
-        f"Strategy: {strategy}\n"
-    )
+    text = f"Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: {attempt}\nStrategy: {strategy}\n"
     return [{"role": "user", "content": text}]
 
 

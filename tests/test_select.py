@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpcagents.select import Attempt, _decide, _round_noise
+from hpcagents.campaign.select import Attempt, _decide, _round_noise
 
 
 def _attempt(pg: int, strategy: str) -> Attempt:

@@ -18,26 +18,26 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import read_log
-from hpcagents.artifacts import REPO_DIR, validate
-from hpcagents.config import ConfigError, LLMConfig, RoleConfig, ServerConfig, parse_config
-from hpcagents.llm import LLMPool, LLMUnavailable, PromptTooLong, worst_case_wait_s
-from hpcagents.llm_accounting import per_server
-from hpcagents.probe import ServerState, check_servers, probe
+from hpcagents.core.artifacts import REPO_DIR, validate
+from hpcagents.llm.accounting import per_server
+from hpcagents.llm.interface import LLMUnavailable, PromptTooLong
+from hpcagents.llm.pool import LLMPool
+from hpcagents.llm.probe import ServerState, check_servers, probe
 from hpcagents.scripted import serve
+from hpcagents.spec.config import ConfigError, LLMConfig, RoleConfig, ServerConfig, parse_config
 from mock_servers import MockServer, flock_waiters, gate_answers
 
 DEFAULT = yaml.safe_load((REPO_DIR / "config" / "config.yaml").read_text())
 PM = [
     {
         "role": "user",
-        "content": "[hpcagents:pm]\nKernel: dgemm\nIteration: 1\nStrategies wanted: 2\n",
+        "content": "Kernel: dgemm\nIteration: 1\nStrategies wanted: 2\n",
     }
 ]
 PG = [
     {
         "role": "user",
-        "content": "[hpcagents:pg]\nKernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\n"
-        "Strategy: loop_reorder\n",
+        "content": "Kernel: dgemm\nIteration: 1\nPG: 1\nAttempt: 0\nStrategy: loop_reorder\n",
     }
 ]
 SCHEMA = json.loads((REPO_DIR / "workflow/schemas/pm_answer.schema.json").read_text())
@@ -189,8 +189,8 @@ def test_llama_cpp_python_500_refusal_steps_down_without_retries(tmp_path, mocks
         "json_object",
     ]
     # the answer has a raw line break inside a JSON string: parsed leniently, then valid
-    from hpcagents.agents import check_plan
-    from hpcagents.extract import extract_json
+    from hpcagents.llm.agents import check_plan
+    from hpcagents.llm.extract import extract_json
 
     assert "In short:\n" in result.text
     assert len(check_plan(extract_json(result.text), 2)) == 2
@@ -236,7 +236,7 @@ def test_max_tokens_as_large_as_the_context_still_leaves_the_prompt_room(tmp_pat
 
 
 def test_a_runaway_answer_is_cut_before_it_is_stored(tmp_path, mocks):
-    from hpcagents.llm import MAX_ANSWER_CHARS
+    from hpcagents.llm.interface import MAX_ANSWER_CHARS
 
     srv = mocks(kind="vllm", model="m", answer_padding=1_200_000)
     cfg = llm_cfg(tmp_path, (ServerConfig("s", srv.url, "m"),))
@@ -349,15 +349,6 @@ def test_accounting_reads_records_older_than_per_try_accounting():
         and acc["a"]["tries"] == 1
         and acc["a"]["completion_tokens"] == 7
     )
-
-
-def test_default_worst_case_wait_is_minutes_not_tens_of_minutes():
-    cfg = parse_config(copy.deepcopy(DEFAULT)).llm
-    wait = worst_case_wait_s(cfg)
-    assert wait["dead_silent_per_server_s"] == 300 and wait["refusing_per_server_s"] == 3.0
-    assert wait["host_down_per_server_s"] == 33.0 and wait["all_dead_silent_s"] == 601.0
-    two = replace(cfg, servers=(*cfg.servers, replace(cfg.servers[0], name="b")))
-    assert worst_case_wait_s(two)["all_dead_silent_s"] == 901.0
 
 
 def test_a_timeout_moves_on_at_once_and_is_retried_only_on_the_last_server(tmp_path):
@@ -491,7 +482,7 @@ def test_campaign_with_a_reasoning_planner_coders_and_a_misnamed_server(
     tmp_path, mocks, start_scripted
 ):
     from conftest import campaign_config, run_snakemake, write_campaign
-    from hpcagents.artifacts import read_json
+    from hpcagents.core.artifacts import read_json
 
     planner = mocks(kind="vllm", model="openai/gpt-oss-120b", reasoning=True)
     coder = start_scripted(name="coder")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import campaign_config, read_log, write_campaign
-from hpcagents.artifacts import REPO_DIR, read_json
+from hpcagents.core.artifacts import REPO_DIR, read_json
 from hpcagents.scripted import serve
 
 pytestmark = pytest.mark.slow

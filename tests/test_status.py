@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import campaign_config, run_snakemake, snakemake_cmd, write_campaign
 from hpcagents.scripted import serve
-from hpcagents.status import campaign_status, format_status, incomplete_jobs
+from hpcagents.views.status import campaign_status, format_status, incomplete_jobs
 
 pytestmark = pytest.mark.slow
 

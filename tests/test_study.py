@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.campaigns import RunnerError, ScriptedModelProcess, scripted_kernels
+from hpcagents.cluster.campaigns import RunnerError, ScriptedModelProcess, scripted_kernels
+from hpcagents.core.artifacts import REPO_DIR
 from hpcagents.scripted import ScriptedModel, serve
 
 
@@ -18,8 +18,7 @@ def _pm_messages(iteration: int, n: int) -> list[dict[str, str]]:
     return [
         {
             "role": "user",
-            "content": f"[hpcagents:pm]\nKernel: dgemm\nIteration: {iteration}\n"
-            f"Strategies wanted: {n}\n",
+            "content": f"Kernel: dgemm\nIteration: {iteration}\nStrategies wanted: {n}\n",
         }
     ]
 

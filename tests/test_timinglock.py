@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from hpcagents import timinglock
+from hpcagents.judge import timinglock
 
 CTX = mp.get_context("fork")
 

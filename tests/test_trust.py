@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import campaign_config, copy_kernel
-from hpcagents import frozen, hostload, lifeline
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.config import ConfigError, parse_config
+from hpcagents.core import lifeline
+from hpcagents.core.artifacts import REPO_DIR
 from hpcagents.demo import demo_config_path
-from hpcagents.newkernel import function_body, neighbour_reads
-from hpcagents.summary import table
+from hpcagents.judge import hostload
+from hpcagents.spec import frozen
+from hpcagents.spec.config import ConfigError, parse_config
+from hpcagents.spec.newkernel import function_body, neighbour_reads
+from hpcagents.views.summary import table
 
 URL = "http://127.0.0.1:9/v1"
 
@@ -202,7 +204,7 @@ def test_summary_table_shows_gb_per_s_for_a_memory_bound_kernel():
 
 
 def test_report_names_the_reference_and_shows_the_doubt():
-    from hpcagents.report_html import _blas, _iteration_table
+    from hpcagents.views.report import _blas, _iteration_table
 
     s = _summary("reference.c", ["final round: spread x1.50 between repeats"], gbps=3.0)
     assert _blas(s) == "reference.c"
@@ -215,7 +217,7 @@ def test_report_names_the_reference_and_shows_the_doubt():
 
 _CHILD = """
 import os, subprocess, sys, time
-from hpcagents.lifeline import tie_to_campaign
+from hpcagents.core.lifeline import tie_to_campaign
 assert tie_to_campaign() == os.getppid()
 grand = subprocess.Popen(["sleep", "300"], start_new_session=True)
 open(sys.argv[1], "w").write(f"{os.getpid()} {grand.pid}")
@@ -256,7 +258,7 @@ def test_a_step_and_what_it_started_die_when_snakemake_is_killed(tmp_path):
 
 
 def test_next_start_ends_and_names_what_survived_under_results(tmp_path):
-    from hpcagents.run import end_orphans
+    from hpcagents.cluster.run import end_orphans
 
     sandbox_dir = tmp_path / "results" / "k" / "iter1" / "pg1" / "attempt0" / ".build-x"
     sandbox_dir.mkdir(parents=True)
@@ -273,16 +275,19 @@ def test_next_start_ends_and_names_what_survived_under_results(tmp_path):
 
 
 def test_status_says_running_only_for_a_live_process_and_cut_otherwise(tmp_path):
-    from hpcagents.status import _pg_state
+    from hpcagents.campaign.reader import read_pg
+    from hpcagents.core.layout import KernelLayout
+    from hpcagents.views.status import _pg_state
 
     adir = tmp_path / "results" / "k" / "iter1" / "pg1" / "attempt0"
     adir.mkdir(parents=True)
     (adir / "generation.json").write_text(json.dumps({"status": "ok"}))
     key = "results/k/iter1/pg1/attempt0/evaluation.json"
     inflight = {key: None}
-    cut = _pg_state(adir.parent, 1, "s", tmp_path, inflight, False, 2, {})
+    pg = read_pg(KernelLayout(tmp_path / "results" / "k"), 1, 1)
+    cut = _pg_state(1, pg, 1, "s", tmp_path, inflight, False, 2, {})
     assert cut.state == "cut" and "no process runs" in cut.detail
-    live = _pg_state(adir.parent, 1, "s", tmp_path, inflight, False, 2, {key: 4242})
+    live = _pg_state(1, pg, 1, "s", tmp_path, inflight, False, 2, {key: 4242})
     assert live.state == "evaluating" and "orphaned (pid 4242)" in live.detail
 
 
@@ -341,7 +346,7 @@ def test_yaml_error_under_run_names_file_and_line(tmp_path):
 
 
 def test_kernel_yaml_error_names_file_and_line(tmp_path):
-    from hpcagents.kernelspec import KernelError, load_kernel
+    from hpcagents.spec.kernelspec import KernelError, load_kernel
 
     copy_kernel("mm", tmp_path)
     spec = tmp_path / "mm" / "kernel.yaml"
@@ -362,7 +367,7 @@ def test_new_kernel_finds_a_stencils_neighbour_reads_and_not_a_matvecs():
 
 
 def test_new_kernel_yaml_speaks_of_halos_validation_sizes_and_bytes(tmp_path):
-    from hpcagents.newkernel import new_kernel
+    from hpcagents.spec.newkernel import new_kernel
 
     src = tmp_path / "heat.c"
     src.write_text(
@@ -376,7 +381,7 @@ def test_new_kernel_yaml_speaks_of_halos_validation_sizes_and_bytes(tmp_path):
 
 
 def test_gb_per_s_only_for_a_kernel_below_the_ridge_even_if_the_model_was_starved():
-    from hpcagents.figures import gbps_from_record
+    from hpcagents.judge.figures import gbps_from_record
 
     # a dgemm (16 flop/byte) under a roofline measured on a busy host: not memory-bound
     starved = {"arithmetic_intensity": 16.0, "ridge_intensity": 40.0, "bound": "memory"}
@@ -386,7 +391,7 @@ def test_gb_per_s_only_for_a_kernel_below_the_ridge_even_if_the_model_was_starve
 
 
 def test_a_snakemake_left_running_without_its_run_blocks_a_new_start(tmp_path):
-    from hpcagents.run import running_campaign
+    from hpcagents.cluster.run import running_campaign
 
     assert running_campaign(tmp_path) is None
     smk = subprocess.Popen(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hpcagents.verdict import binomial_tail, decide, needed_wins
+from hpcagents.judge.verdict import binomial_tail, decide, needed_wins
 
 
 def test_the_sign_test_tail_and_the_wins_it_needs():

@@ -1,5 +1,5 @@
 """The attack table of issue 19: every class of attack on the judge, per kernel it applies
-to, run through the whole evaluation (`hpcagents.evaluate.evaluate_source`), with the
+to, run through the whole evaluation (`hpcagents.judge.evaluate.evaluate_source`), with the
 status and the reason it got; then the honest idioms. A script that prints a table, not
 a test (the tests in tests/test_judge_trust.py assert the same outcomes).
 
@@ -20,9 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import test_judge_trust as t  # noqa: E402
-from hpcagents import judge, screen  # noqa: E402
-from hpcagents.evaluate import BuildConfig, evaluate_source  # noqa: E402
-from hpcagents.kernelspec import load_kernel  # noqa: E402
+from hpcagents.judge import build, screen  # noqa: E402
+from hpcagents.judge.evaluate import evaluate_source  # noqa: E402
+from hpcagents.judge.timing import BuildConfig  # noqa: E402
+from hpcagents.spec.kernelspec import load_kernel  # noqa: E402
 
 
 def attacks(kernel_name: str) -> list[tuple[str, str, bool]]:
@@ -77,7 +78,7 @@ def main() -> int:
     kernels = args.kernel or t.KERNELS
     rows = []
     saved = {
-        n: getattr(judge, n)
+        n: getattr(build, n)
         for n in ("screen_source", "screen_includes", "screen_preprocessed", "screen_symbols")
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,7 +86,7 @@ def main() -> int:
             k = load_kernel(name)
             for i, (cls, code, past) in enumerate(attacks(name)):
                 for n in saved:
-                    setattr(judge, n, (lambda *a, **kw: screen.OK) if past else saved[n])
+                    setattr(build, n, (lambda *a, **kw: screen.OK) if past else saved[n])
                 work = Path(tmp) / f"{name}-{i}"
                 work.mkdir()
                 src = work / k.source
@@ -97,7 +98,7 @@ def main() -> int:
                 )
                 print(f"| {name} | {cls} | {rec['status']} | {rec['reason'][:110]} |", flush=True)
     for n, f in saved.items():
-        setattr(judge, n, f)
+        setattr(build, n, f)
     return 0
 
 

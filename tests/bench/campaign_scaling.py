@@ -4,7 +4,7 @@ Prints a table; asserts nothing (a benchmark, not a test). Each row is ONE real 
 (Snakemake, gcc, MKL, the local executor with the default profile) of one iteration
 after the baseline, answered by the scripted model (a STAND-IN for an LLM: it measures
 the pipeline, never a model) at a fixed latency per request. Figures come from the
-campaign's own summary.json (hpcagents.timeline):
+campaign's own summary.json (hpcagents.views.timeline):
 
 * wall / crit  -- iteration 1's wall time over its critical path (plan + the slowest PG's
                   generate/evaluate chain + final round + select): what scheduling and
@@ -34,7 +34,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conftest import campaign_config, snakemake_cmd, write_campaign  # noqa: E402
-from hpcagents.artifacts import read_json  # noqa: E402
+from hpcagents.core.artifacts import read_json  # noqa: E402
 from hpcagents.scripted import serve  # noqa: E402
 
 

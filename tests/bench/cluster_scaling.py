@@ -187,13 +187,13 @@ def mechanisms(nodes: int, steps: int, blocker_s: int) -> None:
     the test cluster with ``steps`` no-op steps (a step's cost is then all overhead), once
     on an idle cluster and once with another user's job holding one node for blocker_s:
 
-    - pilot pool: hpcagents.pilot's hand-over to up to K one-node pilots;
+    - pilot pool: hpcagents.cluster.pilot's hand-over to up to K one-node pilots;
     - one K-node allocation, one ``srun -N1 -n1 --exclusive`` step per evaluation;
     - a job array, one element (one Slurm job) per evaluation.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from hpcagents.pilot import Paths, PilotResources, hand_over, stop
+    from hpcagents.cluster.pilot import Paths, PilotResources, hand_over, stop
 
     def pool(root: Path) -> float:
         paths = Paths(root / "pilot")

@@ -2,7 +2,7 @@
 
 Measures peak FP64 FLOP/s (FMA micro-benchmark) and STREAM-triad bandwidth with the
 campaign's compiler and flags at 1 thread and at every usable core, exactly as a campaign
-does (``hpcagents.machine.machine_model``, fresh, in a temporary cache), and prints them
+does (``hpcagents.judge.machine.machine_model``, fresh, in a temporary cache), and prints them
 beside the spec prediction:
 
     predicted peak = threads x FMA units x (FMA datapath bits / 64) x 2 x clock
@@ -26,7 +26,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from hpcagents.machine import cpu_mhz, machine_model, usable_cores
+from hpcagents.judge.machine import cpu_mhz, machine_model, usable_cores
 
 
 def _cpuinfo(field: str) -> str:

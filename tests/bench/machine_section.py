@@ -2,7 +2,7 @@
 
 Prints the machine model (measured with the campaign's compiler, flags and threads, or
 read from the cache) through the same function the prompts use
-(``hpcagents.agents.machine_text``). Not a test: run it on the node that times, e.g. the
+(``hpcagents.llm.agents.machine_text``). Not a test: run it on the node that times, e.g. the
 16-core node, to see what the agents are told there.
 
     .venv/bin/python tests/bench/machine_section.py [--cache DIR] [--threads N]
@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hpcagents.agents import BuildInfo, machine_text
-from hpcagents.machine import cpu_model, default_cache_dir, machine_model, usable_cores
+from hpcagents.judge.machine import cpu_model, default_cache_dir, machine_model, usable_cores
+from hpcagents.llm.agents import BuildInfo, machine_text
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 For every kernel that ships a scripted/ set, as a campaign on this node would do it:
 
-1. the bench size chosen for this node (hpcagents.node_size: grown from kernel.yaml's
+1. the bench size chosen for this node (hpcagents.judge.node_size: grown from kernel.yaml's
    case until the reference plateaus, within the memory/time/budget bounds), with the
    reference's GFLOP/s (and GB/s) there;
 2. every honest hand-written variant of the scripted model (kernels/<k>/scripted/*.c but
@@ -45,12 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hpcagents import node_size
-from hpcagents.artifacts import REPO_DIR, write_json
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.kernelspec import Case, KernelSpec, load_kernel
-from hpcagents.machine import cpu_model, describe, machine_model, usable_cores
-from hpcagents.racecheck import RaceConfig
+from hpcagents.core.artifacts import REPO_DIR, write_json
+from hpcagents.judge import node_size
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.machine import cpu_model, describe, machine_model, usable_cores
+from hpcagents.judge.racecheck import RaceConfig
+from hpcagents.judge.timing import BuildConfig, EvalConfig
+from hpcagents.spec.kernelspec import Case, KernelSpec, load_kernel
 
 
 def scripted_variants(kernel: KernelSpec) -> list[Path]:

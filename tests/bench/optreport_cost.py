@@ -1,13 +1,13 @@
 """What the compiler's vectorisation report costs per evaluation: the second, sandboxed
-compile (hpcagents.optreport) beside the judge's own build of the same candidate.
+compile (hpcagents.judge.optreport) beside the judge's own build of the same candidate.
 
 Prints a table; asserts nothing (a benchmark, not a test). For every scripted variant of
 the kernels named (real gcc, bubblewrap, the campaign's default flags), each build is
 run ``--repeats`` times, alternating, and the median wall is shown:
 
-* build    -- hpcagents.judge.build_candidate: the sandboxed compile + screens + link
+* build    -- hpcagents.judge.build.build_candidate: the sandboxed compile + screens + link
               of the timed object (what every evaluation pays already)
-* report   -- hpcagents.optreport.optimisation_report: the second compile, -S to nothing
+* report   -- hpcagents.judge.optreport.optimisation_report: the second compile, -S to nothing
 * extra    -- report / build
 
     .venv/bin/python tests/bench/optreport_cost.py [--kernels dgemm,stencil3d] [--repeats 3]
@@ -25,9 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 
-from hpcagents import judge  # noqa: E402
-from hpcagents.kernelspec import load_kernel  # noqa: E402
-from hpcagents.optreport import optimisation_report  # noqa: E402
+from hpcagents.judge.build import build_candidate  # noqa: E402
+from hpcagents.judge.optreport import optimisation_report  # noqa: E402
+from hpcagents.spec.kernelspec import load_kernel  # noqa: E402
 
 FLAGS = ("-O3", "-march=native", "-fopenmp")
 
@@ -48,7 +48,7 @@ def main() -> int:
             for _ in range(args.repeats):
                 with tempfile.TemporaryDirectory(prefix="hpca-optcost-") as tmp:
                     t0 = time.monotonic()
-                    built = judge.build_candidate(kernel, src, Path(tmp) / "b", "gcc", FLAGS)
+                    built = build_candidate(kernel, src, Path(tmp) / "b", "gcc", FLAGS)
                     build_s.append(time.monotonic() - t0)
                     if not built.ok:
                         ok = False

@@ -3,7 +3,7 @@
 Each server is a scripted model (a STAND-IN for an LLM) with a batching-server latency
 model: a request takes base + per_token x completion tokens, stretched by
 (1 + contention x (requests in flight - 1)). One iteration = the PM request, then N PG
-requests, each from its own process through hpcagents.llm.LLMPool (as Snakemake runs
+requests, each from its own process through hpcagents.llm.pool.LLMPool (as Snakemake runs
 generate jobs), PG j on server j mod S, per-server caps held by file locks.
 
 Compared with (a) the ideal critical path: PM alone + the slowest PG alone on an idle
@@ -22,9 +22,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import openai  # noqa: F401 - imported before the workers fork, as a warm Snakemake job would be
-from hpcagents.config import LLMConfig, ServerConfig
-from hpcagents.llm import LLMPool
+from hpcagents.llm.pool import LLMPool
 from hpcagents.scripted import serve
+from hpcagents.spec.config import LLMConfig, ServerConfig
 
 STRATEGY = "packed_b"
 STRATEGIES = [
@@ -41,12 +41,9 @@ STRATEGIES = [
 
 def messages(role: str, i: int, pg: int = 0, strategy: str = "") -> list[dict[str, str]]:
     if role == "pm":
-        head = f"[hpcagents:pm]\nKernel: dgemm\nIteration: {i}\nStrategies wanted: 8\n"
+        head = f"Kernel: dgemm\nIteration: {i}\nStrategies wanted: 8\n"
     else:
-        head = (
-            f"[hpcagents:pg]\nKernel: dgemm\nIteration: {i}\nPG: {pg}\nAttempt: 0\n"
-            f"Strategy: {strategy}\n"
-        )
+        head = f"Kernel: dgemm\nIteration: {i}\nPG: {pg}\nAttempt: 0\nStrategy: {strategy}\n"
     return [{"role": "user", "content": head}]
 
 

@@ -20,10 +20,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.kernelspec import load_kernel
-from hpcagents.machine import cpu_model, usable_cores
-from hpcagents.racecheck import RaceConfig
+from hpcagents.judge.evaluate import BuildConfig, EvalConfig, evaluate_source
+from hpcagents.judge.machine import cpu_model, usable_cores
+from hpcagents.judge.racecheck import RaceConfig
+from hpcagents.spec.kernelspec import load_kernel
 
 
 def main() -> int:

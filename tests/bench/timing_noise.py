@@ -16,9 +16,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from hpcagents.artifacts import REPO_DIR
-from hpcagents.evaluate import BuildConfig, EvalConfig, evaluate_source
-from hpcagents.kernelspec import load_kernel
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.judge.evaluate import evaluate_source
+from hpcagents.judge.timing import BuildConfig, EvalConfig
+from hpcagents.spec.kernelspec import load_kernel
 
 
 def main() -> int:

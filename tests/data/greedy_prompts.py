@@ -16,8 +16,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow"))
 
-from hpcagents.agents import BuildInfo, Previous, pg_messages, pm_messages  # noqa: E402
-from hpcagents.kernelspec import load_kernel  # noqa: E402
+from hpcagents.llm.agents import BuildInfo, Previous, pg_messages, pm_messages  # noqa: E402
+from hpcagents.spec.kernelspec import load_kernel  # noqa: E402
 
 MACHINE = {
     "host": "node17",

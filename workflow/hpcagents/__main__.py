@@ -1,3 +1,3 @@
-from .cli import main
+from hpcagents.cli import main
 
 raise SystemExit(main())

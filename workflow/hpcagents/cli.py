@@ -14,17 +14,24 @@ from pathlib import Path
 
 import yaml
 
-from .artifacts import REPO_DIR
-from .config import ConfigError, load_config
+from hpcagents.core.artifacts import REPO_DIR
+from hpcagents.core.layout import RESULTS, CampaignLayout
+from hpcagents.spec.config import ConfigError
+
+#: The command that serves the scripted model (a stand-in for an LLM).
+SCRIPTED = "scripted-model"
 
 
 def _cfg(args: argparse.Namespace):  # noqa: ANN202 - CampaignConfig
-    return load_config(args.config)
+    """The config of ``--config``: a run's effective record (frozen at its start, read
+    without validating again) or a config file (validated)."""
+    from hpcagents.spec.effective import load_step_config
+
+    return load_step_config(args.config)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import check_servers
-    from .probe import print_warnings
+    from hpcagents.llm.probe import check_servers, print_warnings
 
     cfg = _cfg(args)
     if args.servers:
@@ -34,22 +41,34 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from .steps import baseline
+    from hpcagents.campaign.steps import baseline
 
-    baseline(_cfg(args), args.kernel, Path(args.out_dir))
+    baseline(_cfg(args), args.kernel, Path(args.baseline), Path(args.source), Path(args.out))
     return 0
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .steps import plan
+    from hpcagents.campaign.steps import plan
 
-    plan(_cfg(args), args.kernel, args.iteration, Path(args.best), Path(args.out))
+    plan(
+        _cfg(args),
+        args.kernel,
+        args.iteration,
+        Path(args.best),
+        Path(args.out),
+        Path(args.archive) if args.archive else None,
+    )
     return 0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .steps import generate
+    from hpcagents.campaign.steps import FailedAttempt, generate
 
+    failed = None
+    if args.failed_evaluation:
+        failed = FailedAttempt(
+            Path(args.failed_evaluation), Path(args.failed_generation), Path(args.failed_source)
+        )
     generate(
         _cfg(args),
         args.kernel,
@@ -57,26 +76,28 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.pg,
         args.attempt,
         Path(args.plan),
-        Path(args.out).parent,
-        Path(args.previous).parent if args.previous else None,
+        Path(args.source),
+        Path(args.out),
+        failed,
     )
     return 0
 
 
 def _cmd_evaluate_attempt(args: argparse.Namespace) -> int:
-    from .steps import evaluate_attempt
+    from hpcagents.campaign.steps import evaluate_attempt
 
-    rec = evaluate_attempt(_cfg(args), args.kernel, Path(args.out))
+    rec = evaluate_attempt(
+        _cfg(args), args.kernel, Path(args.source), Path(args.generation), Path(args.out)
+    )
     print(f"{args.out}: {rec['status']} {rec.get('reason', '')}".rstrip())
     return 0
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from .artifacts import read_json
-    from .kernelspec import load_kernel
-    from .select import select_iteration
+    from hpcagents.campaign.select import select_iteration
+    from hpcagents.core.artifacts import read_json
 
-    kernel = load_kernel(args.kernel, _cfg(args).kernel_search)
+    kernel = _cfg(args).kernel(args.kernel)
     if args.final_round:  # after the baseline: the final round lists every PG's chain end
         ends = read_json(args.final_round, "final_round")["finals"]
         finals = [Path(end["evaluation"]) for end in ends]
@@ -90,13 +111,16 @@ def _cmd_select(args: argparse.Namespace) -> int:
         Path(args.out),
         kernel.source,
         Path(args.final_round) if args.final_round else None,
+        best_source=Path(args.best_source),
+        archive=Path(args.archive),
+        previous_archive=Path(args.previous_archive) if args.previous_archive else None,
     )
     print(f"{args.kernel} iteration {args.iteration}: {rec['reason']}")
     return 0
 
 
 def _cmd_final_round(args: argparse.Namespace) -> int:
-    from .steps import final_round_step
+    from hpcagents.campaign.steps import final_round_step
 
     rec = final_round_step(
         _cfg(args),
@@ -113,17 +137,22 @@ def _cmd_final_round(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from .summary import write_summary
+    from hpcagents.views.summary import write_summary
 
     text = write_summary(
-        _cfg(args), args.kernel, Path(args.kernel_dir), Path(args.out), Path(args.report)
+        _cfg(args),
+        args.kernel,
+        Path(args.kernel_dir),
+        [Path(b) for b in args.bests],
+        Path(args.out),
+        Path(args.report),
     )
     print(text)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report_html import kernel_dirs_under, write_report
+    from hpcagents.views.report import kernel_dirs_under, write_report
 
     if args.kernel_dir:
         dirs = [Path(d) for d in args.kernel_dir]
@@ -145,37 +174,31 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .status import run_status
+    from hpcagents.views.status import run_status
 
     return run_status(args)
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .study import run_study
+    from hpcagents.views.study import run_study
 
     return run_study(args)
 
 
 def _cmd_suite(args: argparse.Namespace) -> int:
-    from .suite import run_suite
+    from hpcagents.views.suite import run_suite
 
     return run_suite(args)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import run_evaluate
+    from hpcagents.judge.evaluate import run_evaluate
 
     return run_evaluate(args)
 
 
-def _cmd_scripted(args: argparse.Namespace) -> int:
-    from .scripted import run
-
-    return run(args)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .run import run_campaign
+    from hpcagents.cluster.run import run_campaign
 
     return run_campaign(args)
 
@@ -183,7 +206,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_machine(args: argparse.Namespace) -> int:
     import json
 
-    from .machine import MachineError, default_cache_dir, describe, machine_model, usable_cores
+    from hpcagents.judge.machine import (
+        MachineError,
+        default_cache_dir,
+        describe,
+        machine_model,
+        usable_cores,
+    )
 
     cc, cflags, threads = "gcc", ("-O3", "-march=native", "-fopenmp"), None
     if args.config:
@@ -203,7 +232,8 @@ def _cmd_machine(args: argparse.Namespace) -> int:
 
 
 def _cmd_new_kernel(args: argparse.Namespace) -> int:
-    from .newkernel import find_blanks, new_kernel
+    from hpcagents.spec.kernelspec import find_blanks
+    from hpcagents.spec.newkernel import new_kernel
 
     folder = new_kernel(
         args.name, Path(args.source), args.function, Path(args.kernels_dir), force=args.force
@@ -218,7 +248,7 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
     )
     for key, what in blanks:
         print(f"  - {key}: {what}")
-    from .newkernel import function_body, neighbour_reads
+    from hpcagents.spec.newkernel import function_body, neighbour_reads
 
     reads = neighbour_reads(function_body(Path(args.source).read_text(), args.function))
     if reads:
@@ -246,7 +276,7 @@ def _cmd_new_kernel(args: argparse.Namespace) -> int:
 
 
 def _cmd_pilot(args: argparse.Namespace) -> int:
-    from .pilot import serve
+    from hpcagents.cluster.pilot import serve
 
     return serve(
         Path(args.dir), args.runtime_min, args.reserve_min, args.idle_s, args.only, pool=args.pool
@@ -254,7 +284,7 @@ def _cmd_pilot(args: argparse.Namespace) -> int:
 
 
 def _cmd_hand_over(args: argparse.Namespace) -> int:
-    from .pilot import Paths, PilotError, PilotResources, hand_over, parse_extra
+    from hpcagents.cluster.pilot import Paths, PilotError, PilotResources, hand_over, parse_extra
 
     argv = [a for a in args.argv if a != "--"] if args.argv[:1] == ["--"] else args.argv
     if not argv:
@@ -279,13 +309,13 @@ def _cmd_hand_over(args: argparse.Namespace) -> int:
 
 
 def _cmd_launched_server(args: argparse.Namespace) -> int:
-    from .launch import serve_launched
+    from hpcagents.cluster.launch import serve_launched
 
     return serve_launched(Path(args.addr_file), args.command, args.model, args.instance)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from hpcagents.demo import run_demo
 
     return run_demo(args)
 
@@ -302,8 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    from .evaluate import add_evaluate_arguments
-    from .scripted import add_arguments as add_scripted_arguments
+    from hpcagents.judge.evaluate import add_evaluate_arguments
 
     add_evaluate_arguments(
         add(
@@ -312,14 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
             "compile, validate and time one C source against a kernel's reference",
         )
     )
-    add_scripted_arguments(
-        add(
-            "scripted-model",
-            _cmd_scripted,
-            "serve the scripted model (a stand-in for an LLM, not a model) over HTTP",
-        )
+    # Listed here for --help only: main() hands ``scripted-model`` and its options to the
+    # stand-in's own parser, so no other command (no Snakemake job) loads the stand-in.
+    sub.add_parser(
+        SCRIPTED,
+        help="serve the scripted model (a stand-in for an LLM, not a model) over HTTP; "
+        f"its options: hpcagents {SCRIPTED} --help",
+        add_help=False,
     )
-    from .run import add_arguments as add_run_arguments
+    from hpcagents.cluster.run import add_arguments as add_run_arguments
 
     add_run_arguments(
         add(
@@ -358,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="OpenMP threads (default: all usable cores)")
     p.add_argument(
         "--cache-dir",
-        help="default results/.hpcagents/machine (or $HPCAGENTS_MACHINE_CACHE)",
+        help=f"default {CampaignLayout().machine_cache()} (or $HPCAGENTS_MACHINE_CACHE)",
     )
     p.add_argument("--refresh", action="store_true", help="measure again, replacing the cache")
     p.add_argument("--json", action="store_true", help="print the model as JSON")
@@ -368,16 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_report,
         "write the self-contained HTML report of finished campaigns (plots embedded)",
     )
-    p.add_argument("--results", default="results", help="a campaign's results directory")
+    p.add_argument("--results", default=str(RESULTS), help="a campaign's results directory")
     p.add_argument("--kernel", action="append", help="only these kernels (repeatable)")
     p.add_argument("--kernel-dir", action="append", help="a kernel's results directory")
     p.add_argument(
         "--out", help="one page for all kernels here (default: <results>/<kernel>/report.html)"
     )
 
-    from .status import add_arguments as add_status_arguments
-    from .study import add_arguments as add_study_arguments
-    from .suite import add_arguments as add_suite_arguments
+    from hpcagents.views.status import add_arguments as add_status_arguments
+    from hpcagents.views.study import add_arguments as add_study_arguments
+    from hpcagents.views.suite import add_arguments as add_suite_arguments
 
     add_status_arguments(
         add(
@@ -430,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_hand_over,
         "step wrapper under Slurm: hand a command to the campaign's pilot pool and wait",
     )
-    p.add_argument("--dir", default="results/.hpcagents/pilot")
+    p.add_argument("--dir", default=str(CampaignLayout().pilot()))
     p.add_argument("--partition")
     p.add_argument("--account")
     p.add_argument("--cpus-per-task", type=int)
@@ -465,26 +495,28 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = step("baseline", _cmd_baseline, "step: iteration 0, the baseline as attempt 0")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--baseline", required=True, help="the kernel's baseline source (its folder)")
+    p.add_argument("--source", required=True, help="attempt 0's source (the copy)")
+    p.add_argument("--out", required=True, help="attempt 0's generation.json")
     p = step("plan", _cmd_plan, "step: the PM plans the strategies of one iteration")
     p.add_argument("--iteration", type=int, required=True)
     p.add_argument("--best", required=True, help="best.json of the previous iteration")
+    p.add_argument("--archive", help="archive.json of the previous iteration (archive search)")
     p.add_argument("--out", required=True)
     p = step("generate", _cmd_generate, "step: one PG writes one attempt (or repairs)")
     p.add_argument("--iteration", type=int, required=True)
     p.add_argument("--pg", type=int, required=True)
     p.add_argument("--attempt", type=int, required=True)
     p.add_argument("--plan", required=True, help="plan.json (it names the best it starts from)")
-    p.add_argument(
-        "--previous", help="a repair: the failed attempt's evaluation.json (its source beside it)"
-    )
-    p.add_argument(
-        "--out", required=True, help="the attempt's generation.json (its source goes beside it)"
-    )
+    p.add_argument("--failed-evaluation", help="a repair: the failed attempt's evaluation.json")
+    p.add_argument("--failed-generation", help="a repair: the failed attempt's generation.json")
+    p.add_argument("--failed-source", help="a repair: the failed attempt's source")
+    p.add_argument("--source", required=True, help="the attempt's source (written)")
+    p.add_argument("--out", required=True, help="the attempt's generation.json (written)")
     p = step("evaluate-attempt", _cmd_evaluate_attempt, "step: evaluate one attempt")
-    p.add_argument(
-        "--out", required=True, help="the attempt's evaluation.json (its source is beside it)"
-    )
+    p.add_argument("--source", required=True, help="the attempt's source")
+    p.add_argument("--generation", required=True, help="the attempt's generation.json")
+    p.add_argument("--out", required=True, help="the attempt's evaluation.json (written)")
     p = step("final-round", _cmd_final_round, "step: re-time finalists and incumbent together")
     p.add_argument("--iteration", type=int, required=True)
     p.add_argument(
@@ -500,25 +532,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--final-round", help="final_round.json of the iteration (it lists every PG's chain end)"
     )
     p.add_argument("--previous", help="best.json of the previous iteration")
-    p.add_argument(
-        "--out", required=True, help="the iteration's best.json (best/<source> goes beside it)"
-    )
+    p.add_argument("--previous-archive", help="archive.json of the previous iteration")
+    p.add_argument("--out", required=True, help="the iteration's best.json (written)")
+    p.add_argument("--best-source", required=True, help="the selected source (written)")
+    p.add_argument("--archive", required=True, help="the iteration's archive.json (written)")
     p = step("summary", _cmd_summary, "step: summary.json and report of a kernel")
-    p.add_argument("--kernel-dir", required=True)
+    p.add_argument("--kernel-dir", required=True, help="results/<kernel> (its artifacts)")
+    p.add_argument("--bests", nargs="+", required=True, help="every iteration's best.json")
     p.add_argument("--out", required=True)
     p.add_argument("--report", required=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [SCRIPTED]:
+        # the stand-in's own command: the one place product code imports it
+        from hpcagents.scripted import main as scripted_main
+
+        return scripted_main(argv[1:], prog=f"hpcagents {SCRIPTED}")
     args = build_parser().parse_args(argv)
-    from .campaigns import RunnerError
-    from .kernelspec import KernelError
-    from .llm import LLMUnavailable
-    from .select import SelectionError
+    from hpcagents.campaign.select import SelectionError
+    from hpcagents.cluster.campaigns import RunnerError
+    from hpcagents.llm.interface import LLMUnavailable
+    from hpcagents.spec.kernelspec import KernelError
 
     if args.command in ("evaluate-attempt", "final-round"):
-        from .lifeline import tie_to_campaign
+        from hpcagents.core.lifeline import tie_to_campaign
 
         tie_to_campaign()  # dies, with its sandboxes, when the campaign's Snakemake dies
     try:
@@ -527,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hpcagents: error: {exc}", file=sys.stderr)
         return 2
     except yaml.YAMLError as exc:  # a YAML file read without its own message: file:line
-        from .config import yaml_error_message
+        from hpcagents.spec.config import yaml_error_message
 
         name = getattr(getattr(exc, "problem_mark", None), "name", "a YAML file")
         print(f"hpcagents: error: {yaml_error_message(name, exc)}", file=sys.stderr)

@@ -8,53 +8,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import secrets
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import yaml
 
-from .artifacts import REPO_DIR, read_json, write_text_atomic
-from .frozen import ACCEPT_ENV
-from .run import run_recorded
-from .summary import table
+from hpcagents.cluster.run import run_recorded, snakemake_command, unlock
+from hpcagents.core.artifacts import REPO_DIR, read_json, write_text_atomic
+from hpcagents.core.layout import RESULTS, CampaignLayout
+from hpcagents.spec.frozen import ACCEPT_ENV
+from hpcagents.views.summary import table
 
 #: Model ids of the scripted stand-in start with this (as summary.json's stand_in flag).
 STAND_IN_PREFIX = "scripted"
-
-
-def _wait_for_port(port_file: Path, proc: subprocess.Popen, timeout_s: float = 20.0) -> int:
-    """The port the scripted model bound (it writes it once listening)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the scripted model exited with code {proc.returncode}")
-        try:
-            return int(port_file.read_text().strip())
-        except (OSError, ValueError):
-            time.sleep(0.05)
-    raise RuntimeError(f"the scripted model did not start listening within {timeout_s} s")
-
-
-def check_identity(url: str, instance: str, timeout_s: float = 5.0) -> None:
-    """Fail unless the server answering ``url`` lists our identity token in /v1/models.
-
-    A port can be taken over between runs (another demo, another campaign): a campaign
-    must never talk to a server it did not start and believe it is its own.
-    """
-    with urllib.request.urlopen(f"{url}/models", timeout=timeout_s) as resp:
-        models = json.loads(resp.read()).get("data") or []
-    if not any(m.get("instance") == instance for m in models):
-        raise RuntimeError(
-            f"the server at {url} is not the scripted model this demo started "
-            "(its identity token is missing from /v1/models)"
-        )
 
 
 def demo_config(raw: dict, url: str) -> dict:
@@ -77,7 +44,7 @@ def demo_config_path(given: str | None, cwd: Path) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
+    from hpcagents.spec.config import ConfigError, load_config
 
     workdir = Path(args.dir).resolve() if getattr(args, "dir", None) else Path.cwd()
     config_path = demo_config_path(args.config, Path.cwd())
@@ -87,12 +54,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"hpcagents demo: error: {exc}", file=sys.stderr)
         return 2
     raw = yaml.safe_load(config_path.read_text())
-    print(f"[demo] config {config_path}; results in {workdir / 'results'}", flush=True)
-    from .campaigns import exit_on_sigterm
-    from .frozen import precheck
-    from .run import end_orphans, running_campaign
+    print(f"[demo] config {config_path}; results in {workdir / RESULTS}", flush=True)
+    from hpcagents.cluster.campaigns import ScriptedModelProcess, exit_on_sigterm
+    from hpcagents.cluster.run import end_orphans, running_campaign
+    from hpcagents.spec.frozen import precheck
 
-    stale = precheck(config_path, workdir / "results", args.accept_changes)
+    layout = CampaignLayout(workdir / RESULTS)
+    stale = precheck(config_path, layout.root, args.accept_changes)
     if stale:
         print(f"hpcagents demo: {stale}", file=sys.stderr)
         return 2
@@ -107,66 +75,23 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     for note in end_orphans(workdir, slurm=False):  # before our own server starts here
         print(f"[demo] {note}", flush=True)
-    state = workdir / "results" / ".hpcagents"
-    state.mkdir(parents=True, exist_ok=True)
-    server_log = state / "scripted-server.log"
-    request_log = state / "scripted-requests.jsonl"
-    port_file = state / f"scripted-port.{os.getpid()}"
-    instance = secrets.token_hex(16)
-    port_file.unlink(missing_ok=True)
+    state = layout.state
     print(
         f"[demo] starting the scripted model on 127.0.0.1, port {args.port or 'any free one'} "
         "(a STAND-IN for an LLM: it measures the pipeline, not a model)",
         flush=True,
     )
-    with server_log.open("a") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hpcagents",
-                "scripted-model",
-                "--port",
-                str(args.port),
-                "--port-file",
-                str(port_file),
-                "--instance",
-                instance,
-                "--log",
-                str(request_log),
-                "--latency",
-                str(args.latency),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = ScriptedModelProcess(state, latency=args.latency, port=args.port)
     try:
-        port = _wait_for_port(port_file, server)
-        url = f"http://127.0.0.1:{port}/v1"
-        check_identity(url, instance)
+        server.start()
+        url = server.url
         print(f"[demo] scripted model at {url} (identity checked)", flush=True)
         config_file = state / "demo-config.yaml"
         write_text_atomic(config_file, yaml.safe_dump(demo_config(raw, url), sort_keys=False))
-        snakemake = [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--directory",
-            str(workdir),
-            "--snakefile",
-            str(REPO_DIR / "Snakefile"),
-        ]
         # A previous run killed mid-way leaves Snakemake's lock behind: drop it (safe: no
         # campaign runs in this directory, checked above).
-        subprocess.run([*snakemake, "--unlock"], capture_output=True, check=False)
-        cmd = [
-            *snakemake,
-            *(["--cores", args.cores] if args.cores else []),
-            "--configfile",
-            str(config_file),
-            *args.snakemake_args,
-        ]
+        unlock(snakemake_command(workdir, config_file))
+        cmd = snakemake_command(workdir, config_file, cores=args.cores, extra=args.snakemake_args)
         print(f"[demo] {' '.join(cmd)}", flush=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if args.accept_changes:
@@ -179,17 +104,11 @@ def run_demo(args: argparse.Namespace) -> int:
             )
             return rc
         for kernel in raw["kernels"]:
-            path = workdir / "results" / kernel / "summary.json"
+            path = layout.kernel(kernel).summary()
             summary = read_json(path, "summary")
             print(f"\n== {kernel}: {path} ==")
             print(table(summary))
         return 0
     finally:
-        port_file.unlink(missing_ok=True)
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+        server.stop()
         print("[demo] scripted model stopped", flush=True)

@@ -6,10 +6,11 @@ It exercises and measures the pipeline — HTTP, caching, extraction, compile, v
 repair, time, select — and never measures a model: every answer says so in its model id
 and ``/v1/models`` lists it as ``owned_by: hpcagents-scripted-stand-in``.
 
-It reads the header lines the real prompts carry (``[hpcagents:pm]``, ``Kernel:``,
-``Iteration:``, ``Strategies wanted:``; ``[hpcagents:pg]``, ``PG:``, ``Attempt:``,
-``Strategy:``); a real model ignores them. Every request is appended to a JSON-lines log
-so tests can count calls and spot a repeated prompt.
+It reads the header lines that open the product's prompts, which tell a real model the
+same things (``Kernel:``, ``Iteration:``; a PM prompt has ``Strategies wanted:``, a PG
+prompt ``PG:``, ``Attempt:``, ``Strategy:``): no marker of its own is sent to a real
+model. Every request is appended to a JSON-lines log so tests can count calls and spot a
+repeated prompt.
 
 **Stochastic mode** (``--stochastic``): the scripted PM no longer walks its list in order;
 it shuffles the whole pool of strategies with a generator seeded by the request's
@@ -43,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from .artifacts import REPO_DIR, write_text_atomic
+from hpcagents.core.artifacts import REPO_DIR, write_text_atomic
 
 OWNER = "hpcagents-scripted-stand-in"
 #: Fault modes, each standing for something real servers do.
@@ -79,7 +80,7 @@ def _history(text: str) -> str:
 
 
 def prompt_sha256(messages: list[dict[str, Any]]) -> str:
-    """Same canonical form as ``hpcagents.llm.prompt_hash``."""
+    """Same canonical form as ``hpcagents.llm.interface.prompt_hash``."""
     canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -126,7 +127,7 @@ class ScriptedModel:
         text = str(users[-1].get("content", "")) if users else ""
         # a re-ask carries the headers in the first user message
         first = str(users[0].get("content", "")) if users else ""
-        head = text if "[hpcagents:" in text else first
+        head = text if _header(text, "Kernel") else first
         kernel = _header(head, "Kernel") or ""
         script = self.script(kernel) if kernel else None
         if script is None:
@@ -137,7 +138,7 @@ class ScriptedModel:
                 {"role": "unknown", "kernel": kernel},
             )
         strategies = script["strategies"]
-        if "[hpcagents:pm]" in head:
+        if _header(head, "Strategies wanted"):
             iteration = int(_header(head, "Iteration") or 1)
             n = int(_header(head, "Strategies wanted") or 1)
             chosen = self.plan_strategies(strategies, iteration, n, seed, _history(head))
@@ -151,7 +152,7 @@ class ScriptedModel:
             return ScriptedAnswer(
                 "plan", body, {"role": "pm", "kernel": kernel, "iteration": iteration}
             )
-        if "[hpcagents:pg]" in head:
+        if _header(head, "PG"):
             name = _header(head, "Strategy") or ""
             attempt = int(_header(text, "Attempt") or _header(head, "Attempt") or 0)
             meta = {
@@ -585,8 +586,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpcagents.scripted", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "python -m hpcagents.scripted") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -8,8 +8,11 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
-from hpcagents.kernelspec import find_kernel
-from hpcagents.workflow_support import (
+from hpcagents.campaign.repair import ends_chain
+from hpcagents.core.layout import CampaignLayout
+from hpcagents.spec.config import ConfigError
+from hpcagents.spec.kernelspec import find_kernel
+from hpcagents.campaign.workflow_support import (
     check_servers_or_die,
     guard_results,
     load_campaign,
@@ -18,19 +21,41 @@ from hpcagents.workflow_support import (
     write_effective_config,
 )
 
+# Every path of the campaign comes from one layout (hpcagents.core.layout): LAYOUT is the
+# results folder where Snakemake runs, K one kernel's folder with {kernel} as its name,
+# so K.source("{i}", "{j}", "{a}") is the pattern results/{kernel}/iter{i}/pg{j}/...
+LAYOUT = CampaignLayout()
+K = LAYOUT.kernel("{kernel}")
+
+
+def path(p):
+    """A layout path as the string a rule's input/output/log wants."""
+    return str(p)
+
+
+def stop_on(check, *args):
+    """Run a check of the package; its ConfigError stops the workflow with that message
+    (the package never imports snakemake, so the Snakefile makes it a WorkflowError)."""
+    try:
+        return check(*args)
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
 # Validate the config before any job exists: a schema error names the key.
-CFG = load_campaign(config)
+CFG = stop_on(load_campaign, config)
 KERNELS = list(CFG.kernels)
 # Stop before any job when results/ was made under other figure settings (bench size,
 # repeats, flags, reference, kernel spec), unless the run accepts the change.
-guard_results(CFG)
+stop_on(guard_results, CFG, LAYOUT.root)
 MAX_REPAIRS = CFG.max_repairs
-# The effective (validated, overridden) config the steps read, named by its content
+# The effective (validated, overridden) config the steps read, with every kernel spec it
+# uses frozen (hpcagents.spec.effective), named by its content
 # (results/.hpcagents/config-<hash>.json) and never rewritten: a dry run or a second
 # campaign with another config writes another file, so nothing can change what a
 # running campaign's jobs read. It is deliberately not an input of any rule, so
 # changing e.g. the number of iterations never reruns LLM calls.
-EFFECTIVE = write_effective_config(CFG, "results/.hpcagents")
+EFFECTIVE = write_effective_config(CFG, LAYOUT)
 
 
 def step(name):
@@ -40,14 +65,14 @@ def step(name):
     return f"{sys.executable} -m hpcagents {name} --config {EFFECTIVE}"
 
 
-# ---- Slurm: timing steps go through the campaign's pilot pool (hpcagents/pilot.py) ----
+# ---- Slurm: timing steps go through the campaign's pilot pool (hpcagents/cluster/pilot.py) ----
 # Under the slurm executor, evaluate and select are local rules whose timing command hands
 # the step (an evaluation, the final round) to the campaign's pool of pilot jobs: up to
 # max_timing_nodes exclusive one-node jobs, each running steps one after another, grown
 # while steps are queued and leaving when idle (a submission per evaluation costs far
 # more than the evaluation; see the README, "On a Slurm cluster").
 # Under the local executor the command is the step itself, unchanged.
-PILOT_DIR = "results/.hpcagents/pilot"
+PILOT_DIR = path(LAYOUT.pilot())
 
 
 def under_slurm():
@@ -108,7 +133,7 @@ def timing_threads(wildcards):
 def stop_pilot():
     """onsuccess/onerror: the campaign's pilots leave their nodes as soon as it is done."""
     if under_slurm():
-        from hpcagents.pilot import stop
+        from hpcagents.cluster.pilot import stop
 
         jobs = stop(Path(PILOT_DIR))
         if jobs:
@@ -125,48 +150,44 @@ def baseline_source(wildcards):
     )
 
 
-def attempt_dir(kernel, i, j, a):
-    return f"results/{kernel}/iter{i}/pg{j}/attempt{a}"
-
-
 def previous_best(wildcards):
     """best.json of the iteration before (none for iteration 0)."""
     i = int(wildcards.i)
-    return [f"results/{wildcards.kernel}/iter{i - 1}/best.json"] if i > 0 else []
+    return [path(LAYOUT.kernel(wildcards.kernel).best(i - 1))] if i > 0 else []
 
 
 def previous_archive(wildcards):
     """archive.json of the iteration before: the elites the PM (and PGs) are shown."""
     i = int(wildcards.i)
-    return [f"results/{wildcards.kernel}/iter{i - 1}/archive.json"] if i > 0 else []
+    return [path(LAYOUT.kernel(wildcards.kernel).archive(i - 1))] if i > 0 else []
 
 
 def failed_attempt(wildcards):
     """What a repair reads: the failed attempt before it (its error, source and answer)."""
-    prev = attempt_dir(wildcards.kernel, wildcards.i, wildcards.j, int(wildcards.a) - 1)
+    k, a = LAYOUT.kernel(wildcards.kernel), int(wildcards.a) - 1
     return {
-        "failed_evaluation": f"{prev}/evaluation.json",
-        "failed_generation": f"{prev}/generation.json",
-        "failed_source": f"{prev}/{wildcards.kernel}.c",
+        "failed_evaluation": path(k.evaluation(wildcards.i, wildcards.j, a)),
+        "failed_generation": path(k.generation(wildcards.i, wildcards.j, a)),
+        "failed_source": path(k.source(wildcards.i, wildcards.j, a)),
     }
 
 
 def walk_chain(kernel, i, j):
-    """The evaluation that ends PG j's repair chain: the first attempt that passed, or
-    the last one allowed. While the chain is unfinished, the checkpoint target of its
-    current attempt (what Snakemake itself would put in the DAG for the exception)."""
+    """The evaluation that ends PG j's repair chain (hpcagents.campaign.repair.ends_chain: the
+    first attempt that passed, or the last one allowed). While the chain is unfinished,
+    the checkpoint target of its current attempt (what Snakemake itself would put in the
+    DAG for the exception)."""
     a = 0
     while True:
         try:
             job = checkpoints.evaluate.get(kernel=kernel, i=str(i), j=str(j), a=str(a))
         except IncompleteCheckpointException as unfinished:
             return unfinished.targetfile
-        path = job.output[0]
-        if i == 0 or a >= MAX_REPAIRS:
-            return path
-        with open(path) as fh:
-            if json.load(fh)["status"] == "ok":
-                return path
+        evaluation = job.output[0]
+        with open(evaluation) as fh:
+            status = json.load(fh)["status"]
+        if ends_chain(i, a, status, MAX_REPAIRS):
+            return evaluation
         a += 1
 
 
@@ -184,10 +205,8 @@ def final_evaluations(wildcards):
 
 
 def all_bests(wildcards):
-    return [
-        f"results/{wildcards.kernel}/iter{i}/best.json"
-        for i in range(CFG.iterations + 1)
-    ]
+    k = LAYOUT.kernel(wildcards.kernel)
+    return [path(k.best(i)) for i in range(CFG.iterations + 1)]
 
 
 onsuccess:

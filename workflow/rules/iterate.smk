@@ -5,7 +5,7 @@
 # only by the global resource llm_slots and the servers' own max_concurrency. Locally,
 # evaluations overlap (up to timing_slots) while they build and validate, and a host-wide
 # lock gives their timed calls, and the whole final round, the machine to themselves
-# (hpcagents.timinglock).
+# (hpcagents.judge.timinglock).
 
 
 # Every rule is local: the LLM servers are reachable from where Snakemake runs, and under
@@ -26,15 +26,15 @@ rule baseline:
     input:
         baseline_source,
     output:
-        source="results/{kernel}/iter0/pg0/attempt0/{kernel}.c",
-        generation="results/{kernel}/iter0/pg0/attempt0/generation.json",
+        source=path(K.source(0, 0, 0)),
+        generation=path(K.generation(0, 0, 0)),
     log:
-        "results/{kernel}/logs/iter0/baseline.log",
+        path(K.log(0, "baseline")),
     params:
         cmd=step("baseline"),
     shell:
-        "{params.cmd} --kernel {wildcards.kernel}"
-        " --out-dir results/{wildcards.kernel}/iter0/pg0/attempt0 > {log} 2>&1"
+        "{params.cmd} --kernel {wildcards.kernel} --baseline {input}"
+        " --source {output.source} --out {output.generation} > {log} 2>&1"
 
 
 rule plan:
@@ -42,9 +42,9 @@ rule plan:
         best=previous_best,
         archive=previous_archive,
     output:
-        "results/{kernel}/iter{i}/plan.json",
+        path(K.plan("{i}")),
     log:
-        "results/{kernel}/logs/iter{i}/plan.log",
+        path(K.log("{i}", "plan")),
     wildcard_constraints:
         i="[1-9][0-9]*",
     threads: 0
@@ -53,18 +53,18 @@ rule plan:
     params:
         cmd=step("plan"),
     shell:
-        "{params.cmd} --kernel {wildcards.kernel}"
-        " --iteration {wildcards.i} --best {input.best} --out {output} > {log} 2>&1"
+        "{params.cmd} --kernel {wildcards.kernel} --iteration {wildcards.i}"
+        " --best {input.best} --archive {input.archive} --out {output} > {log} 2>&1"
 
 
 rule generate:
     input:
-        plan="results/{kernel}/iter{i}/plan.json",
+        plan=path(K.plan("{i}")),
     output:
-        source="results/{kernel}/iter{i}/pg{j}/attempt{a}/{kernel}.c",
-        generation="results/{kernel}/iter{i}/pg{j}/attempt{a}/generation.json",
+        source=path(K.source("{i}", "{j}", "{a}")),
+        generation=path(K.generation("{i}", "{j}", "{a}")),
     log:
-        "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.generate.log",
+        path(K.attempt_log("{i}", "{j}", "{a}", "generate")),
     wildcard_constraints:
         i="[1-9][0-9]*",
         a="0",
@@ -75,8 +75,8 @@ rule generate:
         cmd=step("generate"),
     shell:
         "{params.cmd} --kernel {wildcards.kernel} --iteration {wildcards.i} --pg {wildcards.j}"
-        " --attempt 0 --plan {input.plan} --out {output.generation}"
-        " > {log} 2>&1"
+        " --attempt 0 --plan {input.plan}"
+        " --source {output.source} --out {output.generation} > {log} 2>&1"
 
 
 # A repair exists only after a failed attempt (the checkpoint walk in common.smk asks for
@@ -84,12 +84,12 @@ rule generate:
 rule repair:
     input:
         unpack(failed_attempt),
-        plan="results/{kernel}/iter{i}/plan.json",
+        plan=path(K.plan("{i}")),
     output:
-        source="results/{kernel}/iter{i}/pg{j}/attempt{a}/{kernel}.c",
-        generation="results/{kernel}/iter{i}/pg{j}/attempt{a}/generation.json",
+        source=path(K.source("{i}", "{j}", "{a}")),
+        generation=path(K.generation("{i}", "{j}", "{a}")),
     log:
-        "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.repair.log",
+        path(K.attempt_log("{i}", "{j}", "{a}", "repair")),
     wildcard_constraints:
         i="[1-9][0-9]*",
         a="[1-9][0-9]*",
@@ -101,17 +101,20 @@ rule repair:
     shell:
         "{params.cmd} --kernel {wildcards.kernel} --iteration {wildcards.i} --pg {wildcards.j}"
         " --attempt {wildcards.a} --plan {input.plan}"
-        " --previous {input.failed_evaluation} --out {output.generation} > {log} 2>&1"
+        " --failed-evaluation {input.failed_evaluation}"
+        " --failed-generation {input.failed_generation}"
+        " --failed-source {input.failed_source}"
+        " --source {output.source} --out {output.generation} > {log} 2>&1"
 
 
 checkpoint evaluate:
     input:
-        source="results/{kernel}/iter{i}/pg{j}/attempt{a}/{kernel}.c",
-        generation="results/{kernel}/iter{i}/pg{j}/attempt{a}/generation.json",
+        source=path(K.source("{i}", "{j}", "{a}")),
+        generation=path(K.generation("{i}", "{j}", "{a}")),
     output:
-        "results/{kernel}/iter{i}/pg{j}/attempt{a}/evaluation.json",
+        path(K.evaluation("{i}", "{j}", "{a}")),
     log:
-        "results/{kernel}/logs/iter{i}/pg{j}.attempt{a}.evaluate.log",
+        path(K.attempt_log("{i}", "{j}", "{a}", "evaluate")),
     # Under Slurm the command hands the evaluation to the campaign's pilot pool: each
     # pilot runs evaluations one after another on its exclusive node (common.smk).
     threads: timing_threads
@@ -120,43 +123,46 @@ checkpoint evaluate:
     params:
         cmd=timing_step("evaluate-attempt"),
     shell:
-        "{params.cmd} --kernel {wildcards.kernel} --out {output} > {log} 2>&1"
+        "{params.cmd} --kernel {wildcards.kernel} --source {input.source}"
+        " --generation {input.generation} --out {output} > {log} 2>&1"
 
 
 # The baseline is the campaign's reference point: nothing to re-time or compare.
 rule select_baseline:
     input:
-        "results/{kernel}/iter0/pg0/attempt0/evaluation.json",
+        path(K.evaluation(0, 0, 0)),
     output:
-        best="results/{kernel}/iter0/best.json",
-        source="results/{kernel}/iter0/best/{kernel}.c",
-        archive="results/{kernel}/iter0/archive.json",
+        best=path(K.best(0)),
+        source=path(K.best_source(0)),
+        archive=path(K.archive(0)),
     log:
-        "results/{kernel}/logs/iter0/select.log",
+        path(K.log(0, "select")),
     threads: 0
     params:
         cmd=step("select"),
     shell:
         "{params.cmd} --kernel {wildcards.kernel} --iteration 0 --finals {input}"
-        " --out {output.best} > {log} 2>&1"
+        " --out {output.best} --best-source {output.source} --archive {output.archive}"
+        " > {log} 2>&1"
 
 
 # Selection after the baseline, in one job: the final round re-times the finalists among
 # the PGs' chain ends and the incumbent side by side (a timing step: under Slurm it goes
 # to one pilot of the pool, so all its contenders share one node), then the decision,
-# made on those figures alone, writes best.json.
+# made on those figures alone, writes best.json, the selected source and the archive.
 rule select:
     input:
         evaluations=final_evaluations,
         previous=previous_best,
+        previous_archive=previous_archive,
     output:
-        final_round="results/{kernel}/iter{i}/final_round.json",
-        best="results/{kernel}/iter{i}/best.json",
-        source="results/{kernel}/iter{i}/best/{kernel}.c",
-        archive="results/{kernel}/iter{i}/archive.json",
+        final_round=path(K.final_round("{i}")),
+        best=path(K.best("{i}")),
+        source=path(K.best_source("{i}")),
+        archive=path(K.archive("{i}")),
     log:
-        final_round="results/{kernel}/logs/iter{i}/final_round.log",
-        select="results/{kernel}/logs/iter{i}/select.log",
+        final_round=path(K.log("{i}", "final_round")),
+        select=path(K.log("{i}", "select")),
     wildcard_constraints:
         i="[1-9][0-9]*",
     threads: timing_threads
@@ -171,4 +177,6 @@ rule select:
         " --out {output.final_round} > {log.final_round} 2>&1"
         " && {params.select} --kernel {wildcards.kernel} --iteration {wildcards.i}"
         " --final-round {output.final_round} --previous {input.previous}"
-        " --out {output.best} > {log.select} 2>&1"
+        " --previous-archive {input.previous_archive}"
+        " --out {output.best} --best-source {output.source} --archive {output.archive}"
+        " > {log.select} 2>&1"

@@ -10,21 +10,21 @@ rule summary:
     input:
         all_bests,
     output:
-        summary="results/{kernel}/summary.json",
-        report="results/{kernel}/report.md",
+        summary=path(K.summary()),
+        report=path(K.report_md()),
         html=report(
-            "results/{kernel}/report.html",
+            path(K.report_html()),
             category="Campaign report",
             labels={"kernel": "{kernel}"},
         ),
     log:
-        "results/{kernel}/logs/summary.log",
+        path(K.log(None, "summary")),
     params:
         cmd=step("summary"),
         html=f"{sys.executable} -m hpcagents report",
+        kernel_dir=path(K.directory),
     shell:
-        "{params.cmd} --kernel {wildcards.kernel}"
-        " --kernel-dir results/{wildcards.kernel}"
-        " --out {output.summary} --report {output.report} > {log} 2>&1"
-        " && {params.html} --kernel-dir results/{wildcards.kernel}"
+        "{params.cmd} --kernel {wildcards.kernel} --kernel-dir {params.kernel_dir}"
+        " --bests {input} --out {output.summary} --report {output.report} > {log} 2>&1"
+        " && {params.html} --kernel-dir {params.kernel_dir}"
         " --out {output.html} >> {log} 2>&1"

@@ -1,0 +1,1 @@
+"""Tools for the developers of hpcagents (not used by a campaign)."""
