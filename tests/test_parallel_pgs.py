@@ -86,6 +86,7 @@ def _script_dir(tmp_path: Path) -> Path:
     return tmp_path / "kernels"
 
 
+@pytest.mark.alone  # its CPU hogs load every core
 def test_faster_kernel_wins_although_a_cpu_hog_ran_during_its_own_evaluation(
     start_scripted, tmp_path
 ):
