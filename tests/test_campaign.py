@@ -25,7 +25,8 @@ from conftest import (
 from hpcagents.artifacts import REPO_DIR, read_json
 from hpcagents.scripted import serve
 
-pytestmark = pytest.mark.slow
+# under pytest-xdist (make test) one worker runs these tests: they share one campaign
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("campaign")]
 
 
 def selections(workdir: Path, iterations: int) -> list[tuple[int, int, str, int]]:

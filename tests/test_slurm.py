@@ -25,7 +25,8 @@ from conftest import campaign_config, read_log, write_campaign
 from hpcagents.artifacts import REPO_DIR, read_json
 from hpcagents.scripted import serve
 
-pytestmark = pytest.mark.slow
+# under pytest-xdist (make test) one worker runs these tests: one test cluster, in order
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 CLUSTER = REPO_DIR / "tests" / "slurm" / "cluster.sh"
 
 
