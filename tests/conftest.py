@@ -85,6 +85,41 @@ def small_finished_campaign(tmp_path_factory) -> Path:
 
 
 # -- sharing the machine between pytest-xdist workers (make test runs two) -----------------
+# make test hands whole files to the workers (--dist loadfile): a module's fixtures (a
+# campaign its tests share, the Slurm test cluster) are made by one worker, once. (Not
+# loadgroup: with pytest 9.2 it silently stops grouping, pytest-xdist issue #1386.) The
+# files go out in the order below (--no-loadscope-reorder): the tests that run alone
+# first, while there is little to wait for, then the longest files, so that no long file
+# starts last and runs on while the other worker idles.
+LONG_FILES_FIRST = (
+    "test_slurm.py",
+    "test_faults.py",
+    "test_campaign.py",
+    "test_replay.py",
+    "test_llm_files.py",
+    "test_adversarial.py",
+    "test_llamacpp.py",
+    "test_run.py",
+    "test_status.py",
+    "test_report.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a plain run keeps the files' order
+
+    def rank(item) -> tuple[int, int]:
+        if item.get_closest_marker("alone") is not None:
+            return (0, 0)
+        name = item.path.name
+        if name in LONG_FILES_FIRST:
+            return (1, LONG_FILES_FIRST.index(name))
+        return (2, 0)
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 # A test marked ``alone`` (it loads every core on purpose, or its assertion compares speeds
 # that another test's CPU work would skew) runs while no other test runs: each test holds
 # a readers-writer lock for its whole run (setup, call, teardown, higher-scoped fixtures

@@ -25,8 +25,7 @@ from conftest import (
 from hpcagents.artifacts import REPO_DIR, read_json
 from hpcagents.scripted import serve
 
-# under pytest-xdist (make test) one worker runs these tests: they share one campaign
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("campaign")]
+pytestmark = pytest.mark.slow
 
 
 def selections(workdir: Path, iterations: int) -> list[tuple[int, int, str, int]]:

@@ -25,8 +25,7 @@ from conftest import campaign_config, read_log, write_campaign
 from hpcagents.artifacts import REPO_DIR, read_json
 from hpcagents.scripted import serve
 
-# under pytest-xdist (make test) one worker runs these tests: one test cluster, in order
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slow
 CLUSTER = REPO_DIR / "tests" / "slurm" / "cluster.sh"
 
 
