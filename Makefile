@@ -46,8 +46,13 @@ study: $(STAMP)
 suite: $(STAMP)
 	$(VENV)/bin/hpcagents suite
 
+# Two pytest-xdist workers: much of a campaign test is waiting (on LLM stand-ins, on
+# Snakemake, on Slurm), so two overlap well even on 2 cores. Whole files go to a worker
+# (a module's campaign or Slurm cluster is made once), in the order tests/conftest.py
+# gives; tests marked `alone` run while no other test does; timed calls are ordered by
+# the workflow's host-wide timing lock. One file or test: $(VENV)/bin/pytest -q tests/test_x.py -k name
 test: $(STAMP) system-deps
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check workflow tests

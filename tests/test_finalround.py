@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import sys
 
+import pytest
 from hpcagents.core.artifacts import REPO_DIR, validate
 from hpcagents.judge import finalround
 from hpcagents.judge.errors import JudgeError
@@ -186,6 +187,7 @@ def _a_slow_and_a_fast_variant(tmp_path) -> tuple[str, str, float, float]:
 BENCH = 512
 
 
+@pytest.mark.alone  # its CPU hogs load every core
 def test_under_16_cpu_hogs_a_faster_kernel_is_crowned_and_a_slower_one_never(tmp_path):
     """Issue 20: the verdict is fair both ways under the same heavy disturbance.
 

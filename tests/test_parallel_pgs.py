@@ -28,6 +28,7 @@ def _steps(workdir: Path, pattern: str) -> dict[int, dict]:
     return out
 
 
+@pytest.mark.alone  # a fast PG's whole chain must end within the slow server's 8 s
 def test_all_pgs_start_together_and_a_slow_server_holds_back_only_its_own(start_scripted, tmp_path):
     """PG j asks server j mod 2 first: pg2 and pg4 wait 8 s on the slow server while pg1
     and pg3 (fast server) generate, evaluate and finish. A DAG that walks the PGs one after
@@ -86,6 +87,7 @@ def _script_dir(tmp_path: Path) -> Path:
     return tmp_path / "kernels"
 
 
+@pytest.mark.alone  # its CPU hogs load every core
 def test_faster_kernel_wins_although_a_cpu_hog_ran_during_its_own_evaluation(
     start_scripted, tmp_path
 ):

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import campaign_config, run_snakemake, write_campaign
-from hpcagents.scripted import serve
 from hpcagents.views.report import render, write_report
 
 pytestmark = pytest.mark.slow
@@ -32,21 +30,11 @@ PAGE_SCRIPT = """JSON.stringify({
 })"""
 
 
-@pytest.fixture(scope="module")
-def campaign(tmp_path_factory) -> Path:
-    """A real campaign: 1 iteration x 2 PGs at bench size 128 (one PG needs a repair)."""
-    root = tmp_path_factory.mktemp("report")
-    server = serve(host="127.0.0.1", port=0, latency=0.05)
-    try:
-        raw = campaign_config(server.url)
-        raw["campaign"].update(iterations=1, pgs=2)
-        raw["evaluation"].update(bench_size=128)
-        write_campaign(root, raw)
-        proc = run_snakemake(root)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-    finally:
-        server.shutdown()
-    return root / "results" / "dgemm"
+@pytest.fixture
+def campaign(small_finished_campaign) -> Path:
+    """A real campaign: 1 iteration x 2 PGs at bench size 128 (one PG needs a repair), the
+    session's one (conftest), which these tests only read."""
+    return small_finished_campaign / "results" / "dgemm"
 
 
 def test_workflow_writes_a_self_contained_html_report(campaign):

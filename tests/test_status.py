@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import campaign_config, run_snakemake, snakemake_cmd, write_campaign
+from conftest import campaign_config, snakemake_cmd, write_campaign
 from hpcagents.scripted import serve
 from hpcagents.views.status import campaign_status, format_status, incomplete_jobs
 
@@ -31,21 +31,11 @@ def status_text(workdir: Path) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    """A real finished campaign: 1 iteration x 2 PGs at bench size 128."""
-    root = tmp_path_factory.mktemp("status")
-    server = serve(host="127.0.0.1", port=0, latency=0.05)
-    try:
-        raw = campaign_config(server.url)
-        raw["campaign"].update(iterations=1, pgs=2)
-        raw["evaluation"].update(bench_size=128)
-        write_campaign(root, raw)
-        proc = run_snakemake(root)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-    finally:
-        server.shutdown()
-    return root
+@pytest.fixture
+def finished(small_finished_campaign) -> Path:
+    """A real finished campaign: 1 iteration x 2 PGs at bench size 128, the session's one
+    (conftest), which these tests only read (or copy)."""
+    return small_finished_campaign
 
 
 def mark_incomplete(workdir: Path, output: str) -> None:
