@@ -186,7 +186,8 @@ def test_no_host_directory_reaches_a_prompt_whatever_record_carries_it(tmp_path,
     assert str(tmp_path) not in text and str(REPO_DIR) not in text
     assert "the baseline kernels/k/k.c and kernels/dgemm/dgemm.c" in text
     # a C division by a variable that shares a directory's name is code, not a path
-    assert render("pm", **{k: "q = y/tmp;" for k in _pm_keys()}).count("q = y/tmp;") >= 1
+    for code in ("q = y/tmp;", "q = (a + b)/tmp;", "r = (x)/root/2.0;"):
+        assert render("pm", **{k: code for k in _pm_keys()}).count(code) >= 1, code
 
 
 def _pm_keys() -> list[str]:

@@ -38,9 +38,13 @@ from hpcagents.spec.kernelspec import KernelSpec
 def host_dirs() -> tuple[str, ...]:
     """This host's directories that no prompt may name: the checkout, the campaign's
     directory (the working directory), the home and temporary directories. Longest first,
-    so a campaign folder inside the checkout is replaced whole."""
+    so a campaign folder inside the checkout is replaced whole.
+
+    Only directories two levels deep or more: a one-level name such as ``/tmp`` or
+    ``/root`` is also C (``(a + b)/tmp`` divides by a variable named tmp), and the code
+    the agents are shown must reach them unchanged."""
     found = {str(REPO_DIR), os.getcwd(), os.path.expanduser("~"), tempfile.gettempdir()}
-    dirs = {d.rstrip("/") for d in found if d and d.rstrip("/")}
+    dirs = {d.rstrip("/") for d in found if d.rstrip("/").count("/") >= 2}
     return tuple(sorted(dirs, key=len, reverse=True))
 
 
