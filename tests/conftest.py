@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hpcagents.cluster.run import snakemake_command
 from hpcagents.core.artifacts import REPO_DIR
 from hpcagents.scripted import serve
 
@@ -217,18 +217,8 @@ def write_campaign(workdir: Path, raw: dict[str, Any]) -> Path:
 
 
 def snakemake_cmd(workdir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO_DIR / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *extra,
-    ]
+    """The product's own Snakemake command line, with the campaign's config.yaml."""
+    return snakemake_command(workdir, workdir / "config.yaml", extra=extra)
 
 
 def run_snakemake(workdir: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -86,23 +86,53 @@ def evaluate_at(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def size_fields(choice: node_size.BenchChoice) -> dict[str, Any]:
+    """The row's account of the chosen size: the case, how it was chosen, the curve."""
+    return {
+        "chosen": choice.case.label(),
+        "chosen_case": dict(choice.case.values),
+        "size_record": {k: v for k, v in choice.record.items() if k != "curve"},
+        "curve": [
+            {"label": p["label"], "ref_gflops": p["ref_gflops"], "ref_gbs": p["ref_gbs"]}
+            for p in choice.record.get("curve") or []
+        ],
+    }
+
+
+def figures(
+    kernel: KernelSpec,
+    case: Case,
+    at_size: dict[str, Any],
+    twice: Case,
+    at_twice: dict[str, Any],
+    best: str,
+    t0: float,
+) -> dict[str, Any]:
+    """The row's figures: the best's evaluation at the chosen size and at twice it."""
+    ref = at_size["reference"]
+    ok2 = at_twice["status"] == "ok"
+    return {
+        "best": best,
+        "ref_name": ref["name"],
+        "ref_gflops": ref["gflops"],
+        "ref_gbs": kernel.bytes(case) / ref["best_s"] / 1e9,
+        "pct": at_size["pct_of_reference"],
+        "twice": twice.label(),
+        "pct_twice": at_twice["pct_of_reference"] if ok2 else None,
+        "status_twice": at_twice["status"],
+        "reason_twice": "" if ok2 else at_twice["reason"],
+        "ref_gflops_twice": (at_twice["reference"] or {}).get("gflops"),
+        "wall_s": round(time.monotonic() - t0, 1),
+    }
+
+
 def kernel_row(
     kernel: KernelSpec, results: Path, build: BuildConfig, cfg: EvalConfig, args: argparse.Namespace
 ) -> dict[str, Any]:
     t0 = time.monotonic()
     settings = node_size.SearchSettings(budget_s=args.search_s)
     choice = node_size.choose(kernel, results / kernel.name, build.cc, build.cflags, cfg, settings)
-    curve = choice.record.get("curve") or []
-    row: dict[str, Any] = {
-        "kernel": kernel.name,
-        "chosen": choice.case.label(),
-        "chosen_case": dict(choice.case.values),
-        "size_record": {k: v for k, v in choice.record.items() if k != "curve"},
-        "curve": [
-            {"label": p["label"], "ref_gflops": p["ref_gflops"], "ref_gbs": p["ref_gbs"]}
-            for p in curve
-        ],
-    }
+    row: dict[str, Any] = {"kernel": kernel.name, **size_fields(choice)}
     best: dict[str, Any] | None = None
     tried = []
     # screen every honest variant at kernel.yaml's case (one quick timed call each), then
@@ -131,20 +161,7 @@ def kernel_row(
         return row
     twice = doubled(kernel, choice.case)
     rec2 = evaluate_at(kernel, Path(best["source"]), twice, build, cfg)
-    ref = best["reference"]
-    row.update(
-        best=best["variant"],
-        ref_name=ref["name"],
-        ref_gflops=ref["gflops"],
-        ref_gbs=kernel.bytes(choice.case) / ref["best_s"] / 1e9,
-        pct=best["pct_of_reference"],
-        twice=twice.label(),
-        pct_twice=rec2["pct_of_reference"] if rec2["status"] == "ok" else None,
-        status_twice=rec2["status"],
-        reason_twice=rec2["reason"] if rec2["status"] != "ok" else "",
-        ref_gflops_twice=(rec2["reference"] or {}).get("gflops"),
-        wall_s=round(time.monotonic() - t0, 1),
-    )
+    row.update(figures(kernel, choice.case, best, twice, rec2, best["variant"], t0))
     return row
 
 
@@ -158,19 +175,12 @@ def suite_row(
     summary = json.loads((results / kernel.name / "summary.json").read_text())
     settings = node_size.SearchSettings(budget_s=args.search_s)
     choice = node_size.choose(kernel, results / kernel.name, build.cc, build.cflags, cfg, settings)
-    curve = choice.record.get("curve") or []
     final = summary["final"]
     source = Path(final["source"])
     source = source if source.is_absolute() else suite / source
     row: dict[str, Any] = {
         "kernel": kernel.name,
-        "chosen": choice.case.label(),
-        "chosen_case": dict(choice.case.values),
-        "size_record": {k: v for k, v in choice.record.items() if k != "curve"},
-        "curve": [
-            {"label": p["label"], "ref_gflops": p["ref_gflops"], "ref_gbs": p["ref_gbs"]}
-            for p in curve
-        ],
+        **size_fields(choice),
         "campaign": {
             "strategy": final["strategy"],
             "iteration": final["iteration"],
@@ -192,20 +202,8 @@ def suite_row(
     if rec["status"] != "ok":
         row.update(best=None, reason=rec["reason"])
         return row
-    ref = rec["reference"]
-    row.update(
-        best=f"{final['strategy']} (iter {final['iteration']})",
-        ref_name=ref["name"],
-        ref_gflops=ref["gflops"],
-        ref_gbs=kernel.bytes(choice.case) / ref["best_s"] / 1e9,
-        pct=rec["pct_of_reference"],
-        twice=twice.label(),
-        pct_twice=rec2["pct_of_reference"] if rec2["status"] == "ok" else None,
-        status_twice=rec2["status"],
-        reason_twice=rec2["reason"] if rec2["status"] != "ok" else "",
-        ref_gflops_twice=(rec2["reference"] or {}).get("gflops"),
-        wall_s=round(time.monotonic() - t0, 1),
-    )
+    best = f"{final['strategy']} (iter {final['iteration']})"
+    row.update(figures(kernel, choice.case, rec, twice, rec2, best, t0))
     return row
 
 
