@@ -449,6 +449,12 @@ def last_round_text(last: Mapping[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+def shown_elites(archive: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The elites the PM's list shows, in its order: its numbers (which a plan's
+    ``inspiration`` names) index this list, in the prompt and in the check alike."""
+    return list(archive["elites"])[:ELITES_SHOWN]
+
+
 def archive_text(archive: Mapping[str, Any] | None, code_shown: int = ELITE_CODE_SHOWN) -> str:
     """The PM's archive section: the top elites (figures, strategies, lineage), the code of
     the best ``code_shown`` that are not the incumbent, and the last final round.
@@ -462,7 +468,7 @@ def archive_text(archive: Mapping[str, Any] | None, code_shown: int = ELITE_CODE
         "Ranked by % of the reference (side by side in a final round where the kernel met "
         "the incumbent, else in its own run). Ideas from any of them may be combined.",
     ]
-    shown = elites[:ELITES_SHOWN]
+    shown = shown_elites(archive)
     for n, e in enumerate(shown, 1):
         lines.append(f"{n}. {_elite_line(e, incumbent=e['id'] == inc)}")
         if e.get("compiler_report"):  # condensed -fopt-info: which loops vectorised
@@ -647,7 +653,7 @@ def check_plan(
     except ArtifactError as exc:
         raise ValueError(str(exc)) from None
     assert isinstance(answer, dict)
-    shown = list(archive["elites"])[:ELITES_SHOWN] if archive else []
+    shown = shown_elites(archive) if archive else []
     strategies = []
     for s in answer["strategies"]:
         entry = {"name": _snake(s["name"]), "description": s["description"].strip()}
