@@ -112,6 +112,28 @@ def test_request_is_a_readable_prompt_file_and_a_plain_text_answer_is_the_reply(
     ]
 
 
+def test_the_request_data_is_written_last_so_a_watcher_always_finds_the_prompt(
+    tmp_path, monkeypatch
+):
+    import hpcagents.llm.files as files
+
+    queue = tmp_path / "queue"
+    seen: list[bool] = []
+    real = files.write_json
+
+    def write_json(path, data):
+        if str(path).endswith(".request.json"):
+            seen.append((queue / f"{data['id']}.request.md").is_file())
+        return real(path, data)
+
+    monkeypatch.setattr(files, "write_json", write_json)
+    answerer = Answerer(queue, lambda _: (".answer.md", "plan"))
+    answerer.start()
+    files_pool(tmp_path).chat(MESSAGES, index=0, seed=5, role="pm")
+    answerer.stop.set()
+    assert seen == [True]
+
+
 def test_json_answers_in_both_documented_forms_carry_their_token_counts(tmp_path):
     pool = files_pool(tmp_path)
     queue = tmp_path / "queue"

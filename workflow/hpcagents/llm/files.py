@@ -13,7 +13,8 @@ The protocol (also in config/README.md), in the server's ``queue_dir``:
   (``<role>-<first 16 hex of the cache key>``): ``<id>.request.md``, the prompt a
   person reads (role, model parameters, where to answer, then every message in full),
   and ``<id>.request.json``, the same as data (``messages``, ``params``) for a script
-  that forwards it to a model.
+  that forwards it to a model. The ``.json`` is written last: once it is there, so is
+  the ``.md``.
 * The answer is ``<id>.answer.md`` (or ``.txt``): the reply as is; or
   ``<id>.answer.json``: ``{"content": "...", "reasoning": "...", "model": "...",
   "prompt_tokens": n, "completion_tokens": n, "finish_reason": "stop"}`` (only
@@ -229,6 +230,12 @@ class FileQueue:
                 pass  # unreadable: written again below
         created = time.time()
         answers = [str(self.dir / (rid + s)) for s in ANSWER_SUFFIXES]
+        # The prompt first, its data last: whoever sees the .json finds the .md beside it,
+        # and a rerun that finds the .json knows the request is whole.
+        write_text_atomic(
+            self.dir / f"{rid}.request.md",
+            request_markdown(rid, role, server, messages, params, self.dir, created),
+        )
         write_json(
             data_path,
             {
@@ -243,10 +250,6 @@ class FileQueue:
                 "created": _iso(created),
                 "timeout_s": server.timeout_s,
             },
-        )
-        write_text_atomic(
-            self.dir / f"{rid}.request.md",
-            request_markdown(rid, role, server, messages, params, self.dir, created),
         )
         return created
 
