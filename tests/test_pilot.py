@@ -48,6 +48,11 @@ def test_pilot_runs_requests_in_order_one_at_a_time_and_drops_those_nobody_waits
     assert spans["a"][1] <= spans["b"][0], "requests ran in order, never side by side"
     assert not paths.done("orphan").exists() and not paths.queued("orphan").exists()
     assert not list((paths.root / "claimed").iterdir())
+    # the pool's busy account: one line per step run, with when it was queued
+    busy = [json.loads(line) for line in (paths.root / "busy.jsonl").read_text().splitlines()]
+    assert [(b["rid"], b["queued"]) for b in busy] == [("a", 1.0), ("b", 2.0)]
+    assert all(b["queued"] <= b["start"] < b["end"] for b in busy)
+    assert {b["step"] for b in busy} == {os.path.basename(sys.executable)}  # not hpcagents
 
 
 def test_an_idle_pilot_yields_its_node_to_a_request_retried_alone(tmp_path):

@@ -48,8 +48,10 @@ CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 KERNELS = ["dgemm", "dgemv", "dsyrk", "nbody", "spmv_csr", "stencil3d"]
 
 
-def start_cluster(nodes: int) -> list[tuple[str, int]]:
+def start_cluster(nodes: int, cpus: int | None = None) -> list[tuple[str, int]]:
     env = dict(os.environ, HPCA_SLURM_NODES=str(nodes))
+    if cpus:
+        env["HPCA_SLURM_CPUS"] = str(cpus)
     subprocess.run(["bash", str(CLUSTER), "start"], check=True, env=env)
     out = subprocess.run(
         ["sinfo", "-h", "-N", "-p", "debug", "-o", "%N %c"], capture_output=True, text=True
@@ -105,7 +107,7 @@ def run_campaign(root: Path, url: str, args, max_nodes: int, cpus: int) -> dict:
     cmd += ["--directory", str(workdir), "--configfile", str(workdir / "config.yaml")]
     watch = Squeue(workdir)
     watch.start()
-    start = time.monotonic()
+    start, started_at = time.monotonic(), time.time()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.monotonic() - start
     watch.halt.set()
@@ -118,6 +120,12 @@ def run_campaign(root: Path, url: str, args, max_nodes: int, cpus: int) -> dict:
     spans = [json.loads(line) for line in busy_path.read_text().splitlines()]
     busy = sum(s["end"] - s["start"] for s in spans)
     nodes_used = sorted({s["node"] for s in spans})
+    if args.keep:
+        keep = args.keep / f"nodes-{max_nodes}"
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / "busy.jsonl").write_text(busy_path.read_text())
+        (keep / "snakemake.log").write_text(proc.stderr)
+        (keep / "steps.json").write_text(json.dumps(step_times(workdir), indent=0))
     return {
         "nodes": max_nodes,
         "wall_s": wall,
@@ -130,7 +138,48 @@ def run_campaign(root: Path, url: str, args, max_nodes: int, cpus: int) -> dict:
         "nodes_used": nodes_used,
         "most_running": watch.most,
         "squeue": watch.best,
+        "idle": idle_split(spans, max_nodes, started_at, started_at + wall),
     }
+
+
+def step_times(workdir: Path) -> list[dict]:
+    """Every artifact's own start and end (its "step" record), for a timeline offline."""
+    out = []
+    for path in sorted((workdir / "results").rglob("*.json")):
+        try:
+            step = json.loads(path.read_text()).get("step")
+        except (ValueError, AttributeError, OSError):
+            continue
+        if isinstance(step, dict) and step.get("started_at"):
+            rel = str(path.relative_to(workdir / "results"))
+            out.append({"artifact": rel, "start": step["started_at"], "end": step.get("ended_at")})
+    return out
+
+
+def idle_split(spans: list[dict], nodes: int, t0: float, t1: float, dt: float = 0.05) -> dict:
+    """Where the pool's idle node-seconds went: before the first timed step was queued
+    (Snakemake's start, the first LLM steps), while a step WAITED for a node (hand-over,
+    pilot start), while NOTHING was queued (the DAG had no timing work ready: LLM steps,
+    selection, Snakemake's own latency), and after the last step (summaries, reports)."""
+    first_q = min((s.get("queued") or s["start"]) for s in spans)
+    last_end = max(s["end"] for s in spans)
+    split = {"start": 0.0, "waiting": 0.0, "starved": 0.0, "end": 0.0}
+    t = t0
+    while t < t1:
+        busy = sum(1 for s in spans if s["start"] <= t < s["end"])
+        waiting = sum(1 for s in spans if (s.get("queued") or s["start"]) <= t < s["start"])
+        idle = max(0, nodes - busy)
+        if t < first_q:
+            split["start"] += idle * dt
+        elif t >= last_end:
+            split["end"] += idle * dt
+        else:
+            split["waiting"] += min(idle, waiting) * dt
+            split["starved"] += (idle - min(idle, waiting)) * dt
+        t += dt
+    waits = [s["start"] - s["queued"] for s in spans if s.get("queued")]
+    split["queue_wait_mean_s"] = sum(waits) / len(waits) if waits else 0.0
+    return split
 
 
 def dry_run(kernels: int, pgs: int, iterations: int, nodes: int) -> str:
@@ -292,6 +341,17 @@ def main() -> int:
     )
     parser.add_argument("--no-dry-run", action="store_true")
     parser.add_argument(
+        "--login-cores",
+        type=int,
+        default=None,
+        help="cores kept for the login-node side (Snakemake, LLM steps, the scripted model), "
+        "never given to a test node; default: a quarter of the cores where there are 8 or "
+        "more, else none (2 cores cannot spare one)",
+    )
+    parser.add_argument(
+        "--keep", type=Path, help="keep each run's busy.jsonl, Snakemake log, step times here"
+    )
+    parser.add_argument(
         "--mechanisms",
         type=int,
         default=0,
@@ -301,8 +361,15 @@ def main() -> int:
     args = parser.parse_args()
     ncpu = os.cpu_count() or 1
     sizes = [int(n) for n in (args.nodes or ("1,2,4" if ncpu >= 8 else "1,2")).split(",")]
-    cluster = start_cluster(args.cluster_nodes or max(sizes))
+    k = args.cluster_nodes or max(sizes)
+    login = args.login_cores if args.login_cores is not None else (ncpu // 4 if ncpu >= 8 else 0)
+    per_node = (ncpu - login) // k if login else None
+    cluster = start_cluster(k, per_node)
     cpus = cluster[0][1]
+    if login:
+        # This process, the scripted model it serves and Snakemake with every local step
+        # run on the login cores only: the test nodes' cores time, nothing else.
+        os.sched_setaffinity(0, set(range(k * cpus, ncpu)))
     if args.mechanisms:
         mechanisms(len(cluster), args.mechanisms, blocker_s=30)
         return 0
@@ -316,6 +383,7 @@ def main() -> int:
     )
     print(
         f"machine: {ncpu} cores, {cpu}; test cluster: {len(cluster)} nodes x {cpus} CPUs; "
+        f"login side: {f'cores {k * cpus}-{ncpu - 1}' if login else 'shares the nodes'}; "
         f"campaign: {args.kernels} kernels x {args.pgs} PGs x {args.iterations} iterations, "
         f"bench_size {args.bench_size}, scripted model (a stand-in for an LLM) at "
         f"{args.latency} s per request",
@@ -354,6 +422,17 @@ def main() -> int:
             f"{r['step_s']:6.1f}  {r['most_running']:9d}  {speed:7.2f}  {linear:6.0%}"
             f"   nodes used: {','.join(r['nodes_used'])}"
         )
+    print(
+        "\nidle node-seconds: before the first timed step | a step waiting for a node | "
+        "nothing queued | after the last step; mean queue wait"
+    )
+    for r in rows:
+        i = r.get("idle")
+        if i:
+            print(
+                f"{r['nodes']:5d}  {i['start']:7.1f}  {i['waiting']:7.1f}  {i['starved']:7.1f}"
+                f"  {i['end']:7.1f}   {i['queue_wait_mean_s']:.2f} s"
+            )
     big = rows[-1]
     print(
         f"\nsqueue while the {big['nodes']}-node run held the most nodes ({big['most_running']}):"
@@ -362,6 +441,13 @@ def main() -> int:
     if not args.no_dry_run:
         print()
         print(dry_run(args.dry_run_kernels, args.dry_run_pgs, args.iterations, args.dry_run_nodes))
+    sacct = subprocess.run(
+        ["sacct", "-c", "-o", "JobID,JobName%16,NodeList,Start,End,Elapsed,State"],
+        capture_output=True,
+        text=True,
+    )
+    print("\nsacct -c (the test cluster's job-completion log), last pilots:")
+    print("\n".join((sacct.stdout or sacct.stderr).splitlines()[-12:]))
     if args.stop:
         subprocess.run(["bash", str(CLUSTER), "stop"], check=False)
     return 0

@@ -590,12 +590,30 @@ def _run_one(paths: Paths, path: Path, job: str, node: str, model: str) -> None:
     }
     write_text_atomic(paths.done(rid), json.dumps(record))
     # The pool's account of its busy time, one line per step run to its end (what
-    # tests/bench/cluster_scaling.py and the node-failure test read).
-    busy = {"rid": rid, "job_id": job, "node": node, "start": started, "end": time.time()}
+    # tests/bench/cluster_scaling.py and the node-failure test read): when the step was
+    # queued, so idle nodes can be told apart from steps left waiting.
+    busy = {
+        "rid": rid,
+        "job_id": job,
+        "node": node,
+        "step": _step_name(req.get("argv") or []),
+        "queued": req.get("created"),
+        "start": started,
+        "end": time.time(),
+    }
     with open(paths.root / "busy.jsonl", "a") as fh:
         fh.write(json.dumps(busy) + "\n")
     claim.unlink(missing_ok=True)
     print(f"{time.strftime('%H:%M:%S')} {rid} rc={rc} {record['wall_s']} s", flush=True)
+
+
+def _step_name(argv: list[str]) -> str:
+    """The package step a request runs (``python -m hpcagents <step> ...``), else its
+    program's name."""
+    for first, second in zip(argv, argv[1:], strict=False):
+        if first == "hpcagents":
+            return second
+    return Path(argv[0]).name if argv else ""
 
 
 def _leave(paths: Paths, job: str, why: str) -> int:
