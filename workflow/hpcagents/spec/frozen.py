@@ -16,7 +16,6 @@ figures (servers, concurrency, iterations, PGs, seed) are allowed and recorded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -29,7 +28,7 @@ import yaml
 from hpcagents.core.artifacts import write_text_atomic
 from hpcagents.core.layout import BEST, EVALUATION, FINAL_ROUND, REPORT_MD, SUMMARY, CampaignLayout
 from hpcagents.spec.config import CampaignConfig, ConfigError
-from hpcagents.spec.kernelspec import find_kernel, load_kernel
+from hpcagents.spec.kernelspec import kernel_snapshot
 
 #: Set (to 1) by ``hpcagents run --accept-changes`` / ``demo --accept-changes`` for the
 #: Snakemake it starts: the Snakefile's guard then accepts the changes it finds.
@@ -82,22 +81,16 @@ def _get(raw: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _sha(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    except OSError:
-        return None
-
-
 def kernel_settings(cfg: CampaignConfig, name: str) -> dict[str, Any]:
-    """What of a kernel's folder its figures depend on: the spec's keys and file hashes."""
-    folder = find_kernel(name, cfg.kernel_search)
-    spec = yaml.safe_load((folder / "kernel.yaml").read_text()) or {}
-    kernel = load_kernel(name, cfg.kernel_search)
-    files = {kernel.source: _sha(folder / kernel.source)}
-    if kernel.reference.file:
-        files[kernel.reference.file] = _sha(folder / kernel.reference.file)
-    return {"folder": str(folder), "spec": spec, "files": files}
+    """What of a kernel's folder its figures depend on: kernel.yaml's keys and the hashes
+    of the files it names, taken from the very snapshot the run freezes
+    (:func:`~hpcagents.spec.kernelspec.kernel_snapshot`), so the folder is read one way."""
+    snap = (cfg.frozen_kernels or {}).get(name) or kernel_snapshot(name, cfg.kernel_search)
+    spec = yaml.safe_load(snap["kernel_yaml"]) or {}
+    # 16 hex digits, as the records of earlier runs hold them (a longer hash would read
+    # as a change of every file)
+    files = {f: d[:16] for f, d in snap["sha256"].items() if f != "kernel.yaml"}
+    return {"folder": snap["directory"], "spec": spec, "files": files}
 
 
 def _servers(servers: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
