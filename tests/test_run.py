@@ -122,3 +122,58 @@ def test_kill_during_llm_calls_then_run_again_sends_no_prompt_twice(start_script
     counts = Counter(e["prompt_sha256"] for e in read_log(server.log_path))
     assert counts and max(counts.values()) == 1, counts.most_common(3)
     assert (tmp_path / "results" / "dgemm" / "summary.json").is_file()
+
+
+# A stand-in for Snakemake: starts a "job" (a grandchild), and on SIGTERM ends it and
+# notes that it was told to stop; with IGNORE it ignores SIGTERM (a hung Snakemake).
+_SNAKEMAKE = """
+import os, signal, subprocess, sys, time
+out = sys.argv[1]
+job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+open(out + ".job", "w").write(str(job.pid))
+def stop(*_):
+    open(out + ".told", "w").write("SIGTERM")
+    job.kill()
+    sys.exit(1)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("IGNORE") else stop)
+time.sleep(300)
+"""
+
+_LAUNCHER = """
+import sys
+from hpcagents.cluster.campaigns import exit_on_sigterm
+from hpcagents.cluster.run import call_snakemake
+exit_on_sigterm()
+call_snakemake([sys.executable, "-c", sys.argv[1], sys.argv[2]], dict(__import__("os").environ),
+               grace_s=1.0)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+@pytest.mark.parametrize("hung", [False, True], ids=["stops", "hung"])
+def test_a_stopped_launcher_stops_snakemake_and_leaves_no_job_running(tmp_path, hung):
+    out = tmp_path / "sm"
+    env = {**os.environ, **({"IGNORE": "1"} if hung else {})}
+    launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, _SNAKEMAKE, str(out)], env=env)
+    job_file = Path(str(out) + ".job")
+    deadline = time.monotonic() + 60
+    while not job_file.is_file() or not job_file.read_text():
+        assert time.monotonic() < deadline, "the stand-in never started its job"
+        time.sleep(0.05)
+    job = int(job_file.read_text())
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=60) == 128 + signal.SIGTERM
+    if not hung:
+        assert Path(str(out) + ".told").read_text() == "SIGTERM"  # asked first, not killed
+    deadline = time.monotonic() + 10
+    while _alive(job) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(job), "a job of the stopped campaign runs on as an orphan"

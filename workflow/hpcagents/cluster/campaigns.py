@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from hpcagents.cluster.run import snakemake_command, unlock
+from hpcagents.cluster.run import call_snakemake, snakemake_command, unlock
 from hpcagents.core.artifacts import REPO_DIR
 from hpcagents.core.lifeline import snakemake_processes
 
@@ -206,7 +206,7 @@ def run_campaign(
     cmd = snakemake_command(workdir, workdir / "config.yaml", cores=cores, extra=extra or ())
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if log_path is None:
-        return subprocess.call(cmd, env=env)
+        return call_snakemake(cmd, env)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
-        return subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return call_snakemake(cmd, env, log)

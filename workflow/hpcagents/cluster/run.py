@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from hpcagents.core.artifacts import REPO_DIR, write_text_atomic
 from hpcagents.core.layout import RESULTS, CampaignLayout
@@ -216,6 +217,44 @@ def precheck_config(path: Path) -> str | None:
     return None
 
 
+#: How long a Snakemake told to stop may take to end its running jobs before it and
+#: everything it started are killed.
+STOP_GRACE_S = 60.0
+
+
+def call_snakemake(
+    cmd: list[str],
+    env: dict[str, str],
+    log: IO[bytes] | IO[str] | None = None,
+    grace_s: float = STOP_GRACE_S,
+) -> int:
+    """Run the campaign's Snakemake and return its exit code; if this command is stopped
+    meanwhile (SIGTERM made SystemExit by ``exit_on_sigterm``, a Ctrl-C), Snakemake is
+    told to stop too (SIGTERM: it ends its running jobs and marks them incomplete, so a
+    rerun redoes them), and after ``grace_s`` it and all it started are killed.
+
+    Why not ``subprocess.call``: on an exception it SIGKILLs Snakemake alone, whose
+    running evaluations then carry on as orphans, timing and loading the machine under
+    whatever runs next (a killed suite's evaluations once ran through a benchmark).
+    """
+    from hpcagents.core.lifeline import kill_tree
+
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log is not None else None
+    )
+    try:
+        return proc.wait()
+    except BaseException:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_tree(proc.pid)  # what is left of it, if anything: never an orphan
+        raise
+
+
 def run_recorded(workdir: Path, cmd: list[str], env: dict[str, str], executor: str) -> int:
     """Run ``cmd`` (the campaign's Snakemake) with its pid recorded in the campaign, so
     ``hpcagents status`` and the next start know whether a campaign runs here."""
@@ -232,7 +271,7 @@ def run_recorded(workdir: Path, cmd: list[str], env: dict[str, str], executor: s
         ),
     )
     try:
-        return subprocess.call(cmd, env=env)
+        return call_snakemake(cmd, env)
     finally:
         (workdir / PID_FILE).unlink(missing_ok=True)
 
