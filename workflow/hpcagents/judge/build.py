@@ -68,7 +68,9 @@ class BuildResult:
     exe: Path | None = None
 
 
-def _truncate(text: str, limit: int = MAX_OUTPUT) -> str:
+def truncate(text: str, limit: int = MAX_OUTPUT) -> str:
+    """A compiler's output cut to ``limit`` characters, saying how much was cut (it goes
+    into records and repair prompts)."""
     if len(text) <= limit:
         return text
     return text[:limit] + f"\n[... {len(text) - limit} more characters cut]"
@@ -223,7 +225,7 @@ def build_candidate(
     comp = {
         "command": cmd,
         "returncode": rc if rc is not None else -1,
-        "output": _truncate(diagnostics),
+        "output": truncate(diagnostics),
         "seconds": seconds,
         "sandbox": "bubblewrap" if use_bwrap and bwrap_status()[0] else "rlimits",
     }
@@ -257,7 +259,7 @@ def build_candidate(
     # 4. the link
     if read("link.rc").strip() != "0":
         lout = read("link.out")  # the linker reads objects only: symbol names, no file text
-        comp["output"] = _truncate(diagnostics + lout)
+        comp["output"] = truncate(diagnostics + lout)
         comp["link_command"] = link
         return BuildResult(
             False, "link_error", f"linking with the runner failed: {first_error(lout)}", comp

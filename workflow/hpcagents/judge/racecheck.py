@@ -52,16 +52,16 @@ from hpcagents.judge.build import (
     PROTOTYPE_H,
     RUNNER_C,
     _cached,
-    _truncate,
     first_error,
     own_diagnostics,
     prototype_header,
     stub_source,
     system_include_dirs,
+    truncate,
 )
 from hpcagents.judge.checks import check_call, check_reason
 from hpcagents.judge.errors import JudgeError, RunnerFault
-from hpcagents.judge.process import Reference, Runner, _descendants, candidate_call, runner_env
+from hpcagents.judge.process import Reference, Runner, candidate_call, process_tree, runner_env
 from hpcagents.judge.sandbox import Limits, run_untrusted
 from hpcagents.spec.kernelspec import Case, KernelSpec
 
@@ -399,7 +399,7 @@ def build_race_runner(
             f"clang cannot build this file (gcc can): {first_error(out)}",
             None,
             compile_cmd,
-            _truncate(out, 2000),
+            truncate(out, 2000),
             seconds,
         )
     if read("race-link.rc").strip() != "0":
@@ -409,7 +409,7 @@ def build_race_runner(
             f"the race runner does not link: {first_error(lout)}",
             None,
             compile_cmd,
-            _truncate(out + lout, 2000),
+            truncate(out + lout, 2000),
             seconds,
         )
     g, c = _own_lines(read("gcc.i"), name), _own_lines(read("clang.i"), name)
@@ -652,7 +652,7 @@ class _RssWatch:
 
     def _rss_mb(self) -> float:
         total = 0
-        for p in _descendants(self.pid):
+        for p in process_tree(self.pid):
             try:
                 for line in Path(f"/proc/{p}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
