@@ -203,8 +203,9 @@ class Contender:
 @dataclass(frozen=True)
 class Left:
     """Why a contender left the timed rounds: its call or its check raised (``fault``:
-    the exception, a :class:`~hpcagents.judge.errors.RunnerFault` for a crash, a timeout
-    or tampering), or its output was wrong (``wrong``: the reason, naming the round)."""
+    a :class:`~hpcagents.judge.errors.RunnerFault` for a crash, a timeout or tampering, a
+    :class:`JudgeError` for a fault the judge met on its process), or its output was
+    wrong (``wrong``: the reason, naming the case and the round)."""
 
     fault: Exception | None = None
     wrong: str = ""
@@ -285,7 +286,7 @@ class TimedRounds:
             shift = n % len(order)
             order = order[shift:] + order[:shift]
         self.orders.append(order)
-        got: dict[int, tuple[float, Any, Any, Any]] = {}
+        got: dict[int, tuple[float, np.ndarray, np.ndarray, dict]] = {}
         t_ref, want = 0.0, None
         for who in order:
             deadline = time.monotonic() + self.timeout_s
