@@ -6,11 +6,12 @@ proof that the checker finds what it looks for in a package built to break each 
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
 
-from hpcagents.devtools.imports import layer_graph, problems, read_package
+from hpcagents.devtools.imports import PACKAGE_DIR, layer_graph, problems, read_package
 
 
 def test_the_package_has_no_import_circle_no_snakemake_and_no_stand_in_leak():
@@ -24,6 +25,32 @@ def test_layers_import_only_downwards():
     assert graph["core"] == set()
     assert graph["judge"] <= {"core", "spec"}
     assert graph["spec"] <= {"core"}
+
+
+def test_the_judges_modules_share_public_names_only():
+    """A ``_name`` is its own module's business: no module of the judge imports one from
+    another (or reaches one through a module it imported); what two modules share is
+    public, with a docstring saying what it is for."""
+    found = []
+    for path in sorted((PACKAGE_DIR / "judge").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hpcagents"):
+                for alias in node.names:
+                    imported.add(alias.asname or alias.name)
+                    if alias.name.startswith("_"):
+                        found.append(f"{path.name} imports {alias.name} from {node.module}")
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in imported
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                found.append(f"{path.name} uses {node.value.id}.{node.attr}")
+    assert found == []
 
 
 def _package(root: Path, modules: dict[str, str]) -> Path:

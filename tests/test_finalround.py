@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from hpcagents.core.artifacts import REPO_DIR, validate
-from hpcagents.judge import finalround
+from hpcagents.judge import finalround, timing
 from hpcagents.judge.errors import JudgeError
 from hpcagents.judge.finalround import final_round
 from hpcagents.judge.process import candidate_call
@@ -129,7 +129,9 @@ def test_one_contender_crashing_or_failing_the_judge_is_removed_and_the_round_go
             raise JudgeError("the runner answered b'dd\\n'")
         return real_call(kernel, runner, lay, data, deadline)
 
-    monkeypatch.setattr(finalround, "candidate_call", call)
+    # the fresh-case validation (finalround) and the timed rounds (timing.TimedRounds)
+    for module in (finalround, timing):
+        monkeypatch.setattr(module, "candidate_call", call)
     rec = final_round(
         KERNEL,
         [

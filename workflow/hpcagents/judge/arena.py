@@ -158,6 +158,13 @@ class Layout:
             self._fenced_words = fenced.view(np.uint64)
         return self._fenced_words
 
+    def poisoned(self, p: Param) -> bool:
+        """Whether ``p``'s ``poison_when`` (kernel.yaml) holds in this case: a kernel must
+        not read the array then (BLAS: A and B when alpha == 0, C when beta == 0), so the
+        candidate gets it all NaN (:func:`fill_candidate`) and a NaN in an output is
+        explained by it (:func:`hpcagents.judge.checks.nan_hint`)."""
+        return bool(p.poison_when) and bool(evaluate_expression(p.poison_when, self.names))
+
 
 def plan(kernel: KernelSpec, case: Case, fr: Frame | None = None) -> Layout:
     """The layout of one case, inside ``fr`` (by default a frame of that case alone)."""
@@ -188,10 +195,6 @@ def random_case(kernel: KernelSpec, rng: np.random.Generator) -> Case:
     if any(p.ld for p in kernel.parameters):
         values["pad"] = int(rng.integers(0, 4))
     return Case(values)
-
-
-def _poisoned(kernel: KernelSpec, lay: Layout, p: Param) -> bool:
-    return bool(p.poison_when) and bool(evaluate_expression(p.poison_when, lay.names))
 
 
 def generate_inputs(kernel: KernelSpec, lay: Layout, rng: np.random.Generator) -> dict:
@@ -347,13 +350,13 @@ def fill_candidate(arena: Arena, kernel: KernelSpec, lay: Layout, data: dict) ->
         if p.intent == "in":
             v[...] = _poison(a.dtype)  # padding
             region = tuple(slice(0, e) for e in a.shape)
-            if not (_poisoned(kernel, lay, p) and a.dtype.kind == "f"):
+            if not (lay.poisoned(p) and a.dtype.kind == "f"):
                 v[region] = data[name]
             else:
                 v[region] = np.nan
         else:
             v[...] = _sentinel(a.dtype)  # padding and halo of an output: fenced
-            if p.intent == "inout" and not (_poisoned(kernel, lay, p) and a.dtype.kind == "f"):
+            if p.intent == "inout" and not (lay.poisoned(p) and a.dtype.kind == "f"):
                 v[out_region] = data[name][out_region]
             else:
                 v[out_region] = _poison(a.dtype)

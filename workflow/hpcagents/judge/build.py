@@ -68,7 +68,9 @@ class BuildResult:
     exe: Path | None = None
 
 
-def _truncate(text: str, limit: int = MAX_OUTPUT) -> str:
+def truncate(text: str, limit: int = MAX_OUTPUT) -> str:
+    """A compiler's output cut to ``limit`` characters, saying how much was cut (it goes
+    into records and repair prompts)."""
     if len(text) <= limit:
         return text
     return text[:limit] + f"\n[... {len(text) - limit} more characters cut]"
@@ -156,6 +158,95 @@ def _compile_env(workdir: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C", "TMPDIR": "/tmp"}
 
 
+@dataclass
+class SandboxedCompile:
+    """What one sandboxed compile of a candidate left in its work dir: the sandbox's exit
+    (None: killed at the timeout), its wall time, and the files its script wrote, each
+    named with the caller's ``prefix``: ``compile.out``/``compile.rc`` and, when the
+    compile succeeded and a link was asked for, ``link.out``/``link.rc``."""
+
+    workdir: Path
+    prefix: str
+    returncode: int | None
+    seconds: float
+    staged: tuple[str, ...]  # what was put beside the source: header, trusted objects
+
+    def read(self, name: str) -> str:
+        """A file of the work dir ('' when it was not written)."""
+        try:
+            return (self.workdir / name).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def output(self, step: str = "compile") -> str:
+        """What the compiler (``compile``) or the linker (``link``) printed."""
+        return self.read(f"{self.prefix}{step}.out")
+
+    def rc(self, step: str = "compile") -> str:
+        """Its exit status as the script wrote it ('' when the step did not run)."""
+        return self.read(f"{self.prefix}{step}.rc").strip()
+
+    def tidy(self, *names: str) -> None:
+        """Remove what was staged and ``names`` (intermediate files) from the work dir."""
+        for name in (*self.staged, *names):
+            (self.workdir / name).unlink(missing_ok=True)
+
+
+def compile_in_sandbox(
+    name: str,
+    signature: str,
+    code: str,
+    workdir: Path,
+    compile_cmd: list[str],
+    link_cmd: list[str] | None = None,
+    trusted: list[Path] | None = None,
+    *,
+    before: tuple[list[str], ...] = (),
+    prefix: str = "",
+    use_bwrap: bool = True,
+    timeout_s: float = 120.0,
+    file_mb: int = 256,
+) -> SandboxedCompile:
+    """The one way the judge compiles untrusted code: ``code`` as ``name`` in ``workdir``,
+    beside the prototype header of ``signature`` (``PROTOTYPE_H``, force-included by the
+    callers' commands) and copies of the ``trusted`` objects (the runner and stub the
+    trusted side built, :func:`runner_objects`), then ONE run of a shell script IN THE
+    SANDBOX (:func:`run_untrusted`): the ``before`` commands (their output discarded, e.g.
+    a preprocessing to compare), ``compile_cmd``, and ``link_cmd`` only when the compile
+    succeeded. Each caller brings its own compiler and flags; none of it runs the
+    candidate's code, and the compiler sees a read-only /usr, the work dir and nothing
+    else of the host, so no host file reaches its output (which repair prompts quote).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / name).write_text(code)
+    (workdir / PROTOTYPE_H).write_text(prototype_header(signature))
+    for obj in trusted or []:
+        shutil.copyfile(obj, workdir / obj.name)
+    steps = [f"{shlex.join(cmd)} >/dev/null 2>&1; " for cmd in before]
+    steps.append(
+        f"{shlex.join(compile_cmd)} >{prefix}compile.out 2>&1; echo $? >{prefix}compile.rc; "
+    )
+    if link_cmd is not None:
+        steps.append(
+            f'[ "$(cat {prefix}compile.rc)" = 0 ] && {{ {shlex.join(link_cmd)} '
+            f">{prefix}link.out 2>&1; echo $? >{prefix}link.rc; }}; "
+        )
+    limits = Limits(cpu_s=int(timeout_s) + 10, memory_mb=4096, file_mb=file_mb, nproc=256)
+    t0 = time.monotonic()
+    res = run_untrusted(
+        ["/bin/sh", "-c", "".join(steps) + "exit 0"],
+        workdir,
+        _compile_env(workdir),
+        timeout_s,
+        limits,
+        use_bwrap=use_bwrap,
+    )
+    staged = (PROTOTYPE_H, *(o.name for o in trusted or []))
+    return SandboxedCompile(
+        workdir, prefix, res.returncode, round(time.monotonic() - t0, 3), staged
+    )
+
+
 def build_candidate(
     kernel: KernelSpec,
     source: Path,
@@ -165,10 +256,8 @@ def build_candidate(
     use_bwrap: bool = True,
     timeout_s: float = 120.0,
 ) -> BuildResult:
-    """Screen and compile the candidate IN THE SANDBOX, screen its object, link the runner.
-
-    The compiler sees a read-only /usr, the work dir and nothing else of the host, so no
-    host file can reach the compiler output (which repair prompts send to the LLM).
+    """Screen and compile the candidate IN THE SANDBOX (:func:`compile_in_sandbox`),
+    screen its object, link the runner.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     code = source.read_text(errors="replace")
@@ -176,17 +265,10 @@ def build_candidate(
     screened = screen_source(code)
     if not screened.ok:
         return BuildResult(False, screened.status, screened.reason, None)
-    src = workdir / name
-    src.write_text(code)
-    limits = Limits(cpu_s=int(timeout_s) + 10, memory_mb=4096, file_mb=256, nproc=256)
-    env = _compile_env(workdir)
-
     try:
         trusted = runner_objects(kernel, cc, cflags)
     except JudgeError as exc:
         return BuildResult(False, "harness_error", str(exc), None)
-    for obj in trusted:
-        shutil.copyfile(obj, workdir / obj.name)
     # ONE sandboxed run: compile (keeping the preprocessed text, listing every file the
     # preprocessor opens with -H), then link with the trusted runner and the generated
     # stub. Nothing of it runs candidate code; the screens below decide whether the
@@ -194,37 +276,30 @@ def build_candidate(
     # The prototype from kernel.yaml is force-included: a definition whose types differ
     # from the signature is a compile error ("conflicting types"), not a silent ABI
     # mismatch at the call.
-    (workdir / PROTOTYPE_H).write_text(prototype_header(kernel.signature))
     cmd = [cc, *cflags, "-c", "-H", "-save-temps=obj", "-include", PROTOTYPE_H, name]
     cmd += ["-o", "candidate.o"]
     link = [cc, *cflags, *(o.name for o in trusted), "candidate.o", "-lm", "-o", "runner"]
-    script = (
-        f"{shlex.join(cmd)} >compile.out 2>&1; echo $? >compile.rc; "
-        f'[ "$(cat compile.rc)" = 0 ] && {{ {shlex.join(link)} >link.out 2>&1; '
-        "echo $? >link.rc; }; exit 0"
+    run = compile_in_sandbox(
+        name,
+        kernel.signature,
+        code,
+        workdir,
+        cmd,
+        link,
+        trusted,
+        use_bwrap=use_bwrap,
+        timeout_s=timeout_s,
     )
-    t0 = time.monotonic()
-    res = run_untrusted(
-        ["/bin/sh", "-c", script], workdir, env, timeout_s, limits, use_bwrap=use_bwrap
-    )
-    seconds = round(time.monotonic() - t0, 3)
-
-    def read(f: str) -> str:
-        try:
-            return (workdir / f).read_text(errors="replace")
-        except OSError:
-            return ""
-
-    out = read("compile.out")
-    rc = None if res.returncode is None else int(read("compile.rc").strip() or -1)
+    out = run.output()
+    rc = None if run.returncode is None else int(run.rc() or -1)
     system_dirs = system_include_dirs(cc)
     opened = [ln for ln in out.splitlines() if re.match(r"^\.+ \S", ln)]
     diagnostics = own_diagnostics(out, name, system_dirs)
     comp = {
         "command": cmd,
         "returncode": rc if rc is not None else -1,
-        "output": _truncate(diagnostics),
-        "seconds": seconds,
+        "output": truncate(diagnostics),
+        "seconds": run.seconds,
         "sandbox": "bubblewrap" if use_bwrap and bwrap_status()[0] else "rlimits",
     }
     # 1. the include gate, on the files the preprocessor actually opened
@@ -244,7 +319,7 @@ def build_candidate(
         why = "the compiler timed out" if rc is None else "the candidate does not compile"
         return BuildResult(False, "compile_error", f"{why}: {first_error(diagnostics)}", comp)
     # 2. the candidate's own lines after preprocessing
-    pp = screen_preprocessed(read("candidate.i"), name)
+    pp = screen_preprocessed(run.read("candidate.i"), name)
     if not pp.ok:
         return BuildResult(False, pp.status, pp.reason, None)
     # 3. the object (one without the kernel's function goes on to the linker's verdict,
@@ -255,15 +330,14 @@ def build_candidate(
         if not symbols.ok:
             return BuildResult(False, symbols.status, symbols.reason, comp)
     # 4. the link
-    if read("link.rc").strip() != "0":
-        lout = read("link.out")  # the linker reads objects only: symbol names, no file text
-        comp["output"] = _truncate(diagnostics + lout)
+    if run.rc("link") != "0":
+        lout = run.output("link")  # the linker reads objects only: symbol names, no file text
+        comp["output"] = truncate(diagnostics + lout)
         comp["link_command"] = link
         return BuildResult(
             False, "link_error", f"linking with the runner failed: {first_error(lout)}", comp
         )
-    for f in ("candidate.i", "candidate.s", PROTOTYPE_H, *(o.name for o in trusted)):
-        (workdir / f).unlink(missing_ok=True)
+    run.tidy("candidate.i", "candidate.s")
     return BuildResult(True, "ok", "", comp, workdir / "runner")
 
 
@@ -294,30 +368,44 @@ def _cached(key_parts: list[str], prefix: str) -> Path:
     return cache
 
 
-def runner_objects(kernel: KernelSpec, cc: str, cflags: tuple[str, ...]) -> list[Path]:
-    """runner.o and the kernel's stub.o, compiled by the trusted side (cached by content)."""
+def runner_objects(
+    kernel: KernelSpec,
+    cc: str,
+    cflags: tuple[str, ...],
+    defines: tuple[str, ...] = ("-DHPCA_SECCOMP",),
+    tag: str = "runner",
+    key: tuple[str, ...] = (),
+) -> list[Path]:
+    """runner.o (compiled with ``defines``) and the kernel's stub.o, compiled by the
+    trusted side from trusted sources only, cached by content under ``tag`` (``key``: what
+    else they depend on, such as the compiler's version).
+
+    The candidate's runner installs the system-call filter (``-DHPCA_SECCOMP``, the
+    default); the race check's is built with ``-DHPCA_RACECHECK`` instead
+    (:mod:`.racecheck`); the reference's (:func:`build_reference`) has none: it runs
+    trusted library code."""
     stub = stub_source(kernel)
-    cache = _cached([RUNNER_C.read_text(), stub, cc, *cflags], f"runner-{kernel.name}")
+    cache = _cached([RUNNER_C.read_text(), stub, cc, *key, *cflags], f"{tag}-{kernel.name}")
     objs = [cache / "hpca_runner.o", cache / "hpca_stub.o"]
     if all(o.is_file() for o in objs):
         return objs
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
+    # both compiled from copies, by relative name: debug info (the race build's -g)
+    # names hpca_runner.c and hpca_stub.c, never a path of the host
+    shutil.copyfile(RUNNER_C, tmp / "hpca_runner.c")
     (tmp / "hpca_stub.c").write_text(stub)
-    # the candidate's runner installs the system-call filter (HPCA_SECCOMP); the
-    # reference's (build_reference) does not: it is trusted library code
-    for src, obj, defs in (
-        (RUNNER_C, objs[0], ["-DHPCA_SECCOMP"]),
-        (tmp / "hpca_stub.c", objs[1], []),
-    ):
+    for src, obj, defs in (("hpca_runner.c", objs[0], defines), ("hpca_stub.c", objs[1], ())):
         out = subprocess.run(
-            [cc, *cflags, *defs, "-c", str(src), "-o", str(tmp / obj.name)],
+            [cc, *cflags, *defs, "-c", src, "-o", obj.name],
+            cwd=tmp,
             capture_output=True,
             text=True,
             timeout=300,
         )
         if out.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise JudgeError(f"the runner does not build: {first_error(out.stderr)}")
+            what = tag.replace("-", " ")
+            raise JudgeError(f"the {what} does not build: {first_error(out.stderr)}")
         os.replace(tmp / obj.name, obj)
     shutil.rmtree(tmp, ignore_errors=True)
     return objs

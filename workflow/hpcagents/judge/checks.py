@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcagents.judge.arena import HEADER_BYTES, Layout, _poisoned
+from hpcagents.judge.arena import HEADER_BYTES, Layout
 from hpcagents.spec.kernelspec import KernelSpec, evaluate_expression
 
 
@@ -185,7 +185,7 @@ def nan_hint(kernel: KernelSpec, lay: Layout) -> str:
     by_expr: dict[str, list[str]] = {}
     for name, a in lay.arrays.items():
         p = a.param
-        if p.poison_when and _poisoned(kernel, lay, p) and a.dtype.kind == "f":
+        if p.poison_when and lay.poisoned(p) and a.dtype.kind == "f":
             if p.intent == "in":
                 by_expr.setdefault(p.poison_when, []).append(name)
             else:

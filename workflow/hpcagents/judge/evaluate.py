@@ -25,15 +25,19 @@ from hpcagents.judge.blas import BlasInfo, BlasNotFound, find_blas
 from hpcagents.judge.build import build_candidate, build_reference
 from hpcagents.judge.checks import check_call, check_reason
 from hpcagents.judge.errors import JudgeError, RunnerFault
-from hpcagents.judge.hostload import LoadWatch, reference_name
+from hpcagents.judge.hostload import LoadWatch, reference_name, widest_spread
 from hpcagents.judge.process import Reference, Runner, candidate_call, check_frozen, runner_env
 from hpcagents.judge.sandbox import Limits
 from hpcagents.judge.timing import (
     BuildConfig,
+    Contender,
     EvalConfig,
+    Left,
+    TimedRounds,
     cores,
+    pct_of_reference,
     provenance,
-    reference_record,
+    reference_figures,
     run_figures,
     source_sha256,
 )
@@ -239,42 +243,35 @@ def _evaluate_source(
             )
         phase = "timing"
         lock.exclusive()  # the timed calls have this host's cores to themselves
-        lay = plan(kernel, bench, fr)
-        runs, ref_runs = [], []
+        wrong: list[str] = []
+
+        def leave(_: int, why: Left) -> None:
+            if why.fault is not None:
+                raise why.fault  # the one contender's fault is the evaluation's (below)
+            wrong.append(why.wrong)
+
         counters = hwcounters.Counters(cand.proc.pid).open()  # [feedback] from our side
         counters.start()
         load = LoadWatch()
-        for r in range(-cfg.warmup, cfg.repeats):
-            data = generate_inputs(kernel, lay, rng)
-            load.sample()  # between calls: what runs now is someone else's
-            # each process is frozen while the other is timed: neither can slow the other
-            t_ref, want = reference.timed(lay, data, time.monotonic() + cfg.timeout_s)
-            t, image, after, got = candidate_call(kernel, cand, lay, data, deadline)
-            if r < 0:
-                continue  # warmup: untimed, and on inputs no later call sees
-            mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
-            c = check_call(kernel, lay, image, after, got, want, mag)
-            if c.reference_nonfinite:
-                return fail(
-                    "harness_error",
-                    f"the reference {kernel.reference.describe} produced NaN/Inf at the bench "
-                    "size: the reference is faulty, not the kernel",
-                    compile=comp,
-                )
-            if not c.ok:
-                label = f"bench {bench.label()} (timed run {r + 1})"
-                return fail(
-                    "wrong_answer",
-                    check_reason(kernel, lay, c, label)
-                    + " (the output of every timed call is checked, on fresh inputs each call)",
-                    compile=comp,
-                    validation=validation,
-                )
-            runs.append(t)
-            ref_runs.append(t_ref)
+        timed = TimedRounds(
+            kernel,
+            reference,
+            plan(kernel, bench, fr),
+            rng,
+            cfg.timeout_s,
+            load,
+            lambda n: f"bench {bench.label()} (timed run {n})",
+            deadline=deadline,  # validation and timing share the candidate's budget
+        )
+        candidate = Contender(cand)
+        timed.run({0: candidate}, leave, cfg.warmup, cfg.repeats)
+        if wrong:
+            every = " (the output of every timed call is checked, on fresh inputs each call)"
+            return fail("wrong_answer", wrong[0] + every, compile=comp, validation=validation)
+        runs, ref_runs = candidate.runs_s, timed.reference_s
         counters.stop()
         counted = counters.record(calls=cfg.warmup + cfg.repeats)
-        host_load = load.record(max(runs) / min(runs) if runs and min(runs) > 0 else None)
+        host_load = load.record(widest_spread([runs]))
         frozen = check_frozen(cand)
         if frozen:
             return fail("tampering", frozen, compile=comp, validation=validation)
@@ -313,9 +310,8 @@ def _evaluate_source(
         "freeze_s": round(cand.freeze_s, 6),
         "counters": counted,  # [feedback] hardware counters, or why there are none
     }
-    reference_rec = {**reference_record(kernel, blas, build), **run_figures(ref_runs, flops)}
-    reference_rec.pop("spread")
-    pct = 100.0 * timing["gflops"] / reference_rec["gflops"] if reference_rec["gflops"] else 0.0
+    reference_rec = reference_figures(kernel, blas, build, ref_runs, flops)
+    pct = pct_of_reference(timing["gflops"], reference_rec["gflops"])
     return _record(
         kernel,
         source,

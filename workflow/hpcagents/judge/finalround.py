@@ -5,7 +5,9 @@ speed drifts. Here every contender and the reference run in their own sandboxed
 processes, started once; each round draws fresh inputs at the bench size and times the
 reference and every contender one after another, in an order rotated each round so no
 one always runs first (cold) or last. Every output of every round is checked; a
-contender that fails a check gets its status and reason and no figure.
+contender that fails a check gets its status and reason and no figure. The rounds are
+the evaluation's loop of timed calls (:class:`hpcagents.judge.timing.TimedRounds`), with
+several contenders and the order rotated, so a figure here means what it means there.
 
 Each contender is judged alone: whatever goes wrong with one (a wrong output, a crash, a
 timeout, a fault the judge reports for its process) removes that one with its reason,
@@ -39,10 +41,15 @@ from hpcagents.judge.process import Reference, Runner, candidate_call, check_fro
 from hpcagents.judge.sandbox import Limits
 from hpcagents.judge.timing import (
     BuildConfig,
+    Contender,
     EvalConfig,
+    Left,
+    ReferenceNonFinite,
+    TimedRounds,
     cores,
+    pct_of_reference,
     provenance,
-    reference_record,
+    reference_figures,
     run_figures,
     source_sha256,
 )
@@ -152,6 +159,9 @@ def _final_round(
 
     def finish(status: str = "ok", reason: str = "") -> dict[str, Any]:
         record["status"], record["reason"] = status, reason
+        record["order"] = [
+            ["reference" if w is None else entries[w]["label"] for w in order] for order in orders
+        ]
         record["provenance"] = {
             **provenance(build, blas, threads, started, cfg),
             "sandbox": sandbox,
@@ -161,6 +171,9 @@ def _final_round(
         return record
 
     runners: dict[int, Runner] = {}
+    # filled round by round (TimedRounds), so a round stopped by a fault still shows them
+    orders: list[list[int | None]] = []  # who ran when (None: the reference)
+    ref_runs: list[float] = []  # the reference's seconds, one per timed round
 
     def drop(who: int, status: str, reason: str) -> None:
         """Remove one contender, with its reason; the round goes on without it."""
@@ -227,49 +240,33 @@ def _final_round(
             if not c.ok:
                 label = f"fresh validation case {vcase.label()}"
                 drop(who, "wrong_answer", check_reason(kernel, vlay, c, label))
-        ref_runs: list[float] = []
-        r = -cfg.warmup
-        while runners:
-            load.sample()  # [trust] between rounds: what runs now is someone else's
-            data = generate_inputs(kernel, lay, rng)
-            order: list[int | None] = [None, *sorted(runners)]
-            shift = (r + cfg.warmup) % len(order)
-            order = order[shift:] + order[:shift]
-            record["order"].append(
-                ["reference" if w is None else entries[w]["label"] for w in order]
-            )
-            got: dict[int, tuple[float, Any, Any, Any]] = {}
-            want = None
-            for who in order:
-                deadline = time.monotonic() + cfg.timeout_s
-                if who is None:
-                    t_ref, want = reference.timed(lay, data, deadline)
-                    continue
-                try:
-                    got[who] = candidate_call(kernel, runners[who], lay, data, deadline)
-                except Exception as exc:  # noqa: BLE001 - this contender's fault alone
-                    drop(who, *_fault(exc, cfg.timeout_s))
-            if r < 0:
-                r += 1
-                continue  # warmup rounds: untimed, on inputs no later round sees
-            mag = reference.magnitude(lay, data, time.monotonic() + cfg.timeout_s)
-            for who, (t, image, after, out) in got.items():
-                try:
-                    c = check_call(kernel, lay, image, after, out, want, mag)
-                except Exception as exc:  # noqa: BLE001 - this contender's fault alone
-                    drop(who, *_fault(exc, cfg.timeout_s))
-                    continue
-                if c.reference_nonfinite:
-                    return finish("harness_error", "the reference produced NaN/Inf")
-                if not c.ok:
-                    label = f"bench {bench.label()} (final round {r + 1})"
-                    drop(who, "wrong_answer", check_reason(kernel, lay, c, label))
-                else:
-                    entries[who]["runs_s"].append(t)
-            ref_runs.append(t_ref)
-            r += 1
-            if r >= rounds and (r >= max_rounds or _verdict(entries, ref_runs, max_rounds).stop):
-                break
+
+        def leave(who: int, why: Left) -> None:
+            if why.fault is not None:
+                drop(who, *_fault(why.fault, cfg.timeout_s))
+            else:
+                drop(who, "wrong_answer", why.wrong)
+
+        timed = TimedRounds(
+            kernel,
+            reference,
+            lay,
+            rng,
+            cfg.timeout_s,
+            load,
+            lambda n: f"bench {bench.label()} (final round {n})",
+            rotate=True,
+            reference_s=ref_runs,
+            orders=orders,
+        )
+        timed.run(
+            {i: Contender(runners[i], entries[i]["runs_s"]) for i in sorted(runners)},
+            leave,
+            cfg.warmup,
+            rounds,
+            max_rounds,
+            enough=lambda: _verdict(entries, ref_runs, max_rounds).stop,
+        )
         for who in list(runners):
             try:
                 quiet = check_frozen(runners[who])
@@ -278,6 +275,8 @@ def _final_round(
                 continue
             if quiet:
                 drop(who, "tampering", quiet)
+    except ReferenceNonFinite:
+        return finish("harness_error", "the reference produced NaN/Inf")
     except JudgeError as exc:
         return finish("harness_error", str(exc))
     finally:
@@ -286,17 +285,14 @@ def _final_round(
                 runner.close()
     record["rounds"] = len(ref_runs)
     if ref_runs:
-        record["reference"] = {
-            **reference_record(kernel, blas, build),
-            **run_figures(ref_runs, flops, spread=False),
-        }
+        record["reference"] = reference_figures(kernel, blas, build, ref_runs, flops)
     ref_gflops = record["reference"]["gflops"] if record["reference"] else 0.0
     for entry in entries:
         if entry["status"] != "ok":
             entry["runs_s"] = []
             continue
         entry.update(run_figures(entry["runs_s"], flops, spread=False))
-        entry["pct_of_reference"] = 100.0 * entry["gflops"] / ref_gflops if ref_gflops else 0.0
+        entry["pct_of_reference"] = pct_of_reference(entry["gflops"], ref_gflops)
         entry["reason"] = (
             f"valid on the fresh case and in every round; {entry['gflops']:.2f} GFLOP/s = "
             f"{entry['pct_of_reference']:.1f}% of "

@@ -7,8 +7,9 @@ is the first thing an HPC engineer looks at, and it costs one more compile.
 
 How, and what it never touches:
 
-* A **second compile** of the candidate, **in the sandbox** (:func:`run_untrusted`,
-  bubblewrap where it works), with the campaign's fixed flags plus GCC's
+* A **second compile** of the candidate, **in the sandbox** (the judge's one sandboxed
+  compile, :func:`hpcagents.judge.build.compile_in_sandbox`: bubblewrap where it works),
+  with the campaign's fixed flags plus GCC's
   ``-fopt-info-vec-optimized -fopt-info-vec-missed`` (clang: ``-Rpass*=loop-vectorize``),
   to assembly thrown away (``-S -o /dev/null``). The object that is linked and timed is
   the first compile's, with exactly the fixed flags: the report never changes it.
@@ -27,13 +28,12 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcagents.judge.build import PROTOTYPE_H, prototype_header
-from hpcagents.judge.sandbox import Limits, bwrap_status, run_untrusted
+from hpcagents.judge.build import PROTOTYPE_H, compile_in_sandbox
+from hpcagents.judge.sandbox import bwrap_status
 
 #: What GCC is asked for: the loops it vectorised and the ones it did not, with reasons.
 GCC_FLAGS = ("-fopt-info-vec-optimized", "-fopt-info-vec-missed")
@@ -49,8 +49,6 @@ MAX_REASON_CHARS = 110
 MAX_CODE_CHARS = 60
 #: Reasons that only say "this loop holds another loop": expected for outer loops.
 _NESTING = ("multiple nested loops", "two or more consecutive inner loops")
-#: The file name of the kernel's prototype header that the real compile force-includes
-#: (the same text as hpcagents.judge.build.build_candidate writes; see there).
 
 _GCC_LINE = re.compile(
     r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?P<col>\d+): "
@@ -303,48 +301,49 @@ def optimisation_report(
     this compile writes no object (``-S -o /dev/null``) and nothing of it is linked.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     clang = is_clang(cc)
     extra = CLANG_FLAGS if clang else GCC_FLAGS
-    (workdir / source_name).write_text(code)
-    (workdir / PROTOTYPE_H).write_text(prototype_header(signature))
     cmd = [cc, *cflags, *extra, "-S", "-include", PROTOTYPE_H, source_name, "-o", "/dev/null"]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C", "TMPDIR": "/tmp"}
-    limits = Limits(cpu_s=int(timeout_s) + 10, memory_mb=4096, file_mb=64, nproc=256)
-    t0 = time.monotonic()
-    res = run_untrusted(cmd, workdir, env, timeout_s, limits, use_bwrap=use_bwrap)
-    seconds = round(time.monotonic() - t0, 3)
+    run = compile_in_sandbox(
+        source_name,
+        signature,
+        code,
+        workdir,
+        cmd,
+        use_bwrap=use_bwrap,
+        timeout_s=timeout_s,
+        file_mb=64,
+    )
+    output = run.output()
     record: dict[str, Any] = {
         "status": "ok",
         "reason": "",
         "compiler": "clang" if clang else "gcc",
         "command": cmd,
-        "seconds": seconds,
+        "seconds": run.seconds,
         "sandbox": "bubblewrap" if use_bwrap and bwrap_status()[0] else "rlimits",
         "messages": 0,
         "loops": [],
         "text": "",
         "truncated": False,
     }
-    if res.returncode is None:
+    if run.returncode is None:
         record.update(
             status="failed", reason=f"the report's compile timed out after {timeout_s:g} s"
         )
         return record
-    if res.returncode != 0:
-        first = next((ln for ln in res.output.splitlines() if "error" in ln), "")
+    if run.rc() != "0":
+        first = next((ln for ln in output.splitlines() if "error" in ln), "")
         record.update(
             status="failed",
-            reason=f"the report's compile failed (exit {res.returncode}): "
+            reason=f"the report's compile failed (exit {run.rc() or run.returncode}): "
             + (first[:200] if first.startswith(source_name) else "see the compiler's flags")
             + f"; command: {shlex.join(cmd)}",
         )
         return record
     parse = parse_clang if clang else parse_gcc
-    notes = parse(res.output, source_name, code)
-    record["messages"] = sum(
-        1 for ln in res.output.splitlines() if ln.startswith(source_name + ":")
-    )
+    notes = parse(output, source_name, code)
+    record["messages"] = sum(1 for ln in output.splitlines() if ln.startswith(source_name + ":"))
     record["loops"] = [asdict(n) for n in notes]
     record["text"], record["truncated"] = condense(notes)
     return record

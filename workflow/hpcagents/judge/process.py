@@ -47,7 +47,10 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _descendants(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant, parents first, read from each thread's
+    ``/proc/<pid>/task/<tid>/children`` (no scan of all of /proc, unlike
+    :func:`hpcagents.core.lifeline.descendants`: cheap enough to poll every few ms)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -159,7 +162,7 @@ class Runner:
         if self.sandbox["kind"] != "bubblewrap":
             return self.proc.pid
         while time.monotonic() < deadline:
-            for pid in _descendants(self.proc.pid):
+            for pid in process_tree(self.proc.pid):
                 try:
                     argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
                 except OSError:

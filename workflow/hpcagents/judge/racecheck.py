@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,18 +48,16 @@ from hpcagents.judge.arena import Frame, fill_candidate, frame, generate_inputs,
 from hpcagents.judge.blas import BlasInfo
 from hpcagents.judge.build import (
     PROTOTYPE_H,
-    RUNNER_C,
-    _cached,
-    _truncate,
+    compile_in_sandbox,
     first_error,
     own_diagnostics,
-    prototype_header,
-    stub_source,
+    runner_objects,
     system_include_dirs,
+    truncate,
 )
 from hpcagents.judge.checks import check_call, check_reason
 from hpcagents.judge.errors import JudgeError, RunnerFault
-from hpcagents.judge.process import Reference, Runner, _descendants, candidate_call, runner_env
+from hpcagents.judge.process import Reference, Runner, candidate_call, process_tree, runner_env
 from hpcagents.judge.sandbox import Limits, run_untrusted
 from hpcagents.spec.kernelspec import Case, KernelSpec
 
@@ -285,38 +281,6 @@ def race_flags(cflags: tuple[str, ...]) -> list[str]:
     return [*RACE_CFLAGS, *(f for f in cflags if _KEEP_FLAG.match(f))]
 
 
-def _trusted_objects(kernel: KernelSpec, tools: Tools, flags: list[str]) -> list[Path]:
-    """The runner (with -DHPCA_RACECHECK) and the stub, built by clang with TSan (cached)."""
-    stub = stub_source(kernel)
-    cache = _cached(
-        [RUNNER_C.read_text(), stub, tools.clang, tools.version, *flags],
-        f"race-runner-{kernel.name}",
-    )
-    objs = [cache / "hpca_runner.o", cache / "hpca_stub.o"]
-    if all(o.is_file() for o in objs):
-        return objs
-    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
-    shutil.copyfile(RUNNER_C, tmp / "hpca_runner.c")
-    (tmp / "hpca_stub.c").write_text(stub)
-    for src, obj, extra in (
-        ("hpca_runner.c", objs[0], [RACECHECK_DEFINE]),
-        ("hpca_stub.c", objs[1], []),
-    ):
-        out = subprocess.run(
-            [tools.clang, *flags, *extra, "-c", src, "-o", obj.name],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if out.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise JudgeError(f"the race runner does not build: {first_error(out.stderr)}")
-        os.replace(tmp / obj.name, obj)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return objs
-
-
 def _own_lines(preprocessed: str, name: str) -> set[int]:
     """Lines of ``name`` that produce tokens after preprocessing (line markers followed)."""
     lines: set[int] = set()
@@ -343,7 +307,9 @@ def build_race_runner(
     use_bwrap: bool,
     timeout_s: float = 120.0,
 ) -> RaceBuild:
-    """Compile the candidate with clang + TSan IN THE SANDBOX and link the race runner.
+    """Compile the candidate with clang + TSan IN THE SANDBOX and link the race runner,
+    through the judge's one sandboxed compile (:func:`compile_in_sandbox`) with the race
+    build's own compiler, flags and trusted objects (the runner with ``-DHPCA_RACECHECK``).
 
     The same sandboxed script preprocesses the file with the campaign's compiler and with
     clang: when the candidate's own lines that survive preprocessing differ (code under
@@ -351,15 +317,18 @@ def build_race_runner(
     that is timed, and the check is skipped, said aloud."""
     workdir.mkdir(parents=True, exist_ok=True)
     name = kernel.source
-    (workdir / name).write_text(source.read_text(errors="replace"))
-    (workdir / PROTOTYPE_H).write_text(prototype_header(kernel.signature))
     flags = race_flags(cflags)
     try:
-        trusted = _trusted_objects(kernel, tools, flags)
+        trusted = runner_objects(
+            kernel,
+            tools.clang,
+            tuple(flags),
+            defines=(RACECHECK_DEFINE,),
+            tag="race-runner",
+            key=(tools.version,),
+        )
     except JudgeError as exc:
         return RaceBuild(False, str(exc), None, [], "", 0.0)
-    for obj in trusted:
-        shutil.copyfile(obj, workdir / obj.name)
     wd = str(workdir.resolve())
     inc = ["-include", PROTOTYPE_H]
     gcc_e = [cc, *cflags, *inc, "-E", name, "-o", "gcc.i"]
@@ -368,51 +337,45 @@ def build_race_runner(
     compile_cmd += ["-o", "candidate-tsan.o"]
     link = [tools.clang, "-fopenmp", "-fsanitize=thread", "-pie"]
     link += [*(o.name for o in trusted), "candidate-tsan.o", "-lm", "-o", "race-runner"]
-    script = (
-        f"{shlex.join(gcc_e)} >/dev/null 2>&1; {shlex.join(clang_e)} >/dev/null 2>&1; "
-        f"{shlex.join(compile_cmd)} >race-compile.out 2>&1; echo $? >race-compile.rc; "
-        f'[ "$(cat race-compile.rc)" = 0 ] && {{ {shlex.join(link)} >race-link.out 2>&1; '
-        "echo $? >race-link.rc; }; exit 0"
+    run = compile_in_sandbox(
+        name,
+        kernel.signature,
+        source.read_text(errors="replace"),
+        workdir,
+        compile_cmd,
+        link,
+        trusted,
+        before=(gcc_e, clang_e),
+        prefix="race-",
+        use_bwrap=use_bwrap,
+        timeout_s=timeout_s,
     )
-    limits = Limits(cpu_s=int(timeout_s) + 10, memory_mb=4096, file_mb=256, nproc=256)
-    env = {"PATH": "/usr/bin:/bin", "HOME": wd, "LANG": "C", "TMPDIR": "/tmp"}
-    t0 = time.monotonic()
-    res = run_untrusted(
-        ["/bin/sh", "-c", script], workdir, env, timeout_s, limits, use_bwrap=use_bwrap
-    )
-    seconds = round(time.monotonic() - t0, 3)
-
-    def read(f: str) -> str:
-        try:
-            return (workdir / f).read_text(errors="replace")
-        except OSError:
-            return ""
-
+    seconds = run.seconds
     system_dirs = system_include_dirs(tools.clang)
-    out = own_diagnostics(read("race-compile.out"), name, system_dirs)
-    if res.returncode is None:
+    out = own_diagnostics(run.output(), name, system_dirs)
+    if run.returncode is None:
         why = "clang timed out building the file"
         return RaceBuild(False, why, None, compile_cmd, out, seconds)
-    if read("race-compile.rc").strip() != "0":
+    if run.rc() != "0":
         return RaceBuild(
             False,
             f"clang cannot build this file (gcc can): {first_error(out)}",
             None,
             compile_cmd,
-            _truncate(out, 2000),
+            truncate(out, 2000),
             seconds,
         )
-    if read("race-link.rc").strip() != "0":
-        lout = read("race-link.out")
+    if run.rc("link") != "0":
+        lout = run.output("link")
         return RaceBuild(
             False,
             f"the race runner does not link: {first_error(lout)}",
             None,
             compile_cmd,
-            _truncate(out + lout, 2000),
+            truncate(out + lout, 2000),
             seconds,
         )
-    g, c = _own_lines(read("gcc.i"), name), _own_lines(read("clang.i"), name)
+    g, c = _own_lines(run.read("gcc.i"), name), _own_lines(run.read("clang.i"), name)
     if g != c or not g:
         diff = sorted(g ^ c)
         where = ", ".join(str(x) for x in diff[:6]) + (" ..." if len(diff) > 6 else "")
@@ -425,8 +388,7 @@ def build_race_runner(
             out,
             seconds,
         )
-    for f in ("gcc.i", "clang.i", PROTOTYPE_H, *(o.name for o in trusted)):
-        (workdir / f).unlink(missing_ok=True)
+    run.tidy("gcc.i", "clang.i")
     return RaceBuild(True, "", workdir / "race-runner", compile_cmd, out, seconds)
 
 
@@ -652,7 +614,7 @@ class _RssWatch:
 
     def _rss_mb(self) -> float:
         total = 0
-        for p in _descendants(self.pid):
+        for p in process_tree(self.pid):
             try:
                 for line in Path(f"/proc/{p}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
