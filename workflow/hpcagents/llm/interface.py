@@ -4,8 +4,8 @@ Kept apart from the pool (:mod:`hpcagents.llm.pool`), the file queue
 (:mod:`hpcagents.llm.files`) and the probe (:mod:`hpcagents.llm.probe`) so that each of
 them can use it without importing the others: what an answer is (:class:`LLMResult`),
 how a request is addressed (:func:`request_key`), the limits on what is stored, the
-errors that stop a step, and what the start-up probe learned of a server
-(:class:`ServerCaps`).
+errors that stop a step (and :func:`sentence`, how their messages are joined), and what
+the start-up probe learned of a server (:class:`ServerCaps`).
 """
 
 from __future__ import annotations
@@ -90,6 +90,15 @@ def prompt_hash(messages: list[dict[str, str]]) -> str:
     """Hash of the messages alone (what the scripted model logs, too)."""
     canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def sentence(text: str) -> str:
+    """``text`` without trailing full stops, so joined messages never end in ``..``.
+
+    Shared because the probe, the pool and the backends all build one message out of
+    several servers' errors (``"; ".join(...)``) and end it with their own full stop.
+    """
+    return text.rstrip().rstrip(".")
 
 
 def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:

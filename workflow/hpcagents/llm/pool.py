@@ -46,11 +46,11 @@ from hpcagents.llm.interface import (
     PromptTooLong,
     estimate_prompt_tokens,
     request_key,
+    sentence,
 )
 from hpcagents.llm.probe import (
     STRUCTURED_MODES,
     ServerState,
-    _sentence,
     context_from_models,
     models_listed,
     names_response_format,
@@ -415,7 +415,7 @@ class LLMPool:
             )
             return result
         outcomes = {t["outcome"] for t in tries}
-        detail = " | ".join(_sentence(e) for e in errors[-6:])
+        detail = " | ".join(sentence(e) for e in errors[-6:])
         advice = _advice(outcomes)
         if outcomes and outcomes <= {"context", "not_sent_context"}:
             raise PromptTooLong(f"{detail}. {advice[0].upper()}{advice[1:]}")
@@ -535,7 +535,7 @@ class LLMPool:
                     what = "refused" if outcome == "format_refused" else "failed"
                     errors.append(
                         f"{server.name}: structured output ({mode}) {what}, asked with "
-                        f"{new}: {_sentence(text)}"
+                        f"{new}: {sentence(text)}"
                     )
                     record(outcome, status, text, t0)
                     if outcome == "format_refused":  # a refusal is the server's nature
@@ -552,12 +552,12 @@ class LLMPool:
                         )
                     errors.append(
                         f"{server.name}: the prompt exceeds the server's context "
-                        f"({_sentence(text)}); set context_tokens for this server (or lower "
+                        f"({sentence(text)}); set context_tokens for this server (or lower "
                         f"max_tokens) so prompts are fitted"
                     )
                     record(outcome, status, text, t0)
                     return None
-                errors.append(f"{server.name}: {type(exc).__name__}: {_sentence(text)}")
+                errors.append(f"{server.name}: {type(exc).__name__}: {sentence(text)}")
                 if outcome == "timeout":
                     give_up = timeouts >= (self.cfg.timeout_retries if last else 0)
                     timeouts += 1
