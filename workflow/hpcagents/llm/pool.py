@@ -16,12 +16,13 @@ Why each piece exists:
   length, a concurrency slot.
 * **Per-server concurrency caps** are file locks, because every Snakemake job is its own
   process: an in-process semaphore would cap nothing.
-* **The response cache** is content-addressed by the request (preferred model, messages,
-  sampling parameters, seed). A rerun after a kill replays answers it already paid for,
-  and ``offline`` mode replays a whole archived campaign with no server at all. An
-  identical request already **in flight** (another job, or a killed run's orphaned job)
-  is waited for through a file lock keyed by the request, never sent twice; the lock
-  dies with its process, so a killed sender blocks nobody.
+* **The response cache** (:mod:`hpcagents.llm.cache`) is content-addressed by the
+  request (preferred model, messages, sampling parameters, seed). A rerun after a kill
+  replays answers it already paid for, and ``offline`` mode replays a whole archived
+  campaign with no server at all. An identical request already **in flight** (another
+  job, or a killed run's orphaned job) is waited for through a file lock keyed by the
+  request, never sent twice; the lock dies with its process, so a killed sender blocks
+  nobody.
 * **Every try is recorded** (server, outcome, wall-clock start and end, backoff), so the
   time lost to faults is charged to the server that caused it; when no server answers,
   the error names what each said and what to do about it.
@@ -38,8 +39,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hpcagents.core.artifacts import read_json, write_json
 from hpcagents.llm import files, openai_http
+from hpcagents.llm.cache import ResponseCache
 from hpcagents.llm.interface import (
     CONTEXT_MARGIN,
     TRANSIENT,
@@ -59,60 +60,6 @@ from hpcagents.spec.config import LLMConfig, ServerConfig
 BACKENDS: dict[str, Backend] = {"openai": openai_http, "files": files}
 #: A server that hung or refused a request is asked last for this many of its timeouts.
 DOWN_HOLD_FACTOR = 2.0
-
-
-class ResponseCache:
-    """Content-addressed store of answered requests under ``<cache_dir>/<k[:2]>/<k>.json``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        path = self.path(key)
-        if not path.is_file():
-            return None
-        try:
-            return read_json(path)
-        except (OSError, ValueError):
-            return None  # unreadable entry: treat as a miss, it will be rewritten
-
-    def put(self, key: str, entry: dict[str, Any], slot: str | None = None) -> None:
-        write_json(self.path(key), entry)
-        if slot is not None:
-            write_json(self.root / "slots" / f"{slot}.json", {"key": key})
-
-    def get_slot(self, slot: str) -> dict[str, Any] | None:
-        """The answer recorded for a request slot, whatever its exact prompt was."""
-        path = self.root / "slots" / f"{slot}.json"
-        if not path.is_file():
-            return None
-        return self.get(read_json(path)["key"])
-
-    @contextmanager
-    def inflight(self, key: str) -> Iterator[bool]:
-        """Hold the request ``key`` exclusively; yields True when another holder had it
-        first (then its answer is probably in the cache now).
-
-        A ``flock`` dies with its process: a killed sender's lock is gone at once, and an
-        orphaned sender that is still running is waited for.
-        """
-        lock_dir = self.root / ".inflight"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        path = lock_dir / f"{key}.lock"
-        with open(path, "a+") as fh:
-            waited = False
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                waited = True
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield waited
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextmanager
