@@ -85,7 +85,8 @@ def server_slot(lock_dir: Path, server: ServerConfig, poll_s: float = 0.05) -> I
 
 
 def _advice(outcomes: set[str]) -> str:
-    """What the user should do, from how the tries failed."""
+    """What the user should do, from how the tries failed (the outcomes every backend
+    records: see :func:`hpcagents.llm.openai_http.classify` and :mod:`hpcagents.llm.files`)."""
     if outcomes <= {"context", "not_sent_context"}:
         return (
             "the prompt does not fit the context of any server of this role: raise the "
@@ -96,7 +97,7 @@ def _advice(outcomes: set[str]) -> str:
         parts.append("answer the waiting request file(s) named above, then rerun to resume")
     if "files_unwritable" in outcomes:
         parts.append("make the file queue's queue_dir writable")
-    if outcomes & {"timeout", "connection", "http_429", "http_5xx", "bad_response"}:
+    if outcomes & {*TRANSIENT, "timeout"}:
         parts.append("rerun to resume once a server answers")
     if outcomes & {"no_api_key", "http_401", "http_403"}:
         parts.append("check each server's api_key_env")
