@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hpcagents.devtools.imports import PACKAGE_DIR, layer_graph, problems, read_package
 
 
@@ -27,12 +28,13 @@ def test_layers_import_only_downwards():
     assert graph["spec"] <= {"core"}
 
 
-def test_the_judges_modules_share_public_names_only():
-    """A ``_name`` is its own module's business: no module of the judge imports one from
-    another (or reaches one through a module it imported); what two modules share is
-    public, with a docstring saying what it is for."""
+@pytest.mark.parametrize("layer", ["judge", "llm"])
+def test_a_layers_modules_share_public_names_only(layer):
+    """A ``_name`` is its own module's business: no module of the judge (or of the
+    models) imports one from another (or reaches one through a module it imported); what
+    two modules share is public, with a docstring saying what it is for."""
     found = []
-    for path in sorted((PACKAGE_DIR / "judge").glob("*.py")):
+    for path in sorted((PACKAGE_DIR / layer).glob("*.py")):
         tree = ast.parse(path.read_text())
         imported: set[str] = set()
         for node in ast.walk(tree):

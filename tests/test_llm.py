@@ -121,3 +121,25 @@ def test_per_server_cap_holds_across_processes(tmp_path):
         spans = sorted(ex.map(_hold, [(str(tmp_path / "two"), 2)] * 4))
     overlaps = sum(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False))
     assert overlaps >= 1  # two slots: some requests do run together
+
+
+def test_every_server_kind_the_config_accepts_has_a_backend_with_the_one_interface():
+    """The pool picks a server's backend module by its ``kind``: a kind the config
+    accepts without one would fail only at the campaign's first request."""
+    import inspect
+    import json
+
+    from hpcagents.core.artifacts import SCHEMA_DIR
+    from hpcagents.llm.interface import Backend
+    from hpcagents.llm.pool import BACKENDS
+
+    schema = json.loads((SCHEMA_DIR / "config.schema.json").read_text())
+    server = schema["properties"]["llm"]["properties"]["servers"]["items"]
+    assert sorted(BACKENDS) == sorted(server["properties"]["kind"]["enum"])
+    for module in BACKENDS.values():
+        for name in ("ask", "stated_context"):
+            wanted = list(inspect.signature(getattr(Backend, name)).parameters)[1:]
+            assert list(inspect.signature(getattr(module, name)).parameters) == wanted, (
+                module.__name__,
+                name,
+            )

@@ -5,7 +5,8 @@ Why: the users this project is for keep code away from networks; some cannot rea
 model server from where the campaign runs (an air-gapped cluster, a model on another
 network), and a person may want to answer a few prompts with a capable model by hand.
 The campaign stays the same (plan, N PGs in parallel, repair, time, select); only the
-transport changes.
+transport changes: this module is one of the pool's backends, with the same :func:`ask`
+as :mod:`hpcagents.llm.openai_http` (:class:`hpcagents.llm.interface.Backend`).
 
 The protocol (also in config/README.md), in the server's ``queue_dir``:
 
@@ -43,7 +44,9 @@ from hpcagents.core.artifacts import write_json, write_text_atomic
 from hpcagents.llm.interface import (
     MAX_ANSWER_CHARS,
     MAX_REASONING_CHARS,
+    Host,
     LLMResult,
+    Request,
     ServerCaps,
     estimate_prompt_tokens,
 )
@@ -309,18 +312,15 @@ def wait_for_answer(queue: FileQueue, rid: str, deadline: float) -> tuple[Answer
         time.sleep(min(queue.poll_s, left))
 
 
-def ask(
-    server: ServerConfig,
-    messages: list[dict[str, str]],
-    params: dict[str, Any],
-    key: str,
-    role: str,
-    errors: list[str],
-    tries: list[dict[str, Any]],
-) -> Any:
-    """One request through the queue: an ``LLMResult``, or None (``errors`` says why)
-    when no answer came within the server's ``timeout_s``; the request stays queued."""
+def ask(server: ServerConfig, request: Request, host: Host) -> LLMResult | None:
+    """One request through the queue: an ``LLMResult``, or None (``request.errors`` says
+    why) when no answer came within the server's ``timeout_s``; the request stays queued.
 
+    ``host`` is not needed: a queue has no concurrency cap, no context to fit, nothing
+    to learn, and its one try is never retried (a rerun resumes the wait).
+    """
+    messages, params, key, role = request.messages, request.params, request.key, request.role
+    errors, tries = request.errors, request.tries
     assert server.queue_dir is not None
     queue = FileQueue(server.queue_dir, server.poll_s)
     rid = request_id(role, key)
@@ -395,7 +395,12 @@ def _try(server: ServerConfig, outcome: str, detail: str, t0: float) -> dict[str
     }
 
 
-def probe(server: ServerConfig) -> Any:
+def stated_context(server: ServerConfig) -> int | None:
+    """None: a queue states no context; whoever answers fits the prompt to their model."""
+    return None
+
+
+def probe(server: ServerConfig) -> ServerCaps:
     """What the start-up probe records for a file queue: usable when its folder can be
     created and written (no model can be asked at start: a person may answer later)."""
 

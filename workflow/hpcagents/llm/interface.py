@@ -1,10 +1,14 @@
 """The one interface every server kind answers through, and what a server offers.
 
-Kept apart from the pool (:mod:`hpcagents.llm.pool`), the file queue
-(:mod:`hpcagents.llm.files`) and the probe (:mod:`hpcagents.llm.probe`) so that each of
-them can use it without importing the others: what an answer is (:class:`LLMResult`),
-how a request is addressed (:func:`request_key`), the limits on what is stored, the
-errors that stop a step, and what the start-up probe learned of a server
+Kept apart from the pool (:mod:`hpcagents.llm.pool`), the backends (one module per
+server kind: :mod:`hpcagents.llm.openai_http`, :mod:`hpcagents.llm.files`) and the probe
+(:mod:`hpcagents.llm.probe`) so that each of them can use it without importing the
+others: what an answer is (:class:`LLMResult`), how a request is addressed
+(:func:`request_key`), the limits on what is stored, the errors that stop a step (and
+:func:`sentence`, how their messages are joined), what the pool hands a backend
+(:class:`Request`, :class:`Host`) and what a backend offers the pool (:class:`Backend`),
+the outcomes of a try that are worth repeating (:data:`TRANSIENT`), how a prompt is
+fitted to a context, and what the start-up probe learned of a server
 (:class:`ServerCaps`).
 """
 
@@ -12,13 +16,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from hpcagents.spec.config import ServerConfig
 
 #: Answers longer than this are cut before they are stored (a runaway model wrote 1.2 MB
 #: answers); code or a plan never needs more. Reasoning text is kept shorter still.
 MAX_ANSWER_CHARS = 200_000
 MAX_REASONING_CHARS = 50_000
+
+#: Room kept free beside prompt and completion (chat template tokens, estimate error).
+CONTEXT_MARGIN = 256
+#: The least completion room worth sending a request for.
+MIN_COMPLETION_TOKENS = 256
+
+#: Outcomes of a failed try that are retried on the same server after a backoff (a
+#: ``timeout`` only as often as :attr:`Request.timeout_retries` says). Every try's
+#: outcome is recorded; the pool counts these (and timeouts) as the answer's retries.
+TRANSIENT = ("connection", "http_429", "http_5xx", "bad_response")
 
 
 class LLMUnavailable(RuntimeError):
@@ -92,9 +109,87 @@ def prompt_hash(messages: list[dict[str, str]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def sentence(text: str) -> str:
+    """``text`` without trailing full stops, so joined messages never end in ``..``.
+
+    Shared because the probe, the pool and the backends all build one message out of
+    several servers' errors (``"; ".join(...)``) and end it with their own full stop.
+    """
+    return text.rstrip().rstrip(".")
+
+
 def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
     """Conservative token estimate (3 characters a token; the same rule as the agents')."""
     return sum(len(m["content"]) for m in messages) // 3 + 8 * len(messages)
+
+
+def completion_room(context: int | None, messages: list[dict[str, str]], max_tokens: int) -> int:
+    """The completion tokens to ask a server of ``context`` tokens for (``max_tokens``
+    when its context is unknown), or 0 when the prompt cannot fit with room to answer."""
+    if context is None:
+        return max_tokens
+    room = context - estimate_prompt_tokens(messages) - CONTEXT_MARGIN
+    if room < min(MIN_COMPLETION_TOKENS, max_tokens):
+        return 0
+    return min(max_tokens, room)
+
+
+@dataclass
+class Request:
+    """One request as the pool hands it to a backend, for one server.
+
+    ``errors`` and ``tries`` are the request's running record over every server it is
+    sent to (the pool reports them when no server answers, and stores them with the
+    answer); a backend appends to them. ``params`` holds the sampling parameters of the
+    request key (``temperature``, ``max_tokens``, ``seed``, and ``reasoning_effort`` and
+    ``json_schema`` when asked). ``max_retries`` and ``timeout_retries`` bound a backend
+    that retries: the pool allows no timeout retry while another server of the role
+    remains, so a dead-silent server costs one ``timeout_s``, not several.
+    """
+
+    messages: list[dict[str, str]]
+    params: dict[str, Any]
+    key: str
+    role: str
+    errors: list[str]
+    tries: list[dict[str, Any]]
+    max_retries: int = 0
+    timeout_retries: int = 0
+
+
+class Host(Protocol):
+    """What the pool lends a backend while it answers: what the campaign knows of a
+    server (the probe's state, shared by every job), a way to record what it learns, the
+    server's context length, and one of the server's concurrency slots."""
+
+    def known(self, server: ServerConfig) -> dict[str, Any]:
+        """What is known about ``server`` (empty when nothing)."""
+        ...
+
+    def learn(self, server: ServerConfig, **fields: Any) -> None:
+        """Remember ``fields`` about ``server`` for every later job of the campaign."""
+        ...
+
+    def context_tokens(self, server: ServerConfig) -> int | None:
+        """The server's context length, None if unknown."""
+        ...
+
+    def slot(self, server: ServerConfig) -> AbstractContextManager[int]:
+        """Hold one of the server's ``max_concurrency`` slots (host-wide)."""
+        ...
+
+
+class Backend(Protocol):
+    """A server kind: the module that talks to it (``ServerConfig.kind`` picks it)."""
+
+    def ask(self, server: ServerConfig, request: Request, host: Host) -> LLMResult | None:
+        """Answer ``request`` with ``server``; None when it did not (``request.errors``
+        says why, ``request.tries`` records every try)."""
+        ...
+
+    def stated_context(self, server: ServerConfig) -> int | None:
+        """The context length the server states when asked now; None when it cannot say."""
+        ...
 
 
 @dataclass

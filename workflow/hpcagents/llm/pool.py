@@ -1,131 +1,65 @@
-"""The LLM pool: several OpenAI-compatible servers, a response cache, per-server caps.
+"""The LLM pool: several servers of any kind, a response cache, per-server caps.
 
 Why each piece exists:
 
 * **Roles and deterministic assignment.** Each server serves the PM, the PGs or both;
   request slot ``index`` goes to server ``index mod S`` among the servers of its role, so
   a campaign's load spread is reproducible; **failover** walks the role's other servers
-  in order when one is down, so a dead GPU node costs latency, not the campaign.
+  in order when one is down, so a dead GPU node costs latency, not the campaign. A
+  server that just left a request unanswered is asked last for a while.
+* **One backend per server kind** (:data:`BACKENDS`): the pool decides which server is
+  asked and what becomes of the answer; how a server of a kind is asked (its request,
+  its quirks, what its errors mean) is its backend's business
+  (:mod:`hpcagents.llm.openai_http`, :mod:`hpcagents.llm.files`), through the one
+  interface of :mod:`hpcagents.llm.interface`. The pool lends a backend what it needs
+  (:class:`~hpcagents.llm.interface.Host`): the probe's per-server state, the context
+  length, a concurrency slot.
 * **Per-server concurrency caps** are file locks, because every Snakemake job is its own
   process: an in-process semaphore would cap nothing.
-* **The response cache** is content-addressed by the request (preferred model, messages,
-  sampling parameters, seed). A rerun after a kill replays answers it already paid for,
-  and ``offline`` mode replays a whole archived campaign with no server at all. An
-  identical request already **in flight** (another job, or a killed run's orphaned job)
-  is waited for through a file lock keyed by the request, never sent twice; the lock
-  dies with its process, so a killed sender blocks nobody.
+* **The response cache** (:mod:`hpcagents.llm.cache`) is content-addressed by the
+  request (preferred model, messages, sampling parameters, seed). A rerun after a kill
+  replays answers it already paid for, and ``offline`` mode replays a whole archived
+  campaign with no server at all. An identical request already **in flight** (another
+  job, or a killed run's orphaned job) is waited for through a file lock keyed by the
+  request, never sent twice; the lock dies with its process, so a killed sender blocks
+  nobody.
 * **Every try is recorded** (server, outcome, wall-clock start and end, backoff), so the
-  time lost to faults is charged to the server that caused it.
-* **Servers' habits are handled on purpose**: a refused ``response_format`` steps down
-  json_schema -> json_object -> none once and is remembered for the campaign; a prompt
-  that cannot fit a server's context is never sent there; an overflow error is
-  recognised and answered with the right advice.
+  time lost to faults is charged to the server that caused it; when no server answers,
+  the error names what each said and what to do about it.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import random
-import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hpcagents.core.artifacts import read_json, write_json
-from hpcagents.llm import files as llm_files
+from hpcagents.llm import files, openai_http
+from hpcagents.llm.cache import ResponseCache
 from hpcagents.llm.interface import (
-    MAX_ANSWER_CHARS,
-    MAX_REASONING_CHARS,
+    CONTEXT_MARGIN,
+    TRANSIENT,
+    Backend,
     LLMResult,
     LLMUnavailable,
     PromptTooLong,
-    estimate_prompt_tokens,
+    Request,
     request_key,
+    sentence,
 )
-from hpcagents.llm.probe import (
-    STRUCTURED_MODES,
-    ServerState,
-    _sentence,
-    context_from_models,
-    models_listed,
-    names_response_format,
-)
-from hpcagents.spec.config import ConfigError, LLMConfig, ServerConfig
+from hpcagents.llm.probe import ServerState
+from hpcagents.spec.config import LLMConfig, ServerConfig
 
-#: Room kept free beside prompt and completion (chat template tokens, estimate error).
-CONTEXT_MARGIN = 256
-#: The least completion room worth sending a request for.
-MIN_COMPLETION_TOKENS = 256
+#: The backend of each server kind (``ServerConfig.kind``): OpenAI-compatible HTTP, or
+#: [feedback] a queue folder that a person or an air-gapped model answers.
+BACKENDS: dict[str, Backend] = {"openai": openai_http, "files": files}
 #: A server that hung or refused a request is asked last for this many of its timeouts.
 DOWN_HOLD_FACTOR = 2.0
-_CONTEXT_ERROR = re.compile(
-    r"maximum context length|context length|context window|context size|exceeds? the "
-    r"(available )?context|too many tokens|context_length_exceeded|exceed_context",
-    re.IGNORECASE,
-)
-_CONTEXT_NUMBER = re.compile(
-    r"(?:maximum context length is|context window of|context size \(|n_ctx[\"': ]+)\s*(\d+)",
-    re.IGNORECASE,
-)
-
-
-class ResponseCache:
-    """Content-addressed store of answered requests under ``<cache_dir>/<k[:2]>/<k>.json``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        path = self.path(key)
-        if not path.is_file():
-            return None
-        try:
-            return read_json(path)
-        except (OSError, ValueError):
-            return None  # unreadable entry: treat as a miss, it will be rewritten
-
-    def put(self, key: str, entry: dict[str, Any], slot: str | None = None) -> None:
-        write_json(self.path(key), entry)
-        if slot is not None:
-            write_json(self.root / "slots" / f"{slot}.json", {"key": key})
-
-    def get_slot(self, slot: str) -> dict[str, Any] | None:
-        """The answer recorded for a request slot, whatever its exact prompt was."""
-        path = self.root / "slots" / f"{slot}.json"
-        if not path.is_file():
-            return None
-        return self.get(read_json(path)["key"])
-
-    @contextmanager
-    def inflight(self, key: str) -> Iterator[bool]:
-        """Hold the request ``key`` exclusively; yields True when another holder had it
-        first (then its answer is probably in the cache now).
-
-        A ``flock`` dies with its process: a killed sender's lock is gone at once, and an
-        orphaned sender that is still running is waited for.
-        """
-        lock_dir = self.root / ".inflight"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        path = lock_dir / f"{key}.lock"
-        with open(path, "a+") as fh:
-            waited = False
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                waited = True
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield waited
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -150,56 +84,9 @@ def server_slot(lock_dir: Path, server: ServerConfig, poll_s: float = 0.05) -> I
         time.sleep(poll_s)
 
 
-def _message_reasoning(message: Any) -> str:
-    """Reasoning text from vLLM/SGLang (``reasoning_content``) or newer (``reasoning``)."""
-    extra = getattr(message, "model_extra", None) or {}
-    for key in ("reasoning_content", "reasoning"):
-        value = getattr(message, key, None) or extra.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return ""
-
-
-def _clip(text: str, n: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def classify(exc: BaseException) -> tuple[str, int | None]:
-    """Outcome class of a failed try, and its HTTP status.
-
-    ``timeout`` and ``connection``, ``http_429`` and ``http_5xx`` are transient (retried);
-    ``format_refused`` steps the structured-output mode down; ``context`` fails over
-    with advice; anything else (``http_4xx``, ``bad_response``) fails over at once.
-    """
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout", None
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection", None
-    if isinstance(exc, openai.APIStatusError):
-        code = exc.status_code
-        message = str(exc)
-        if _CONTEXT_ERROR.search(message) and code in (400, 413, 422, 500):
-            return "context", code
-        if names_response_format(message):
-            return "format_refused", code
-        if "does not match the expected" in message and "format" in message:
-            return "format_failed", code  # llama.cpp: constrained output cut short
-        if code == 429:
-            return "http_429", code
-        if code >= 500:
-            return "http_5xx", code
-        return f"http_{code}", code
-    return "bad_response", None
-
-
-TRANSIENT = ("connection", "http_429", "http_5xx", "bad_response")
-
-
 def _advice(outcomes: set[str]) -> str:
-    """What the user should do, from how the tries failed."""
+    """What the user should do, from how the tries failed (the outcomes every backend
+    records: see :func:`hpcagents.llm.openai_http.classify` and :mod:`hpcagents.llm.files`)."""
     if outcomes <= {"context", "not_sent_context"}:
         return (
             "the prompt does not fit the context of any server of this role: raise the "
@@ -210,7 +97,7 @@ def _advice(outcomes: set[str]) -> str:
         parts.append("answer the waiting request file(s) named above, then rerun to resume")
     if "files_unwritable" in outcomes:
         parts.append("make the file queue's queue_dir writable")
-    if outcomes & {"timeout", "connection", "http_429", "http_5xx", "bad_response"}:
+    if outcomes & {*TRANSIENT, "timeout"}:
         parts.append("rerun to resume once a server answers")
     if outcomes & {"no_api_key", "http_401", "http_403"}:
         parts.append("check each server's api_key_env")
@@ -222,7 +109,11 @@ def _advice(outcomes: set[str]) -> str:
 
 
 class LLMPool:
-    """Send chat requests to the configured servers with caching, caps and failover."""
+    """Send chat requests to the configured servers with caching, caps and failover.
+
+    The pool is also the :class:`~hpcagents.llm.interface.Host` its backends answer
+    through (:meth:`known`, :meth:`learn`, :meth:`context_tokens`, :meth:`slot`).
+    """
 
     def __init__(self, cfg: LLMConfig, lock_dir: Path | None = None) -> None:
         self.cfg = cfg
@@ -234,30 +125,32 @@ class LLMPool:
     # -- what is known about a server ---------------------------------------------
 
     def known(self, server: ServerConfig) -> dict[str, Any]:
+        """What the probe (and every job since) learned of ``server``; empty if nothing."""
         return self.state.load(server)
+
+    def learn(self, server: ServerConfig, **fields: Any) -> None:
+        """Remember ``fields`` of ``server`` in the campaign's state, for every job."""
+        self.state.update(server, **fields)
 
     def context_tokens(self, server: ServerConfig) -> int | None:
         """The server's context length: config, else what the probe (or an overflow
-        error) taught, else ``/v1/models`` asked now; None if unknown."""
+        error) taught, else what the server states when asked now (once per pool);
+        None if unknown. A file queue states none: whoever answers the files fits the
+        prompt to their model."""
         if server.context_tokens:
             return server.context_tokens
-        if server.kind == "files":
-            return None  # whoever answers the files fits the prompt to their model
         known = self.known(server).get("context_tokens")
         if known:
             return int(known)
         if self.cfg.offline:
             return None
         if server.name not in self._ctx:
-            import urllib.request
-
-            try:
-                with urllib.request.urlopen(f"{server.base_url}/models", timeout=5) as resp:
-                    _, entries = models_listed(json.loads(resp.read()))
-            except (OSError, ValueError):
-                entries = []
-            self._ctx[server.name] = context_from_models(entries, server.model)[0]
+            self._ctx[server.name] = backend(server).stated_context(server)
         return self._ctx[server.name]
+
+    def slot(self, server: ServerConfig) -> AbstractContextManager[int]:
+        """Hold one of ``server``'s concurrency slots (see :func:`server_slot`)."""
+        return server_slot(self.lock_dir, server)
 
     def max_tokens(self, role: str) -> int:
         return self.cfg.role(role).max_tokens or self.cfg.max_tokens
@@ -267,7 +160,8 @@ class LLMPool:
 
         The completion's room is capped at half the context, so a ``max_tokens`` as large
         as the context still leaves the prompt half of it (the request then asks for less
-        completion, see :meth:`_fit`), instead of a budget too small for any prompt.
+        completion, see :func:`~hpcagents.llm.interface.completion_room`), instead of a
+        budget too small for any prompt.
         """
         servers = self.order(index, role)
         if not servers:
@@ -391,10 +285,19 @@ class LLMPool:
             )
         for n, server in enumerate(sending):
             last = n == len(sending) - 1
-            if server.kind == "files":  # [feedback] a queue folder, not HTTP
-                result = llm_files.ask(server, messages, params, key, role, errors, tries)
-            else:
-                result = self._ask(server, messages, params, key, errors, tries, last)
+            request = Request(
+                messages,
+                params,
+                key,
+                role,
+                errors,
+                tries,
+                max_retries=self.cfg.max_retries,
+                # a timeout is retried only on the role's last server: while another
+                # remains, a dead-silent server costs one timeout_s, not several
+                timeout_retries=self.cfg.timeout_retries if last else 0,
+            )
+            result = backend(server).ask(server, request, self)
             if result is None:
                 continue
             result.role = role
@@ -415,7 +318,7 @@ class LLMPool:
             )
             return result
         outcomes = {t["outcome"] for t in tries}
-        detail = " | ".join(_sentence(e) for e in errors[-6:])
+        detail = " | ".join(sentence(e) for e in errors[-6:])
         advice = _advice(outcomes)
         if outcomes and outcomes <= {"context", "not_sent_context"}:
             raise PromptTooLong(f"{detail}. {advice[0].upper()}{advice[1:]}")
@@ -428,184 +331,10 @@ class LLMPool:
         since = self.known(server).get("down_since")
         return bool(since) and time.time() - float(since) < DOWN_HOLD_FACTOR * server.timeout_s
 
-    def _fit(self, server: ServerConfig, messages: list[dict[str, str]], max_tokens: int) -> int:
-        """The completion tokens to ask ``server`` for, or 0 when the prompt cannot fit."""
-        ctx = self.context_tokens(server)
-        if ctx is None:
-            return max_tokens
-        room = ctx - estimate_prompt_tokens(messages) - CONTEXT_MARGIN
-        if room < min(MIN_COMPLETION_TOKENS, max_tokens):
-            return 0
-        return min(max_tokens, room)
 
-    def _ask(
-        self,
-        server: ServerConfig,
-        messages: list[dict[str, str]],
-        params: dict[str, Any],
-        key: str,
-        errors: list[str],
-        tries: list[dict[str, Any]],
-        last: bool = True,
-    ) -> LLMResult | None:
-        """One server: retries with exponential backoff and full jitter; None = failed.
-
-        A timeout is retried only on the role's ``last`` server (``timeout_retries``
-        times): while another server remains, a server that let a request time out is
-        left at once, so a dead-silent server costs one ``timeout_s``, not several.
-        """
-        import openai  # imported lazily: the CLI's evaluate path never needs it
-
-        def record(outcome: str, status: int | None, detail: str, t0: float, wait: float = 0):
-            tries.append(
-                {
-                    "server": server.name,
-                    "outcome": outcome,
-                    "status": status,
-                    "detail": _clip(detail, 300),
-                    "started_at": round(t0, 4),
-                    "ended_at": round(time.time(), 4),
-                    "backoff_s": round(wait, 4),
-                }
-            )
-
-        now = time.time()
-        try:
-            api_key = server.api_key()
-        except ConfigError as exc:
-            errors.append(f"{server.name}: {exc}")
-            record("no_api_key", None, str(exc), now)
-            return None
-        max_tokens = self._fit(server, messages, params["max_tokens"])
-        if max_tokens == 0:
-            why = (
-                f"prompt of about {estimate_prompt_tokens(messages)} tokens does not fit the "
-                f"{self.context_tokens(server)}-token context of server '{server.name}' "
-                f"(with room for an answer); not sent"
-            )
-            errors.append(f"{server.name}: {why}")
-            record("not_sent_context", None, why, now)
-            return None
-        client = openai.OpenAI(
-            base_url=server.base_url,
-            api_key=api_key,
-            # a host that is down costs seconds to find out, not the whole read timeout
-            timeout=openai.Timeout(server.timeout_s, connect=min(10.0, server.timeout_s)),
-            max_retries=0,  # retries are ours: counted, recorded, with jitter
-        )
-        extra: dict[str, Any] = {}
-        effort = params.get("reasoning_effort") or server.reasoning_effort
-        if effort:
-            extra["reasoning_effort"] = effort
-        mode = "none"
-        if "json_schema" in params:
-            mode = self.known(server).get("structured_output") or "json_schema"
-            if mode not in STRUCTURED_MODES or server.structured_output is False:
-                mode = "none" if server.structured_output is False else "json_schema"
-        attempt = timeouts = 0
-        while True:
-            fmt = dict(extra)
-            if mode == "json_schema":
-                fmt["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "answer", "schema": params["json_schema"]},
-                }
-            elif mode == "json_object":
-                fmt["response_format"] = {"type": "json_object"}
-            t0 = time.time()
-            try:
-                with server_slot(self.lock_dir, server):
-                    start = time.monotonic()
-                    resp = client.chat.completions.create(
-                        model=server.model,
-                        messages=messages,  # type: ignore[arg-type]
-                        temperature=params["temperature"],
-                        max_tokens=max_tokens,
-                        seed=params["seed"],
-                        **fmt,
-                    )
-                    latency = time.monotonic() - start
-                if not getattr(resp, "choices", None):
-                    raise ValueError("the response has no choices")
-            except (openai.APIError, ValueError) as exc:
-                outcome, status = classify(exc)
-                text = _clip(str(exc), 300)
-                if outcome in ("format_refused", "format_failed") and mode != "none":
-                    new = STRUCTURED_MODES[STRUCTURED_MODES.index(mode) + 1]
-                    what = "refused" if outcome == "format_refused" else "failed"
-                    errors.append(
-                        f"{server.name}: structured output ({mode}) {what}, asked with "
-                        f"{new}: {_sentence(text)}"
-                    )
-                    record(outcome, status, text, t0)
-                    if outcome == "format_refused":  # a refusal is the server's nature
-                        self.state.update(server, structured_output=new)
-                    mode = new
-                    continue
-                if outcome == "context":
-                    learned = _CONTEXT_NUMBER.search(str(exc))
-                    if learned and not server.context_tokens:
-                        self.state.update(
-                            server,
-                            context_tokens=int(learned.group(1)),
-                            context_source="the server's context-overflow error",
-                        )
-                    errors.append(
-                        f"{server.name}: the prompt exceeds the server's context "
-                        f"({_sentence(text)}); set context_tokens for this server (or lower "
-                        f"max_tokens) so prompts are fitted"
-                    )
-                    record(outcome, status, text, t0)
-                    return None
-                errors.append(f"{server.name}: {type(exc).__name__}: {_sentence(text)}")
-                if outcome == "timeout":
-                    give_up = timeouts >= (self.cfg.timeout_retries if last else 0)
-                    timeouts += 1
-                elif outcome in TRANSIENT:
-                    give_up = attempt >= self.cfg.max_retries
-                else:
-                    give_up = True
-                if give_up:
-                    record(outcome, status, text, t0)
-                    if outcome in ("timeout", "connection"):
-                        self.state.update(server, down_since=round(time.time(), 3))
-                    return None
-                attempt += 1
-                wait = backoff_s(attempt)
-                record(outcome, status, text, t0, wait)
-                time.sleep(wait)
-                continue
-            break
-        record("ok", 200, "", t0)
-        if self.known(server).get("down_since"):
-            self.state.update(server, down_since=None)
-        choice = resp.choices[0]
-        usage = resp.usage
-        details = getattr(usage, "completion_tokens_details", None) if usage else None
-        text = choice.message.content or ""
-        reasoning = _message_reasoning(choice.message)
-        cut = max(0, len(text) - MAX_ANSWER_CHARS)
-        return LLMResult(
-            text=text[:MAX_ANSWER_CHARS],
-            reasoning=reasoning[:MAX_REASONING_CHARS],
-            server=server.name,
-            model=resp.model or server.model,
-            base_url=server.base_url,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            reasoning_tokens=int(getattr(details, "reasoning_tokens", 0) or 0) if details else 0,
-            latency_s=round(latency, 4),
-            cache_key=key,
-            cached=False,
-            response_format=mode,
-            answer_cut_chars=cut,
-        )
-
-
-def backoff_s(attempt: int, base: float = 0.5, cap: float = 20.0) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0.0, min(cap, base * 2**attempt))
+def backend(server: ServerConfig) -> Backend:
+    """The backend that talks to ``server``'s kind."""
+    return BACKENDS[server.kind]
 
 
 def pool_from_env(cfg: LLMConfig) -> LLMPool:

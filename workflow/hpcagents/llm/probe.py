@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcagents.core.artifacts import write_json
-from hpcagents.llm.interface import ServerCaps
+from hpcagents.llm.interface import ServerCaps, sentence
 from hpcagents.spec.config import ROLES, CampaignConfig, ConfigError, ServerConfig
 
 #: Structured-output modes, strongest first; the pool steps down this list on refusal.
@@ -261,11 +261,6 @@ def _reasoning_field(body: Any) -> str:
     return "separate" if separate else "unknown"
 
 
-def _sentence(text: str) -> str:
-    """``text`` without trailing full stops, so joined messages never end in ``..``."""
-    return text.rstrip().rstrip(".")
-
-
 def probe(server: ServerConfig, previous: dict[str, Any] | None = None) -> ServerCaps:
     """Probe one server. ``previous`` (what an earlier start learned) spares the
     structured-output request when the server and model are unchanged."""
@@ -369,7 +364,7 @@ def probe(server: ServerConfig, previous: dict[str, Any] | None = None) -> Serve
                 caps.usable = False
                 caps.reason = (
                     f"{where}: the server does not know model '{server.model}' "
-                    f"({_sentence(detail[:200])}); it lists: "
+                    f"({sentence(detail[:200])}); it lists: "
                     f"{', '.join(caps.models) or 'nothing'}. Set model to one of them"
                 )
                 return caps
@@ -377,7 +372,7 @@ def probe(server: ServerConfig, previous: dict[str, Any] | None = None) -> Serve
                 if outcome == "down":  # listed its models, then left a chat unanswered
                     caps.down_since = round(time.time(), 3)
                 caps.notes.append(
-                    f"structured-output probe inconclusive ({_sentence(str(detail)[:160])}); "
+                    f"structured-output probe inconclusive ({sentence(str(detail)[:160])}); "
                     f"the first PM call finds out"
                 )
                 break
@@ -406,23 +401,23 @@ def check_servers(cfg: CampaignConfig) -> list[str]:
         mine = [by_name[s.name] for s in cfg.llm.servers_for(role)]
         usable = [c for c in mine if c.usable]
         if not usable:
-            lines = "; ".join(_sentence(c.reason) for c in mine)
+            lines = "; ".join(sentence(c.reason) for c in mine)
             raise ConfigError(f"no usable LLM server for the {role.upper()}: {lines}")
         if not any(c.reachable for c in usable):
-            lines = "; ".join(_sentence(c.reason) for c in mine)
+            lines = "; ".join(sentence(c.reason) for c in mine)
             raise ConfigError(
                 f"no LLM server answers for the {role.upper()}: {lines}. Start the server(s) or "
                 f"fix llm.servers, or set llm.offline: true to replay from the response cache"
             )
     for c in caps:
         if not c.usable:
-            warnings.append(f"left out of the campaign: {_sentence(c.reason)}")
+            warnings.append(f"left out of the campaign: {sentence(c.reason)}")
         elif not c.reachable:
             warnings.append(
-                f"server '{c.name}' does not answer now ({_sentence(c.reason)}); its requests "
+                f"server '{c.name}' does not answer now ({sentence(c.reason)}); its requests "
                 f"fail over until it does"
             )
-        warnings.extend(f"server '{c.name}': {_sentence(n)}" for n in c.notes)
+        warnings.extend(f"server '{c.name}': {sentence(n)}" for n in c.notes)
     return warnings
 
 
