@@ -142,3 +142,20 @@ def test_a_figure_above_the_roof_says_why():
     memory = machine.roofline(1e9, 2e9, 0.01, model)  # 100 GFLOP/s, memory roof 5
     assert "caches serve more" in memory["above_roof"]
     assert "above_roof" not in machine.roofline(1e9, 1e6, 1.0, model)
+
+
+def test_a_summary_never_shows_a_figure_above_the_roofline_without_a_warning(tmp_path):
+    import json
+
+    from hpcagents.views.summary import iteration_doubt
+
+    model = {"peak_gflops": 100.0, "bandwidth_gbs": 10.0}
+    roof = machine.roofline(1e9, 4e9, 1 / 2.525, model)  # dgemv-like: 101% of a 2.5 GF/s roof
+    ev = tmp_path / "evaluation.json"
+    ev.write_text(json.dumps({"roofline": roof, "provenance": {}}))
+    sel = {"evaluation": str(ev), "gflops": 2.525, "pct_of_roofline": roof["pct_of_roofline"]}
+    words = iteration_doubt({"iteration": 0, "selected": sel}, None, "MKL")["warnings"]
+    assert any("101.0% of the roofline" in w and "bandwidth was measured low" in w for w in words)
+    sel["pct_of_roofline"] = 99.0
+    words = iteration_doubt({"iteration": 0, "selected": sel}, None, "MKL")["warnings"]
+    assert not any("roofline" in w for w in words)

@@ -876,20 +876,22 @@ def roofline(
         "ridge_intensity": peak / bandwidth,
         "bound": "memory" if memory_roof < peak else "compute",
         "pct_of_roofline": 100.0 * achieved / attainable,
-        **(
-            {
-                "above_roof": (
-                    "above the memory roof: caches serve more than the kernel's byte model "
-                    "counts at this size"
-                    if memory_roof < peak
-                    else "above the measured peak: the peak is too low (measure it again: "
-                    "hpcagents machine --refresh)"
-                )
-            }
-            if achieved > attainable
-            else {}
-        ),
+        **({"above_roof": above_roof(memory_roof < peak)} if achieved > attainable else {}),
     }
+
+
+def above_roof(memory_bound: bool) -> str:
+    """Why a figure passes 100% of the roofline, in words a person can act on."""
+    if memory_bound:
+        return (
+            "above the memory roof: caches serve more than the kernel's byte model counts at "
+            "this size, or the bandwidth was measured low on a busy host (measure it again: "
+            "hpcagents machine --refresh)"
+        )
+    return (
+        "above the measured peak: the peak is too low (measure it again: hpcagents "
+        "machine --refresh)"
+    )
 
 
 def describe(model: MachineModel) -> str:

@@ -14,6 +14,7 @@ from hpcagents.core.artifacts import read_json, read_json_or_none, write_json, w
 from hpcagents.core.layout import KernelLayout
 from hpcagents.judge.figures import gbps_from_record
 from hpcagents.judge.hostload import doubt_of, implausible, reference_name
+from hpcagents.judge.machine import above_roof
 from hpcagents.llm.accounting import per_server
 from hpcagents.spec.config import CampaignConfig
 from hpcagents.spec.kernelspec import KernelError
@@ -61,6 +62,11 @@ def iteration_doubt(
     silly = implausible(sel.get("pct_of_reference"), lib)
     if silly:
         warnings.append(silly)
+    roof = (ev or {}).get("roofline") or {}
+    over = sel.get("pct_of_roofline")
+    if isinstance(over, int | float) and over > 100.0:
+        # never a figure above the roofline shown plainly: say so, and why it can be
+        warnings.append(f"{over:.1f}% of the roofline: {above_roof(roof.get('bound') == 'memory')}")
     gbps = None
     if ev is not None:
         gbps = gbps_from_record(sel.get("gflops"), ev.get("roofline"))
