@@ -48,7 +48,13 @@ import yaml
 from hpcagents.core.artifacts import REPO_DIR, write_json
 from hpcagents.judge import node_size
 from hpcagents.judge.evaluate import evaluate_source
-from hpcagents.judge.machine import cpu_model, describe, machine_model, usable_cores
+from hpcagents.judge.machine import (
+    cpu_model,
+    describe,
+    machine_model,
+    mem_available_bytes,
+    usable_cores,
+)
 from hpcagents.judge.racecheck import RaceConfig
 from hpcagents.judge.timing import BuildConfig, EvalConfig
 from hpcagents.spec.kernelspec import Case, KernelSpec, load_kernel
@@ -75,9 +81,23 @@ def doubled(kernel: KernelSpec, case: Case) -> Case:
     return Case(values)
 
 
+#: The judge holds about this many copies of a case's data (inputs, the reference's and the
+#: candidate's outputs, poison, fences): node_size's own memory bound assumes as much.
+JUDGE_COPIES = 8
+
+
 def evaluate_at(
     kernel: KernelSpec, source: Path, case: Case, build: BuildConfig, cfg: EvalConfig
 ) -> dict[str, Any]:
+    """The judge's evaluation of ``source`` at ``case``; a case this machine cannot hold
+    is skipped with the reason (twice a stencil's size once took the bench past 24 GiB)."""
+    need, avail = JUDGE_COPIES * kernel.bytes(case), mem_available_bytes()
+    if avail and need > avail:
+        why = (
+            f"skipped: {case.label()} needs about {need / 2**30:.1f} GiB ({JUDGE_COPIES} x "
+            f"its {kernel.bytes(case) / 2**30:.2f} GiB of data), {avail / 2**30:.1f} GiB free"
+        )
+        return {"status": "skipped", "reason": why, "pct_of_reference": None, "reference": None}
     work = Path(tempfile.mkdtemp(prefix="hpca-node-table-"))
     try:
         sized = dataclasses.replace(cfg, bench_values=tuple(case.values.items()))
