@@ -25,7 +25,7 @@ import yaml
 
 from hpcagents.cluster.run import call_snakemake, snakemake_command, unlock
 from hpcagents.core.artifacts import REPO_DIR
-from hpcagents.core.lifeline import snakemake_processes
+from hpcagents.core.lifeline import snakemake_processes, stop_child
 
 
 class RunnerError(RuntimeError):
@@ -116,14 +116,8 @@ class ScriptedModelProcess:
             )
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_child(self.proc, grace_s=10)
 
     def __enter__(self) -> ScriptedModelProcess:
         return self.start()

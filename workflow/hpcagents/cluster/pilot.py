@@ -81,6 +81,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpcagents.core.artifacts import write_text_atomic
+from hpcagents.core.lifeline import hpcagents_step
 from hpcagents.judge.machine import cpu_model
 
 #: A waiting client touches its alive file this often; a queued request whose file is
@@ -608,11 +609,10 @@ def _run_one(paths: Paths, path: Path, job: str, node: str, model: str) -> None:
 
 
 def _step_name(argv: list[str]) -> str:
-    """The package step a request runs (``python -m hpcagents <step> ...``), else its
-    program's name."""
-    for first, second in zip(argv, argv[1:], strict=False):
-        if first == "hpcagents":
-            return second
+    """The package step a request runs, else its program's name."""
+    step = hpcagents_step(argv)
+    if step is not None:
+        return step
     return Path(argv[0]).name if argv else ""
 
 

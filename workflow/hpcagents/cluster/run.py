@@ -237,7 +237,7 @@ def call_snakemake(
     running evaluations then carry on as orphans, timing and loading the machine under
     whatever runs next (a killed suite's evaluations once ran through a benchmark).
     """
-    from hpcagents.core.lifeline import kill_tree
+    from hpcagents.core.lifeline import stop_child
 
     proc = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log is not None else None
@@ -245,13 +245,7 @@ def call_snakemake(
     try:
         return proc.wait()
     except BaseException:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_tree(proc.pid)  # what is left of it, if anything: never an orphan
+        stop_child(proc, grace_s)
         raise
 
 

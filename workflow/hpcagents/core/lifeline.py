@@ -25,10 +25,12 @@ import ctypes
 import os
 import select
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hpcagents.core.layout import RESULTS
 
@@ -186,6 +188,32 @@ def _under_slurm(pid: int) -> bool:
     return False
 
 
+def hpcagents_step(argv: list[str]) -> str | None:
+    """The package step a command line runs (``python -m hpcagents <step> ...``): the
+    token after ``hpcagents``, "" when there is none; None when it is no such command."""
+    if "hpcagents" not in argv or "-m" not in argv:
+        return None
+    rest = argv[argv.index("hpcagents") + 1 :]
+    return rest[0] if rest else ""
+
+
+def stop_child(proc: subprocess.Popen[Any], grace_s: float) -> None:
+    """Ask a child of ours to stop (SIGTERM: it may end its own work cleanly); after
+    ``grace_s`` kill it and whatever it started, so nothing of it runs on as an orphan.
+    The tree is killed only while the child is still unreaped: its pid cannot have been
+    reused, and its children are still found under it."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    kill_tree(proc.pid)
+    proc.wait()
+
+
 def campaign_processes(workdir: Path, exclude: set[int] | None = None) -> list[CampaignProcess]:
     """What of the campaign in ``workdir`` runs now: its hpcagents steps (working
     directory the campaign's), Snakemake, and anything whose working directory lies under
@@ -206,10 +234,11 @@ def campaign_processes(workdir: Path, exclude: set[int] | None = None) -> list[C
         if not args or _under_slurm(pid):
             continue
         text = " ".join(args)[:300]
-        if cwd == workdir and "hpcagents" in args and "-m" in args:
+        step = hpcagents_step(args)
+        if cwd == workdir and step is not None:
             rest = args[args.index("hpcagents") + 1 :]
             out = rest[rest.index("--out") + 1] if "--out" in rest[:-1] else None
-            found.append(CampaignProcess(pid, rest[0] if rest else "", out, text))
+            found.append(CampaignProcess(pid, step, out, text))
         elif cwd == workdir and any("snakemake" in a for a in args[:3]):
             found.append(CampaignProcess(pid, "snakemake", None, text))
         elif cwd.is_relative_to(results):
