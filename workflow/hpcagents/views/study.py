@@ -267,30 +267,28 @@ def figure_png(study: dict[str, Any]) -> bytes:
     left.set_xticks(range(study["iterations"] + 1))
     left.legend(frameon=False)
     ns = [row["n"] for row in study["per_n"]]
-    finals = [row["final_gflops"] for row in study["per_n"]]
     pos = range(len(ns))
-    right.bar(pos, [f["mean"] for f in finals], color=colours, alpha=0.8)
-    for k, row in enumerate(study["per_n"]):
-        right.scatter(
-            [k] * len(row["runs"]),
-            [r["final_gflops"] for r in row["runs"]],
-            color="black",
-            s=12,
-            zorder=3,
-        )
-    right.set_xticks(list(pos), [f"N={n}" for n in ns])
+
+    def bars_of_runs(ax: Any, key: str) -> list[dict[str, float]]:
+        """One bar per N (the mean of ``key``), each repeat a dot on it."""
+        stats = [row[key] for row in study["per_n"]]
+        ax.bar(pos, [f["mean"] for f in stats], color=colours, alpha=0.8)
+        for k, row in enumerate(study["per_n"]):
+            ax.scatter(
+                [k] * len(row["runs"]),
+                [r[key] for r in row["runs"]],
+                color="black",
+                s=12,
+                zorder=3,
+            )
+        ax.set_xticks(list(pos), [f"N={n}" for n in ns])
+        return stats
+
+    bars_of_runs(right, "final_gflops")
     right.set_ylabel("final best GFLOP/s (bars: mean; dots: repeats)")
     # what the extra PGs cost: wall time per campaign, LLM calls and tokens on the bars
-    walls = [row["wall_s"] for row in study["per_n"]]
-    cost.bar(pos, [w["mean"] for w in walls], color=colours, alpha=0.8)
+    walls = bars_of_runs(cost, "wall_s")
     for k, row in enumerate(study["per_n"]):
-        cost.scatter(
-            [k] * len(row["runs"]),
-            [r["wall_s"] for r in row["runs"]],
-            color="black",
-            s=12,
-            zorder=3,
-        )
         cost.annotate(
             f"{row['llm_calls']['mean']:.0f} calls\n{row['tokens']['mean'] / 1000:.1f}k tok",
             (k, walls[k]["max"]),
@@ -299,7 +297,6 @@ def figure_png(study: dict[str, Any]) -> bytes:
             ha="center",
             fontsize=7.5,
         )
-    cost.set_xticks(list(pos), [f"N={n}" for n in ns])
     cost.set_ylabel("campaign wall time, s (mean; dots: repeats)")
     cost.set_ylim(top=max(w["max"] for w in walls) * 1.25)
     for ax in (left, right, cost):
