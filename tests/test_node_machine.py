@@ -142,6 +142,9 @@ def test_a_figure_above_the_roof_says_why():
     memory = machine.roofline(1e9, 2e9, 0.01, model)  # 100 GFLOP/s, memory roof 5
     assert "caches serve more" in memory["above_roof"]
     assert "above_roof" not in machine.roofline(1e9, 1e6, 1.0, model)
+    # a float hair above the peak (295.45000000000005 over 295.45) is not above the roof
+    hair = {"peak_gflops": 295.45, "bandwidth_gbs": 10.0}
+    assert "above_roof" not in machine.roofline(295.45000000000005e9, 1e6, 1.0, hair)
 
 
 def test_a_summary_never_shows_a_figure_above_the_roofline_without_a_warning(tmp_path):

@@ -29,6 +29,15 @@ pytestmark = pytest.mark.slow
 CLUSTER = REPO_DIR / "tests" / "slurm" / "cluster.sh"
 
 
+def test_the_generated_slurm_conf_runs_no_command_of_the_host():
+    """slurm.conf is written from an unquoted heredoc (it expands $STATE and friends): a
+    backtick or $( in it would run on the host and paste its output into the config."""
+    text = CLUSTER.read_text()
+    body = text.split("cat <<CONF\n", 1)[1].split("\nCONF\n", 1)[0]
+    assert body.strip() and "ClusterName=" in body
+    assert "`" not in body and "$(" not in body
+
+
 @pytest.fixture(scope="module")
 def slurm():
     if not shutil.which("slurmctld") or not shutil.which("sbatch"):

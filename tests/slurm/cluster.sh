@@ -101,7 +101,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-# No slurmdbd, but every finished job is logged for `sacct --completion` (sacct -c):
+# No slurmdbd, but every finished job is logged for "sacct --completion" (sacct -c):
 # which node ran each pilot, when, and how it ended.
 JobCompType=jobcomp/filetxt
 JobCompLoc=$LOGDIR/jobcomp.log
