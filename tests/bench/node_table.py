@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 from hpcagents.core.artifacts import REPO_DIR, write_json
-from hpcagents.judge import node_size
+from hpcagents.judge import node_size, scale
 from hpcagents.judge.evaluate import evaluate_source
 from hpcagents.judge.machine import (
     cpu_model,
@@ -74,11 +74,7 @@ def scripted_variants(kernel: KernelSpec) -> list[Path]:
 
 
 def doubled(kernel: KernelSpec, case: Case) -> Case:
-    values = dict(case.values)
-    for p in kernel.parameters:
-        if p.kind == "size" and p.name in values:
-            values[p.name] = int(values[p.name]) * 2
-    return Case(values)
+    return scale.scaled(kernel, case, 2)
 
 
 #: The judge holds about this many copies of a case's data (inputs, the reference's and the

@@ -18,6 +18,7 @@ from typing import Any
 from hpcagents.campaign.reader import Attempt, read_chain
 from hpcagents.campaign.steptime import step_record
 from hpcagents.core.artifacts import read_json, write_json
+from hpcagents.judge import scale
 from hpcagents.judge.verdict import Verdict, verdict_of
 
 
@@ -140,10 +141,18 @@ def candidate_row(iteration: int, pg: int, attempts: list[Attempt]) -> dict[str,
 
 
 def _from_round(
-    att: Attempt, entry: dict[str, Any], fr: dict[str, Any], path: Path, pg: int, source: Path
+    att: Attempt,
+    entry: dict[str, Any],
+    fr: dict[str, Any],
+    path: Path,
+    pg: int,
+    source: Path,
+    at_scale: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The selected record with the final round's side-by-side figures."""
+    """The selected record with the final round's side-by-side figures (and its figures
+    at the scale case, when the round checked it there)."""
     return {
+        **({"at_scale": at_scale} if at_scale else {}),
         "iteration": att.generation["iteration"],
         "pg": pg,
         "attempt": att.generation["attempt"],
@@ -179,6 +188,45 @@ def round_verdict(fr: dict[str, Any]) -> Verdict:
     ref_runs = (fr.get("reference") or {}).get("runs_s") or []
     max_rounds = int(fr.get("max_rounds") or fr.get("rounds") or 1)
     return verdict_of(runs, ref_runs, max_rounds)
+
+
+def _scale_of(fr: dict[str, Any], label: str) -> tuple[str, str, dict[str, Any] | None]:
+    """(outcome, sentence, decision record) of the round's scale check for ``label`` (the
+    challenger the verdict would crown): recomputed from its runs, as the verdict is."""
+    sc = fr.get("scale_check")
+    if not sc:
+        return "none", "", None
+    outcome, test = scale.outcome_of(sc, label)
+    entry = next((c for c in sc.get("contenders") or [] if c["label"] == label), None)
+    record: dict[str, Any] = {
+        "outcome": outcome,
+        "factor": sc["factor"],
+        "case": sc["case"],
+        "rounds": sc["rounds"],
+        "reason": sc["reason"],
+    }
+    if entry and entry["status"] == "ok":
+        record.update(
+            gflops=entry["gflops"],
+            pct_of_reference=entry["pct_of_reference"],
+            pct_at_bench=entry["pct_at_bench"],
+            figure_holds=entry["figure_holds"],
+            reference_gflops=(sc.get("reference") or {}).get("gflops"),
+        )
+    if test is not None:
+        record.update(
+            median_ratio=round(test.median_ratio, 6), wins=test.wins, p_value=test.p_value
+        )
+    return outcome, scale.describe(sc, label), record
+
+
+def _at_scale(decision: dict[str, Any]) -> dict[str, Any] | None:
+    """The crowned kernel's figures at the scale case, for the selected record."""
+    sc = decision.get("scale_check") or {}
+    if "pct_of_reference" not in sc:
+        return None
+    keys = ("factor", "case", "gflops", "pct_of_reference", "pct_at_bench", "figure_holds")
+    return {k: sc[k] for k in keys} | {"reference_gflops": sc.get("reference_gflops")}
 
 
 def _decide(
@@ -243,11 +291,19 @@ def _decide(
             "gflops": entry["gflops"],
         }
         why = inc["reason"] if inc else "not in the round"
-        return (
-            _from_round(att, entry, fr, path, pg, best_source),
-            att.directory / source_name,
+        outcome, at_scale, sc = _scale_of(fr, label)
+        if sc:
+            decision["scale_check"] = sc
+        fastest = (
             f"{label} ({att.generation['strategy']}) is the fastest finalist over {rounds} "
-            f"(median time ratio to the reference); the incumbent could not be re-timed ({why})",
+            f"(median time ratio to the reference); the incumbent could not be re-timed ({why})"
+        )
+        if outcome == "winner_failed":
+            return None, None, f"{fastest}; {at_scale}, so the incumbent stays", decision
+        return (
+            _from_round(att, entry, fr, path, pg, best_source, _at_scale(decision)),
+            att.directory / source_name,
+            fastest + (f"; {at_scale}" if at_scale else ""),
             decision,
         )
     best = verdict.best
@@ -280,11 +336,20 @@ def _decide(
         f"(best runs){medians}, reference {fr['reference']['gflops']:.2f}; {verdict.explain()}"
     )
     if verdict.outcome == "challenger":
-        return (
-            _from_round(att, entry, fr, path, pg, best_source),
-            att.directory / source_name,
+        outcome, at_scale, sc = _scale_of(fr, label)
+        if sc:
+            decision["scale_check"] = sc
+        gain = (
             f"{label} ({strategy}) is {_gain(best.gain)} than the incumbent "
-            f"(median of the paired per-round ratios) {side}",
+            f"(median of the paired per-round ratios) {side}"
+        )
+        if outcome in ("gain_reversed", "winner_failed"):
+            decision["outcome"] = "incumbent"
+            return None, None, f"{gain}; {at_scale}, so the incumbent stays", decision
+        return (
+            _from_round(att, entry, fr, path, pg, best_source, _at_scale(decision)),
+            att.directory / source_name,
+            gain + (f"; {at_scale}" if at_scale else ""),
             decision,
         )
     if verdict.certain:

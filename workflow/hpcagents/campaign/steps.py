@@ -356,6 +356,7 @@ def eval_config(cfg: CampaignConfig) -> EvalConfig:
         bench_size=cfg.bench_size,
         blas=cfg.blas,
         threads=cfg.threads,
+        scale_factor=cfg.scale_check,
     )
 
 

@@ -17,7 +17,10 @@ validated on a fresh case drawn for this round (sizes, padding, scalars and cont
 cannot predict from the bench size or from earlier calls).
 
 The round times at least ``rounds`` rounds and, while the verdict (:mod:`.verdict`) is
-uncertain, more, up to ``max_rounds``.
+uncertain, more, up to ``max_rounds``. When it would crown a challenger and
+``cfg.scale_factor`` is set, the challenger and the incumbent are re-timed at a larger case
+before the crown (:mod:`.scale`): a gain that reverses there, or a kernel that fails there,
+is not crowned.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcagents.judge import node_size
+from hpcagents.judge import node_size, scale
 from hpcagents.judge.arena import frame, generate_inputs, plan, random_case
 from hpcagents.judge.blas import BlasInfo, BlasNotFound, find_blas
 from hpcagents.judge.build import build_candidate, build_reference
@@ -171,6 +174,7 @@ def _final_round(
         return record
 
     runners: dict[int, Runner] = {}
+    exes: dict[str, Path] = {}  # label -> its built runner (the scale check restarts it)
     # filled round by round (TimedRounds), so a round stopped by a fault still shows them
     orders: list[list[int | None]] = []  # who ran when (None: the reference)
     ref_runs: list[float] = []  # the reference's seconds, one per timed round
@@ -214,6 +218,7 @@ def _final_round(
                 runners[i] = Runner(
                     built.exe, workdir / f"c{i}", frm, env, limits, [], cfg.sandbox, f"c{i}"
                 )
+                exes[entry["label"]] = built.exe
                 sandbox = runners[i].sandbox
             except Exception as exc:  # noqa: BLE001 - this contender's fault, not the round's
                 drop(i, *_fault(exc, cfg.timeout_s))
@@ -298,7 +303,23 @@ def _final_round(
             f"{entry['pct_of_reference']:.1f}% of "
             f"{reference_name(record['reference']['name'])}, side by side"
         )
-    record["verdict"] = _verdict(entries, ref_runs, max_rounds).record()
+    verdict = _verdict(entries, ref_runs, max_rounds)
+    record["verdict"] = verdict.record()
+    if cfg.scale_factor and verdict.winner is not None and record["reference"]:
+        record["scale_check"] = scale.scale_check(
+            kernel,
+            bench,
+            cfg.scale_factor,
+            verdict.winner,
+            {e["label"]: e for e in entries},
+            record["reference"]["median_s"],
+            scale.Built(exes, ref_exe, env, limits, ref_limits, ro, cfg.sandbox, blas, build),
+            workdir / "scale",
+            cfg,
+            rng,
+            load,
+            max_rounds,
+        )
     return finish()
 
 

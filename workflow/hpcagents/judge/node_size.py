@@ -235,6 +235,16 @@ def choose(
         return _choice(record, path, reused=False)
 
 
+def memory_bound(cfg: Any, share: float = SearchSettings.memory_share) -> int:
+    """The most bytes one case's arena may take: ``share`` of the evaluation's memory
+    limit, and an eighth of the memory available now (the judge holds several copies of
+    a case's data: inputs, the reference's and each contender's outputs, poison, fences).
+    The size search and the final round's scale check both stop at it."""
+    bound = int(share * cfg.memory_mb * 2**20)
+    avail = mem_available_bytes()
+    return min(bound, avail // 8) if avail else bound
+
+
 def _usable() -> int:
     from hpcagents.judge.machine import usable_cores
 
@@ -280,10 +290,7 @@ def search(
     except JudgeError as exc:
         raise NodeSizeError(f"the reference does not build: {exc}") from None
     ratio = settings.step_work ** (1.0 / work_degree(kernel))
-    mem_bound = int(settings.memory_share * cfg.memory_mb * 2**20)
-    avail = mem_available_bytes()
-    if avail:
-        mem_bound = min(mem_bound, avail // 8)  # the judge holds several copies of the data
+    mem_bound = memory_bound(cfg, settings.memory_share)
     llc = last_level_cache_bytes()
     calls = cfg.warmup + cfg.repeats + 2  # + room for the validation cases
     base_bound = settings.timeout_share * cfg.timeout_s / calls

@@ -61,6 +61,9 @@ class EvalConfig:
     sandbox: bool = True  # bubblewrap where it works; rlimits and screens always
     cpu_lock: bool = True  # host-wide timing lock: build/validate shared, timing exclusive
     race: racecheck.RaceConfig = racecheck.RaceConfig()  # race check + thread counts
+    # the final round's scale check: the crowned kernel and the incumbent re-timed at the
+    # bench case times this factor before the crown (hpcagents.judge.scale); None: none
+    scale_factor: float | None = None
 
 
 def cpu_model() -> str:
@@ -252,16 +255,23 @@ class TimedRounds:
         rounds: int,
         max_rounds: int | None = None,
         enough: Callable[[], bool] = lambda: False,
+        retire: Callable[[], set[int]] = set,
     ) -> None:
         """``warmup`` untimed rounds, then timed ones until ``max_rounds`` (default
         ``rounds``), or from ``rounds`` on once ``enough()`` says so (the final round's
-        verdict is certain), or when no contender is left."""
+        verdict is certain), or when no contender is left. After each timed round the
+        contenders ``retire()`` names stop being timed, their runs kept: the first rounds
+        of every contender stay paired (the scale check stops timing an incumbent whose
+        comparison is decided)."""
         active = dict(contenders)
         max_rounds = max(rounds, max_rounds or rounds)
         n = 0  # rounds so far, warm-up included
         while active:
             self._round(active, leave, n, timed=n >= warmup)
             n += 1
+            if n > warmup:
+                for who in retire():
+                    active.pop(who, None)
             done = len(self.reference_s)
             if n > warmup and (done >= max_rounds or (done >= rounds and enough())):
                 break

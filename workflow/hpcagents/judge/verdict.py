@@ -238,3 +238,14 @@ def verdict_of(
         max_rounds=max_rounds,
         reference=ref_runs,
     )
+
+
+def reversal(
+    challenger: Sequence[float], incumbent: Sequence[float], max_rounds: int
+) -> Comparison:
+    """The scale check's test, roles swapped: is the *incumbent* faster than the crowned
+    challenger, round by round, at the larger case? Its state is "faster" only when the
+    incumbent won by more than ``MIN_GAIN`` in significantly many rounds (the same sign
+    test at the same level), so noise alone does not take a real gain away; any other
+    state leaves the crown where the bench size put it."""
+    return compare("incumbent", incumbent, challenger, ALPHA, MIN_GAIN, max_rounds)

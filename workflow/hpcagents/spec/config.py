@@ -122,6 +122,8 @@ class CampaignConfig:
     finalists: int = 3
     # [verdict] the final round's bound on rounds while uncertain; the search (archive/greedy)
     final_round_max_rounds: int | None = None
+    # [scale] the final round's scale check factor (None: no check); see judge.scale
+    scale_check: float | None = 2.0
     search: str = "archive"
     # The user's own kernel folders, searched before the built-in kernels/ (absolute).
     kernels_dir: Path | None = None
@@ -283,6 +285,7 @@ def build_config(
         threads=ev.get("threads"),
         finalists=int(ev.get("finalists", 3)),
         final_round_max_rounds=ev.get("final_round_max_rounds"),
+        scale_check=None if ev.get("scale_check", 2) is None else float(ev.get("scale_check", 2)),
         search=camp.get("search", "archive"),
         kernels_dir=kernels_dir,
         llm=LLMConfig(

@@ -662,6 +662,7 @@ def _final_rounds(camp: Campaign) -> str:
             f'<td class="n">{"" if ratio is None else f"{ratio:.3f}"}</td>'
             f'<td class="n">{_e(d.get("wins", ""))}</td>'
             f'<td class="n">{"" if p is None else f"{p:.3g}"}</td>'
+            f'<td data-field="scale_check">{_e(_scale_cell(d.get("scale_check")))}</td>'
             f"<td>{_e(best.get('reason', ''))}</td></tr>"
         )
     if not rows:
@@ -670,8 +671,19 @@ def _final_rounds(camp: Campaign) -> str:
         '<table data-table="final-rounds"><tr><th>iteration</th><th>rounds</th>'
         "<th>verdict</th><th>challenger</th><th>challenger GFLOP/s</th>"
         "<th>incumbent GFLOP/s</th><th>median time ratio</th><th>rounds won</th>"
-        "<th>sign test p</th><th>decision</th></tr>" + "".join(rows) + "</table>"
+        "<th>sign test p</th><th>at 2x size</th><th>decision</th></tr>" + "".join(rows) + "</table>"
     )
+
+
+def _scale_cell(sc: dict[str, Any] | None) -> str:
+    """The scale check in a few words: its outcome and the challenger's % there."""
+    if not sc:
+        return ""
+    words = str(sc.get("outcome", "")).replace("_", " ")
+    pct, before = _num(sc.get("pct_of_reference")), _num(sc.get("pct_at_bench"))
+    if pct is not None and before is not None:
+        words += f": {pct:.1f}% of the reference (bench {before:.1f}%)"
+    return words
 
 
 def _server_table(summary: dict[str, Any]) -> str:

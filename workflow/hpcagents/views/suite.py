@@ -36,7 +36,8 @@ NOTE = (
 def suite_table(summaries: list[dict[str, Any]]) -> str:
     head = (
         f"{'kernel':<16} {'baseline':>9} {'best':>9} {'speedup':>8} {'% ref':>7} "
-        f"{'of':<12} {'% roofline':>10} {'iters':>5} {'repairs ok/all':>14}  best strategy"
+        f"{'of':<12} {'at 2x':>7} {'% roofline':>10} {'iters':>5} {'repairs ok/all':>14}  "
+        "best strategy"
     )
     lines = ["GFLOP/s at each kernel's bench size", head, "-" * len(head)]
     stand_in = False
@@ -45,14 +46,24 @@ def suite_table(summaries: list[dict[str, Any]]) -> str:
         final = s["final"]
         roof = final.get("pct_of_roofline")
         roof_txt = f"{roof:.1f}" if isinstance(roof, int | float) else "–"
+        scaled = final.get("at_scale") or {}
+        twice = scaled.get("pct_of_reference")
+        twice_txt = (
+            "–" if twice is None else f"{twice:.1f}" + ("" if scaled["figure_holds"] else "*")
+        )
         t = s["totals"]
         lines.append(
             f"{s['kernel']:<16} {s['baseline']['gflops']:>9.2f} {final['gflops']:>9.2f} "
             f"{s['speedup']:>7.2f}x {final['pct_of_reference']:>7.1f} "
-            f"{str(s['build'].get('reference') or s['build']['blas'])[:12]:<12} {roof_txt:>10} "
+            f"{str(s['build'].get('reference') or s['build']['blas'])[:12]:<12} "
+            f"{twice_txt:>7} {roof_txt:>10} "
             f"{s['iterations']:>5} {t['repairs_succeeded']:>6}/{t['repairs']:<7}  "
             f"{final['strategy']} (iter {final['iteration']})"
         )
+    lines.append(
+        "at 2x: % of the reference at twice every size, from the final round's scale check "
+        "of the crown (*: more than 10% from the bench size's figure; –: not checked)"
+    )
     for s in summaries:
         for warning in s.get("warnings") or []:
             lines.append(f"WARNING: {s['kernel']} {warning}")

@@ -67,6 +67,10 @@ def iteration_doubt(
     if isinstance(over, int | float) and over > 100.0:
         # never a figure above the roofline shown plainly: say so, and why it can be
         warnings.append(f"{over:.1f}% of the roofline: {above_roof(roof.get('bound') == 'memory')}")
+    scaled = sel.get("at_scale") or {}
+    if best.get("changed") and scaled.get("figure_holds") is False:
+        # the crowned figure meant only at the bench size: said where the figure is shown
+        warnings.append(scale_doubt(scaled))
     gbps = None
     if ev is not None:
         gbps = gbps_from_record(sel.get("gflops"), ev.get("roofline"))
@@ -77,6 +81,18 @@ def iteration_doubt(
         "warnings": warnings,
         "gbps": None if gbps is None else round(gbps, 3),
     }
+
+
+def scale_doubt(at_scale: dict[str, Any]) -> str:
+    """Why a crowned figure does not hold at the final round's scale case, in words."""
+    case = ", ".join(f"{k}={v}" for k, v in at_scale["case"].items() if isinstance(v, int))
+    lower = at_scale["pct_of_reference"] < at_scale["pct_at_bench"]
+    return (
+        f"the figure does not hold at {at_scale['factor']:g}x the bench size ({case}): "
+        f"{at_scale['pct_of_reference']:.1f}% of the reference there against "
+        f"{at_scale['pct_at_bench']:.1f}% at the bench size"
+        + ("; its speed may rely on the bench case fitting a cache" if lower else "")
+    )
 
 
 def build_summary(
@@ -105,6 +121,8 @@ def build_summary(
             "gflops": sel["gflops"],
             "pct_of_reference": sel["pct_of_reference"],
             "pct_of_roofline": sel.get("pct_of_roofline"),
+            # [scale] % of the reference at the final round's scale case (None: not checked)
+            "pct_at_scale": (sel.get("at_scale") or {}).get("pct_of_reference"),
             "changed": best["changed"],
             "winner_pg": sel["pg"],
             "winner_strategy": sel["strategy"],
@@ -150,6 +168,7 @@ def build_summary(
             "pct_of_reference": sel["pct_of_reference"],
             "pct_of_roofline": sel.get("pct_of_roofline"),
             "source": sel["source"],
+            "at_scale": sel.get("at_scale"),
         }
 
     int_keys = {
@@ -215,10 +234,17 @@ def _inflight(row: dict[str, Any]) -> str:
     return f"{row['llm_inflight_max']} / {row['llm_inflight_mean']:.1f}"
 
 
+def _at_scale_words(at_scale: dict[str, Any] | None) -> str:
+    if not at_scale:
+        return ""
+    case = ", ".join(f"{k}={v}" for k, v in at_scale["case"].items() if isinstance(v, int))
+    return f" ({at_scale['pct_of_reference']:.1f}% at {at_scale['factor']:g}x: {case})"
+
+
 def table(summary: dict[str, Any]) -> str:
     """The per-iteration table the demo prints."""
     head = (
-        f"{'iter':>4}  {'GFLOP/s':>8}  {'GB/s':>6}  {'% ref':>6}  {'% roof':>6}  "
+        f"{'iter':>4}  {'GFLOP/s':>8}  {'GB/s':>6}  {'% ref':>6}  {'at 2x':>6}  {'% roof':>6}  "
         f"{'winner':<28} {'valid':>5}  "
         f"{'attempts':>8}  {'repairs ok/all':>14}  {'tokens':>7}  {'wall s':>7}  "
         f"{'crit s':>7}  {'w/crit':>6}  {'in flight':>9}  {'rounds':>6}"
@@ -230,7 +256,7 @@ def table(summary: dict[str, Any]) -> str:
         lines.append(
             f"{r['iteration']:>4}{'!' if r.get('doubt') else ' '} {r['gflops']:>8.2f}  "
             f"{_fig(r.get('gbps'), 6, 2)}  {r['pct_of_reference']:>6.1f}  "
-            f"{_fig(r.get('pct_of_roofline'), 6, 1)}  "
+            f"{_fig(r.get('pct_at_scale'), 6, 1)}  {_fig(r.get('pct_of_roofline'), 6, 1)}  "
             f"{winner[:28]:<28} {r['valid']:>2}/{r['candidates']:<2}  {r['attempts']:>8}  "
             f"{r['repairs_succeeded']:>6}/{r['repairs']:<7}  {r['tokens']:>7}  "
             f"{_fig(r.get('wall_s'), 7, 1)}  {_fig(r.get('critical_path_s'), 7, 1)}  "
@@ -248,7 +274,7 @@ def table(summary: dict[str, Any]) -> str:
     lines.append(
         f"{summary['kernel']}: {base['gflops']:.2f} -> {final['gflops']:.2f} GFLOP/s{bw}, "
         f"speedup x{summary['speedup']:.2f} over the baseline, "
-        f"{final['pct_of_reference']:.1f}% of {ref}"
+        f"{final['pct_of_reference']:.1f}% of {ref}{_at_scale_words(final.get('at_scale'))}"
     )
     for warning in summary.get("warnings") or []:
         lines.append(f"WARNING: {warning}")
@@ -259,8 +285,10 @@ def table(summary: dict[str, Any]) -> str:
             "estimates (3 characters a token): their answers carried no counts (a file queue)"
         )
     lines.append(
-        f"% ref: of {ref}; GB/s: bytes moved (kernel.yaml's bytes), for a memory-bound "
-        "kernel; !: a figure in doubt (WARNING below); "
+        f"% ref: of {ref}; at 2x: % of {ref} at the final round's scale case (every size "
+        "x evaluation.scale_check, re-timed before the crown; -: not checked); GB/s: bytes "
+        "moved (kernel.yaml's bytes), for a memory-bound kernel; !: a figure in doubt "
+        "(WARNING below); "
         "% roof: of this host's measured roofline, min(peak, intensity x bandwidth); "
         "wall s: the iteration's wall time; crit s: its critical path (plan + the slowest "
         "PG's generate/evaluate chain + final round + select); in flight: LLM requests in "
