@@ -157,7 +157,14 @@ def test_suite_prints_one_table_per_kernel(tmp_path):
     assert float(cells[2]) == round(summary["final"]["gflops"], 2)
     assert float(cells[4]) == round(summary["final"]["pct_of_reference"], 1)
     assert cells[5] == "MKL"  # the reference, named as it is
-    assert cells[7] == "1"  # iterations
-    assert cells[8] == f"{summary['totals']['repairs_succeeded']}/{summary['totals']['repairs']}"
+    # % of MKL at twice every size, from the final round's scale check of the crown
+    scaled = summary["final"]["at_scale"]
+    if scaled is None:
+        assert cells[6] == "–"
+    else:
+        assert float(cells[6].rstrip("*")) == round(scaled["pct_of_reference"], 1)
+        assert cells[6].endswith("*") != scaled["figure_holds"]
+    assert cells[8] == "1"  # iterations
+    assert cells[9] == f"{summary['totals']['repairs_succeeded']}/{summary['totals']['repairs']}"
     assert "stand-in" in proc.stdout
     assert Path(tmp_path / "suite/suite.md").read_text().count("dgemm") >= 1
