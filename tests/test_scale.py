@@ -22,8 +22,9 @@ from test_select import _entry, _round, decide
 
 KERNEL = load_kernel("dgemm")
 SCRIPTED = REPO_DIR / "kernels" / "dgemm" / "scripted"
-#: calm tests at 128^3 (scale case 256^3); under the hogs 384^3, so that a call lasts
-#: longer than a time slice and the hogs really slow it
+#: calm tests at 128^3 (scale case 256^3); under the hogs 384^3 (scale case 768^3, where
+#: a call lasts many time slices and the hogs really slow it; the bench verdict at 384^3
+#: still decides under them: at 256^3 it could not)
 BENCH, HOGGED = 128, 384
 #: one thread: register_blocking is >= 1.5x loop_reorder at 128 and 256 (Zen 4), and the
 #: naive loop several times slower than loop_reorder from 256 on
@@ -79,7 +80,7 @@ def test_under_cpu_hogs_a_gain_that_holds_is_crowned_and_one_only_at_the_bench_s
         "slow_dgemm(m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)",
     )
     calm_rec = _round_of(tmp_path, "calm", FAST, HOGGED)
-    calm = calm_rec["reference"]["median_s"]
+    calm = calm_rec["scale_check"]["reference"]["median_s"]
     # calm, the 2x gain decides the reversal test early: the incumbent's slow calls at
     # twice the size stop there, the challenger goes on for its figure
     by = {c["label"]: c for c in calm_rec["scale_check"]["contenders"]}
@@ -105,9 +106,13 @@ def test_under_cpu_hogs_a_gain_that_holds_is_crowned_and_one_only_at_the_bench_s
         assert len(by["pg1"]["runs_s"]) == sc["rounds"] >= scale.MIN_ROUNDS
         assert 1 <= len(by["incumbent"]["runs_s"]) <= sc["rounds"]
         assert sc["reference"]["gflops"] > 0
-        slowed = rec["reference"]["median_s"] / calm
-        print(f"reference median {slowed:.2f}x its calm median; scale check {sc['reversal']}")
-        assert slowed > 1.3, "the hogs did not slow the round: the test proves nothing"
+        # the hogs really disturbed the scale check: the reference's calls at 768^3 (tens
+        # of ms, many time slices) were much slower than calm. (At 384^3 a call of ~3 ms
+        # can finish inside the slice its wake-up earns, so the bench rounds are not
+        # always slowed: they are not what this test is about.)
+        slowed = sc["reference"]["median_s"] / calm
+        print(f"scale-case reference median {slowed:.2f}x calm; reversal test {sc['reversal']}")
+        assert slowed > 1.3, "the hogs did not slow the scale check: the test proves nothing"
     assert holds["scale_check"]["outcome"] == "gain_holds", holds["scale_check"]["reversal"]
     assert tuned_rec["scale_check"]["outcome"] == "gain_reversed", tuned_rec["scale_check"]
     # the check stops once it is sure: no round past the sign test's decision

@@ -16,3 +16,15 @@ class RunnerFault(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+def contender_fault(exc: BaseException, timeout_s: float) -> tuple[str, str]:
+    """(status, reason) of one contender's fault in a round of several, whatever raised it:
+    the final round and its scale check remove that contender alone with these."""
+    if isinstance(exc, RunnerFault):
+        if exc.status == "timeout":
+            return "timeout", f"the call did not finish within {timeout_s:g} s"
+        return exc.status, exc.reason
+    if isinstance(exc, JudgeError):
+        return "harness_error", f"the judge failed on this contender's process: {exc}"
+    return "harness_error", f"the judge failed on this contender ({type(exc).__name__}: {exc})"

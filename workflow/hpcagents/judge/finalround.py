@@ -38,7 +38,7 @@ from hpcagents.judge.arena import frame, generate_inputs, plan, random_case
 from hpcagents.judge.blas import BlasInfo, BlasNotFound, find_blas
 from hpcagents.judge.build import build_candidate, build_reference
 from hpcagents.judge.checks import check_call, check_reason
-from hpcagents.judge.errors import JudgeError, RunnerFault
+from hpcagents.judge.errors import JudgeError, contender_fault
 from hpcagents.judge.hostload import LoadWatch, reference_name, widest_spread
 from hpcagents.judge.process import Reference, Runner, candidate_call, check_frozen, runner_env
 from hpcagents.judge.sandbox import Limits
@@ -70,17 +70,6 @@ def fresh_case(kernel: KernelSpec, rng: np.random.Generator, avoid: Case | None 
         if avoid is None or not sizes or any(case[n] != avoid.get(n) for n in sizes):
             return case
     return case
-
-
-def _fault(exc: BaseException, timeout_s: float) -> tuple[str, str]:
-    """(status, reason) of one contender's fault, whatever raised it."""
-    if isinstance(exc, RunnerFault):
-        if exc.status == "timeout":
-            return "timeout", f"the call did not finish within {timeout_s:g} s"
-        return exc.status, exc.reason
-    if isinstance(exc, JudgeError):
-        return "harness_error", f"the judge failed on this contender's process: {exc}"
-    return "harness_error", f"the judge failed on this contender ({type(exc).__name__}: {exc})"
 
 
 def final_round(
@@ -221,7 +210,7 @@ def _final_round(
                 exes[entry["label"]] = built.exe
                 sandbox = runners[i].sandbox
             except Exception as exc:  # noqa: BLE001 - this contender's fault, not the round's
-                drop(i, *_fault(exc, cfg.timeout_s))
+                drop(i, *contender_fault(exc, cfg.timeout_s))
         (workdir / "ref").mkdir(exist_ok=True)
         exe = Path(shutil.copy2(ref_exe, workdir / "ref" / "reference-runner"))
         ref_limits = Limits(cpu_s=limits.cpu_s, memory_mb=cfg.memory_mb + 4096)
@@ -238,7 +227,7 @@ def _final_round(
                 )
                 c = check_call(kernel, vlay, image, after, out, want, mag)
             except Exception as exc:  # noqa: BLE001 - this contender's fault, not the round's
-                drop(who, *_fault(exc, cfg.timeout_s))
+                drop(who, *contender_fault(exc, cfg.timeout_s))
                 continue
             if c.reference_nonfinite:
                 return finish("harness_error", "the reference produced NaN/Inf")
@@ -248,7 +237,7 @@ def _final_round(
 
         def leave(who: int, why: Left) -> None:
             if why.fault is not None:
-                drop(who, *_fault(why.fault, cfg.timeout_s))
+                drop(who, *contender_fault(why.fault, cfg.timeout_s))
             else:
                 drop(who, "wrong_answer", why.wrong)
 
@@ -276,7 +265,7 @@ def _final_round(
             try:
                 quiet = check_frozen(runners[who])
             except Exception as exc:  # noqa: BLE001 - this contender's fault alone
-                drop(who, *_fault(exc, cfg.timeout_s))
+                drop(who, *contender_fault(exc, cfg.timeout_s))
                 continue
             if quiet:
                 drop(who, "tampering", quiet)

@@ -39,7 +39,7 @@ import numpy as np
 from hpcagents.judge import node_size
 from hpcagents.judge.arena import frame, plan
 from hpcagents.judge.blas import BlasInfo
-from hpcagents.judge.errors import JudgeError, RunnerFault
+from hpcagents.judge.errors import JudgeError, contender_fault
 from hpcagents.judge.hostload import LoadWatch
 from hpcagents.judge.process import Reference, Runner, check_frozen
 from hpcagents.judge.sandbox import Limits
@@ -249,13 +249,6 @@ def scale_check(
         if runner is not None:
             runner.close()
 
-    def fault(exc: BaseException) -> tuple[str, str]:
-        if isinstance(exc, RunnerFault):
-            if exc.status == "timeout":
-                return "timeout", f"the call did not finish within {cfg.timeout_s:g} s"
-            return exc.status, exc.reason
-        return "harness_error", f"the judge failed on this contender's process: {exc}"
-
     ref_runner = None
     try:
         for i, label in enumerate(labels):
@@ -275,7 +268,7 @@ def scale_check(
                     f"s{i}",
                 )
             except Exception as exc:  # noqa: BLE001 - this contender's fault alone
-                drop(i, *fault(exc))
+                drop(i, *contender_fault(exc, cfg.timeout_s))
         (workdir / "sref").mkdir(parents=True, exist_ok=True)
         exe = Path(shutil.copy2(built.ref_exe, workdir / "sref" / "reference-runner"))
         ref_runner = Runner(
@@ -291,7 +284,7 @@ def scale_check(
 
         def leave(who: int, left: Left) -> None:
             if left.fault is not None:
-                drop(who, *fault(left.fault))
+                drop(who, *contender_fault(left.fault, cfg.timeout_s))
             else:
                 drop(who, "wrong_answer", left.wrong)
 
@@ -332,7 +325,7 @@ def scale_check(
             try:
                 quiet = check_frozen(runners[who])
             except Exception as exc:  # noqa: BLE001 - this contender's fault alone
-                drop(who, *fault(exc))
+                drop(who, *contender_fault(exc, cfg.timeout_s))
                 continue
             if quiet:
                 drop(who, "tampering", quiet)
