@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hpcagents.campaign.archive import update_archive
+from hpcagents.campaign.archive import proven_wrong, update_archive
 from hpcagents.campaign.select import Attempt
 from hpcagents.core.artifacts import REPO_DIR, validate
 from hpcagents.llm.agents import (
@@ -122,9 +122,9 @@ def test_every_valid_kernel_is_kept_across_iterations_with_figures_and_lineage(t
     for a in (a0, a1, a2):
         validate(json.loads(json.dumps(a)), "archive")
     ids = [e["id"] for e in a2["elites"]]
-    # ranked by % of the reference (side by side where known), the failed one absent
+    # ranked by % of the reference (side by side where known), the failed one absent,
+    # and so is iteration 2's pg1: the final round proved it wrong (wrong_answer)
     assert ids == [
-        "iter2/pg1/attempt0",
         "iter1/pg2/attempt1",
         "iter1/pg1/attempt0",
         "iter0/pg0/attempt0",
@@ -133,13 +133,10 @@ def test_every_valid_kernel_is_kept_across_iterations_with_figures_and_lineage(t
     assert a2["incumbent"] == "iter1/pg2/attempt1" and by["iter1/pg2/attempt1"]["is_incumbent"]
     # lineage: iteration 1 started from the baseline, iteration 2 from iteration 1's best
     assert by["iter1/pg1/attempt0"]["parent"] == "iter0/pg0/attempt0"
-    assert by["iter2/pg1/attempt0"]["parent"] == "iter1/pg2/attempt1"
+    assert "iter2/pg1/attempt0" not in by  # proven wrong: never shown to the PM as an elite
     # the incumbent's figure is refreshed by the round that re-timed it
     assert by["iter1/pg2/attempt1"]["side_by_side"]["iteration"] == 2
     assert by["iter1/pg2/attempt1"]["side_by_side"]["pct_of_reference"] == 82.0
-    # a candidate that failed the final round keeps its own-run figure, said as such
-    assert by["iter2/pg1/attempt0"]["side_by_side"] is None
-    assert by["iter2/pg1/attempt0"]["final_round_status"] == "wrong_answer"
     # the same code twice is one elite
     assert by["iter0/pg0/attempt0"]["duplicates"] == ["iter1/pg4/attempt0"]
     assert a2["last_round"]["reason"] == "no finalist passed"
@@ -269,3 +266,16 @@ def test_a_tight_budget_drops_the_elites_code_before_the_history(tmp_path):
     messages, context = fit_pm(kernel, g.BUILD, 2, 4, g.BEST, source, budget, a1)
     assert messages == none and context["elite_code_shown"] == 0
     assert context["history_entries_cut"] == 0 and full != none
+
+
+def test_code_the_final_round_or_its_scale_check_proved_wrong_is_never_an_elite():
+    fr = {
+        "contenders": [
+            {"label": "pg1", "status": "timeout"},  # slow or unlucky, not wrong
+            {"label": "pg2", "status": "ok"},
+        ],
+        "scale_check": {"contenders": [{"label": "pg2", "status": "wrong_answer"}]},
+    }
+    assert proven_wrong("pg2", fr)  # right at the bench size, wrong at twice it
+    assert not proven_wrong("pg1", fr) and not proven_wrong("pg3", fr)
+    assert not proven_wrong("pg1", None)

@@ -64,6 +64,21 @@ def _side_by_side(
     }
 
 
+#: What the judge saw a kernel do that makes it wrong code, not a slow or unlucky one.
+WRONG = ("wrong_answer", "crash", "tampering")
+
+
+def proven_wrong(label: str, fr: Mapping[str, Any] | None) -> bool:
+    """Whether the final round (or its scale check, at a larger case) proved ``label``'s
+    kernel wrong: such code is never an elite, so the PM is never shown it as one."""
+    rounds = [fr or {}, (fr or {}).get("scale_check") or {}]
+    return any(
+        c["label"] == label and c["status"] in WRONG
+        for r in rounds
+        for c in r.get("contenders") or []
+    )
+
+
 def _rank(elite: Mapping[str, Any]) -> float:
     fig = elite.get("side_by_side") or elite.get("own_run") or {}
     return float(fig.get("pct_of_reference") or 0.0)
@@ -96,7 +111,7 @@ def update_archive(
     contenders = {c["label"]: c for c in (final_round or {}).get("contenders", [])}
     for pg, atts in sorted(per_pg.items()):
         att = atts[-1]
-        if not att.ok:
+        if not att.ok or proven_wrong(f"pg{pg}", final_round):
             continue
         gen = att.generation
         ident = elite_id(int(gen["iteration"]), pg, int(gen["attempt"]))
