@@ -193,7 +193,7 @@ def test_a_gain_that_only_shrinks_at_scale_is_kept_and_its_figure_is_flagged():
     assert new is not None and decision["scale_check"]["outcome"] == "gain_holds"
     assert new["at_scale"]["figure_holds"] is False
     assert "does not hold" in reason
-    warn = scale.doubt(check([0.99] * 5, [1.0] * 5), "pg2")
+    warn = scale.doubt(new["at_scale"])
     assert "does not hold at m=128 (x2)" in warn and "50.0%" in warn and "90.0%" in warn
     # 3% slower at scale in every round of five: a significant reversal, the crown refused
     new, _, reason, decision = decide({**fr, "scale_check": check([1.03] * 5, [1.0] * 5)})

@@ -190,12 +190,13 @@ def round_verdict(fr: dict[str, Any]) -> Verdict:
     return verdict_of(runs, ref_runs, max_rounds)
 
 
-def _scale_of(fr: dict[str, Any], label: str) -> tuple[str, str, dict[str, Any] | None]:
-    """(outcome, sentence, decision record) of the round's scale check for ``label`` (the
-    challenger the verdict would crown): recomputed from its runs, as the verdict is."""
+def _scale_of(fr: dict[str, Any], label: str, decision: dict[str, Any]) -> tuple[str, str]:
+    """(outcome, sentence) of the round's scale check for ``label`` (the challenger the
+    verdict would crown), recomputed from its runs as the verdict is; its record goes into
+    ``decision["scale_check"]``."""
     sc = fr.get("scale_check")
     if not sc:
-        return "none", "", None
+        return "none", ""
     outcome, test = scale.outcome_of(sc, label)
     entry = next((c for c in sc.get("contenders") or [] if c["label"] == label), None)
     record: dict[str, Any] = {
@@ -217,7 +218,8 @@ def _scale_of(fr: dict[str, Any], label: str) -> tuple[str, str, dict[str, Any] 
         record.update(
             median_ratio=round(test.median_ratio, 6), wins=test.wins, p_value=test.p_value
         )
-    return outcome, scale.describe(sc, label), record
+    decision["scale_check"] = record
+    return outcome, scale.describe(sc, label)
 
 
 def _at_scale(decision: dict[str, Any]) -> dict[str, Any] | None:
@@ -291,9 +293,7 @@ def _decide(
             "gflops": entry["gflops"],
         }
         why = inc["reason"] if inc else "not in the round"
-        outcome, at_scale, sc = _scale_of(fr, label)
-        if sc:
-            decision["scale_check"] = sc
+        outcome, at_scale = _scale_of(fr, label, decision)
         fastest = (
             f"{label} ({att.generation['strategy']}) is the fastest finalist over {rounds} "
             f"(median time ratio to the reference); the incumbent could not be re-timed ({why})"
@@ -336,9 +336,7 @@ def _decide(
         f"(best runs){medians}, reference {fr['reference']['gflops']:.2f}; {verdict.explain()}"
     )
     if verdict.outcome == "challenger":
-        outcome, at_scale, sc = _scale_of(fr, label)
-        if sc:
-            decision["scale_check"] = sc
+        outcome, at_scale = _scale_of(fr, label, decision)
         gain = (
             f"{label} ({strategy}) is {_gain(best.gain)} than the incumbent "
             f"(median of the paired per-round ratios) {side}"

@@ -40,7 +40,7 @@ from hpcagents.judge.build import build_candidate, build_reference
 from hpcagents.judge.checks import check_call, check_reason
 from hpcagents.judge.errors import JudgeError, contender_fault
 from hpcagents.judge.hostload import LoadWatch, reference_name, widest_spread
-from hpcagents.judge.process import Reference, Runner, candidate_call, check_frozen, runner_env
+from hpcagents.judge.process import Reference, Runner, candidate_call, runner_env
 from hpcagents.judge.sandbox import Limits
 from hpcagents.judge.timing import (
     BuildConfig,
@@ -49,6 +49,7 @@ from hpcagents.judge.timing import (
     Left,
     ReferenceNonFinite,
     TimedRounds,
+    check_quiet,
     cores,
     pct_of_reference,
     provenance,
@@ -236,10 +237,7 @@ def _final_round(
                 drop(who, "wrong_answer", check_reason(kernel, vlay, c, label))
 
         def leave(who: int, why: Left) -> None:
-            if why.fault is not None:
-                drop(who, *contender_fault(why.fault, cfg.timeout_s))
-            else:
-                drop(who, "wrong_answer", why.wrong)
+            drop(who, *why.status(cfg.timeout_s))
 
         timed = TimedRounds(
             kernel,
@@ -261,14 +259,7 @@ def _final_round(
             max_rounds,
             enough=lambda: _verdict(entries, ref_runs, max_rounds).stop,
         )
-        for who in list(runners):
-            try:
-                quiet = check_frozen(runners[who])
-            except Exception as exc:  # noqa: BLE001 - this contender's fault alone
-                drop(who, *contender_fault(exc, cfg.timeout_s))
-                continue
-            if quiet:
-                drop(who, "tampering", quiet)
+        check_quiet(runners, drop, cfg.timeout_s)
     except ReferenceNonFinite:
         return finish("harness_error", "the reference produced NaN/Inf")
     except JudgeError as exc:

@@ -41,7 +41,7 @@ from hpcagents.judge.arena import frame, plan
 from hpcagents.judge.blas import BlasInfo
 from hpcagents.judge.errors import JudgeError, contender_fault
 from hpcagents.judge.hostload import LoadWatch
-from hpcagents.judge.process import Reference, Runner, check_frozen
+from hpcagents.judge.process import Reference, Runner
 from hpcagents.judge.sandbox import Limits
 from hpcagents.judge.timing import (
     BuildConfig,
@@ -50,6 +50,7 @@ from hpcagents.judge.timing import (
     Left,
     ReferenceNonFinite,
     TimedRounds,
+    check_quiet,
     pct_of_reference,
     reference_figures,
     run_figures,
@@ -283,10 +284,7 @@ def scale_check(
         )
 
         def leave(who: int, left: Left) -> None:
-            if left.fault is not None:
-                drop(who, *contender_fault(left.fault, cfg.timeout_s))
-            else:
-                drop(who, "wrong_answer", left.wrong)
+            drop(who, *left.status(cfg.timeout_s))
 
         timed = TimedRounds(
             kernel,
@@ -321,14 +319,7 @@ def scale_check(
             enough=decided,
             retire=retire,
         )
-        for who in list(runners):
-            try:
-                quiet = check_frozen(runners[who])
-            except Exception as exc:  # noqa: BLE001 - this contender's fault alone
-                drop(who, *contender_fault(exc, cfg.timeout_s))
-                continue
-            if quiet:
-                drop(who, "tampering", quiet)
+        check_quiet(runners, drop, cfg.timeout_s)
     except ReferenceNonFinite:
         return {
             **skipped(kernel, case, factor, "the reference produced NaN/Inf there"),
@@ -408,19 +399,16 @@ def describe(record: Mapping[str, Any], winner: str) -> str:
     )
 
 
-def doubt(record: Mapping[str, Any] | None, winner: str) -> str:
-    """A warning when the crowned figure does not hold at the scale case ("" if it does,
-    or when there was no check)."""
-    if not record or record.get("status") != "ok":
+def doubt(at_scale: Mapping[str, Any] | None) -> str:
+    """A warning when a crowned figure does not hold at the scale case ("" when it does,
+    or when there was no check). ``at_scale`` is ``best.json``'s ``selected.at_scale``."""
+    if not at_scale or at_scale.get("figure_holds") is not False:
         return ""
-    entry = next((c for c in record["contenders"] if c["label"] == winner), None)
-    if not entry or entry["status"] != "ok" or entry["figure_holds"]:
-        return ""
-    case = Case(dict(record["case"])).label()
-    lower = entry["pct_of_reference"] < entry["pct_at_bench"]
+    case = Case(dict(at_scale["case"])).label()
+    lower = at_scale["pct_of_reference"] < at_scale["pct_at_bench"]
     return (
-        f"the crowned kernel's figure does not hold at {case} (x{record['factor']:g}): "
-        f"{entry['pct_of_reference']:.1f}% of the reference there against "
-        f"{entry['pct_at_bench']:.1f}% at the bench size"
+        f"the crowned kernel's figure does not hold at {case} (x{at_scale['factor']:g}): "
+        f"{at_scale['pct_of_reference']:.1f}% of the reference there against "
+        f"{at_scale['pct_at_bench']:.1f}% at the bench size"
         + ("; its speed may rely on the bench case fitting a cache" if lower else "")
     )

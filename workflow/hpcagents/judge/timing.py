@@ -35,9 +35,9 @@ from hpcagents.judge import racecheck
 from hpcagents.judge.arena import Layout, generate_inputs
 from hpcagents.judge.blas import BlasInfo
 from hpcagents.judge.checks import check_call, check_reason
-from hpcagents.judge.errors import JudgeError
+from hpcagents.judge.errors import JudgeError, contender_fault
 from hpcagents.judge.hostload import LoadWatch
-from hpcagents.judge.process import Reference, Runner, candidate_call
+from hpcagents.judge.process import Reference, Runner, candidate_call, check_frozen
 from hpcagents.spec.kernelspec import KernelSpec
 
 
@@ -212,6 +212,28 @@ class Left:
 
     fault: Exception | None = None
     wrong: str = ""
+
+    def status(self, timeout_s: float) -> tuple[str, str]:
+        """(status, reason) the contender leaves with."""
+        if self.fault is not None:
+            return contender_fault(self.fault, timeout_s)
+        return "wrong_answer", self.wrong
+
+
+def check_quiet(
+    runners: Mapping[int, Runner], drop: Callable[[int, str, str], None], timeout_s: float
+) -> None:
+    """After the timed rounds: every contender's process must have done nothing while it
+    was frozen (:func:`~hpcagents.judge.process.check_frozen`); one that did, or whose
+    check fails, is dropped with its status and reason (``drop`` may change ``runners``)."""
+    for who in list(runners):
+        try:
+            quiet = check_frozen(runners[who])
+        except Exception as exc:  # noqa: BLE001 - this contender's fault alone
+            drop(who, *contender_fault(exc, timeout_s))
+            continue
+        if quiet:
+            drop(who, "tampering", quiet)
 
 
 @dataclass

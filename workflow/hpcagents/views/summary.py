@@ -12,6 +12,7 @@ from typing import Any
 from hpcagents.campaign.reader import Iteration, read_iteration
 from hpcagents.core.artifacts import read_json, read_json_or_none, write_json, write_text_atomic
 from hpcagents.core.layout import KernelLayout
+from hpcagents.judge import scale
 from hpcagents.judge.figures import gbps_from_record
 from hpcagents.judge.hostload import doubt_of, implausible, reference_name
 from hpcagents.judge.machine import above_roof
@@ -67,10 +68,10 @@ def iteration_doubt(
     if isinstance(over, int | float) and over > 100.0:
         # never a figure above the roofline shown plainly: say so, and why it can be
         warnings.append(f"{over:.1f}% of the roofline: {above_roof(roof.get('bound') == 'memory')}")
-    scaled = sel.get("at_scale") or {}
-    if best.get("changed") and scaled.get("figure_holds") is False:
-        # the crowned figure meant only at the bench size: said where the figure is shown
-        warnings.append(scale_doubt(scaled))
+    # the crowned figure meant only at the bench size: said where the figure is shown
+    words = scale.doubt(sel.get("at_scale")) if best.get("changed") else ""
+    if words:
+        warnings.append(words)
     gbps = None
     if ev is not None:
         gbps = gbps_from_record(sel.get("gflops"), ev.get("roofline"))
@@ -81,18 +82,6 @@ def iteration_doubt(
         "warnings": warnings,
         "gbps": None if gbps is None else round(gbps, 3),
     }
-
-
-def scale_doubt(at_scale: dict[str, Any]) -> str:
-    """Why a crowned figure does not hold at the final round's scale case, in words."""
-    case = ", ".join(f"{k}={v}" for k, v in at_scale["case"].items() if isinstance(v, int))
-    lower = at_scale["pct_of_reference"] < at_scale["pct_at_bench"]
-    return (
-        f"the figure does not hold at {at_scale['factor']:g}x the bench size ({case}): "
-        f"{at_scale['pct_of_reference']:.1f}% of the reference there against "
-        f"{at_scale['pct_at_bench']:.1f}% at the bench size"
-        + ("; its speed may rely on the bench case fitting a cache" if lower else "")
-    )
 
 
 def build_summary(
